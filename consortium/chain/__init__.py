@@ -1,0 +1,1 @@
+"""Chain access: backends, compiled artifacts, transactions and revert decoding."""

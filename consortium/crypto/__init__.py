@@ -1,0 +1,1 @@
+"""Cryptographic building blocks: keystores and EIP-712 signatures."""

@@ -1,0 +1,1 @@
+"""Typed Python API over the deployed contracts."""

@@ -1,0 +1,326 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {ConsentRegistry} from "./ConsentRegistry.sol";
+import {ConsortiumRegistry} from "./ConsortiumRegistry.sol";
+
+/// @title TrainingLedger
+/// @notice Federated-learning jobs and the anchor of every training round: the RFC 6962 Merkle
+/// root over the participants' signed update records and the digest of the resulting model.
+/// @dev Gas stays flat in the number of participants. Each round stores one 32-byte commitment
+/// over its anchor fields (see `computeRoundCommitment`); the fields themselves are emitted in
+/// `RoundAnchored`, whose block can be found without scanning: every job keeps the block of its
+/// latest anchor and every anchor event names the block of the previous one.
+/// Membership and consent are re-checked in full only when something could have invalidated them
+/// since the last check: the registries' epochs moved or the cached consent window ran out.
+/// This contract is also the EIP-712 verifying contract of update records (domain
+/// "ConsortiumLedger", version "1"); signatures are checked off chain by the coordinator and the
+/// auditor, the chain holds their Merkle root.
+contract TrainingLedger {
+    enum JobStatus {
+        None,
+        Open,
+        Closed
+    }
+
+    /// @dev Everything `anchorRound` needs on its fast path lives in the first two slots.
+    struct Job {
+        // slot 0
+        address coordinator;
+        uint32 lastRound;
+        JobStatus status;
+        uint56 lastAnchorBlock;
+        // slot 1
+        uint32 checkedMembershipEpoch;
+        uint32 checkedConsentEpoch;
+        uint64 windowStart;
+        uint64 windowEnd;
+        // slot 2
+        bytes32 headModelDigest;
+        // cold data
+        address consumer;
+        uint64 createdAt;
+        uint64 createdBlock;
+        bytes32 purpose;
+        bytes32 modelSpecDigest;
+        bytes32 initialModelDigest;
+        address[] participants;
+        uint256[] datasetIds;
+    }
+
+    /// @notice The fields of one round's anchor, as committed to by `computeRoundCommitment`.
+    struct RoundAnchor {
+        uint256 jobId;
+        uint32 round;
+        bytes32 merkleRoot;
+        uint32 participantCount;
+        bytes32 modelDigest;
+        bytes32 metricsDigest;
+        bytes32 previousModelDigest;
+        uint256 blockNumber;
+        uint256 timestamp;
+    }
+
+    /// @notice The membership registry.
+    ConsortiumRegistry public immutable registry;
+    /// @notice The dataset and consent registry.
+    ConsentRegistry public immutable consents;
+    /// @notice Number of jobs ever created; job ids are 1..jobCount.
+    uint256 public jobCount;
+
+    mapping(uint256 jobId => Job) private _jobs;
+    mapping(uint256 jobId => mapping(uint32 round => bytes32 commitment)) private _rounds;
+
+    /// @notice Coordinator `coordinator` created job `jobId`.
+    event JobCreated(
+        uint256 indexed jobId,
+        address indexed coordinator,
+        address indexed consumer,
+        bytes32 purpose,
+        bytes32 modelSpecDigest,
+        bytes32 initialModelDigest,
+        address[] participants,
+        uint256[] datasetIds
+    );
+    /// @notice Round `round` of job `jobId` was anchored.
+    event RoundAnchored(
+        uint256 indexed jobId,
+        uint32 indexed round,
+        bytes32 merkleRoot,
+        uint32 participantCount,
+        bytes32 modelDigest,
+        bytes32 metricsDigest,
+        bytes32 previousModelDigest,
+        uint256 previousAnchorBlock,
+        bytes32 commitment
+    );
+    /// @notice Membership and consents of job `jobId` were re-checked in full and found valid.
+    event JobRevalidated(
+        uint256 indexed jobId, uint32 membershipEpoch, uint32 consentEpoch, uint64 windowStart, uint64 windowEnd
+    );
+    /// @notice Job `jobId` was closed after `lastRound` rounds with final model `modelDigest`.
+    event JobClosed(uint256 indexed jobId, uint32 lastRound, bytes32 modelDigest);
+
+    /// @notice `account` is not an active member with the COORDINATOR role.
+    error NotCoordinator(address account);
+    /// @notice Consumer `account` is not an active member with the CONSUMER role.
+    error NotConsumer(address account);
+    /// @notice Job `jobId` does not exist.
+    error UnknownJob(uint256 jobId);
+    /// @notice Job `jobId` is closed.
+    error JobNotOpen(uint256 jobId);
+    /// @notice `account` is not the coordinator of job `jobId`.
+    error NotJobCoordinator(uint256 jobId, address account);
+    /// @notice Participant `participant` is not an active member.
+    error ParticipantNotMember(address participant);
+    /// @notice Participants must be non-empty, at most 1000, and sorted strictly ascending; entry `index` is not.
+    error InvalidParticipants(uint256 index);
+    /// @notice A job needs at least one dataset and at most 1000.
+    error InvalidDatasets();
+    /// @notice Purpose must not be empty.
+    error EmptyPurpose();
+    /// @notice Dataset `datasetId` has no valid consent for grantee `grantee` and purpose `purpose`.
+    error ConsentNotValid(uint256 datasetId, address grantee, bytes32 purpose);
+    /// @notice Job `jobId` expects round `expected`, not `round`.
+    error WrongRound(uint256 jobId, uint32 expected, uint32 round);
+    /// @notice Participant count `count` is outside 1 to `maximum` for this job.
+    error InvalidParticipantCount(uint32 count, uint256 maximum);
+    /// @notice Merkle root and model digest must not be zero.
+    error EmptyDigest();
+    /// @notice Round `round` of job `jobId` has not been anchored.
+    error UnknownRound(uint256 jobId, uint32 round);
+    /// @notice The consent registry `consents` is bound to another membership registry.
+    error RegistryMismatch(address consents);
+
+    /// @param registry_ The deployed membership registry.
+    /// @param consents_ The deployed consent registry (bound to the same membership registry).
+    constructor(ConsortiumRegistry registry_, ConsentRegistry consents_) {
+        if (consents_.registry() != registry_) revert RegistryMismatch(address(consents_));
+        registry = registry_;
+        consents = consents_;
+    }
+
+    // ----------------------------------------------------------------- jobs
+
+    /// @notice Creates a training job; the caller becomes its coordinator and needs the COORDINATOR role.
+    /// @param purpose The purpose every dataset's consent must name.
+    /// @param modelSpecDigest SHA-256 of the canonical model specification.
+    /// @param initialModelDigest Digest of the round-0 model every round-1 update starts from.
+    /// @param consumer The member the model is trained for (CONSUMER role); the consents' grantee.
+    /// @param participants The members that train, sorted ascending by address.
+    /// @param datasetIds The datasets used; each needs consent to `consumer` for `purpose` unless
+    /// `consumer` owns it.
+    /// @return jobId The new job's id.
+    function createJob(
+        bytes32 purpose,
+        bytes32 modelSpecDigest,
+        bytes32 initialModelDigest,
+        address consumer,
+        address[] calldata participants,
+        uint256[] calldata datasetIds
+    ) external returns (uint256 jobId) {
+        if (purpose == bytes32(0)) revert EmptyPurpose();
+        if (initialModelDigest == bytes32(0)) revert EmptyDigest();
+        if (participants.length == 0 || participants.length > 1000) revert InvalidParticipants(0);
+        for (uint256 i = 1; i < participants.length; ++i) {
+            if (participants[i] <= participants[i - 1]) revert InvalidParticipants(i);
+        }
+        if (datasetIds.length == 0 || datasetIds.length > 1000) revert InvalidDatasets();
+        if (!registry.hasRole(consumer, registry.CONSUMER())) revert NotConsumer(consumer);
+
+        jobId = ++jobCount;
+        Job storage job = _jobs[jobId];
+        job.coordinator = msg.sender;
+        job.status = JobStatus.Open;
+        job.headModelDigest = initialModelDigest;
+        job.consumer = consumer;
+        job.createdAt = uint64(block.timestamp);
+        job.createdBlock = uint64(block.number);
+        job.purpose = purpose;
+        job.modelSpecDigest = modelSpecDigest;
+        job.initialModelDigest = initialModelDigest;
+        job.participants = participants;
+        job.datasetIds = datasetIds;
+        emit JobCreated(
+            jobId, msg.sender, consumer, purpose, modelSpecDigest, initialModelDigest, participants, datasetIds
+        );
+        _revalidate(jobId, job);
+    }
+
+    /// @notice Anchors round `round` of job `jobId`. Reverts unless the caller is the job's
+    /// coordinator, `round` follows the last anchored round, every participant is still an active
+    /// member and every dataset's consent is valid now.
+    /// @param merkleRoot RFC 6962 root over the round's signed update records.
+    /// @param participantCount Number of records under `merkleRoot`.
+    /// @param modelDigest Digest of the aggregated model this round produced.
+    /// @param metricsDigest Digest of the round's metrics artifact.
+    /// @return commitment The stored commitment of this round.
+    function anchorRound(
+        uint256 jobId,
+        uint32 round,
+        bytes32 merkleRoot,
+        uint32 participantCount,
+        bytes32 modelDigest,
+        bytes32 metricsDigest
+    ) external returns (bytes32 commitment) {
+        Job storage job = _jobs[jobId];
+        if (job.status != JobStatus.Open) {
+            if (job.status == JobStatus.None) revert UnknownJob(jobId);
+            revert JobNotOpen(jobId);
+        }
+        if (msg.sender != job.coordinator) revert NotJobCoordinator(jobId, msg.sender);
+        if (round != job.lastRound + 1) revert WrongRound(jobId, job.lastRound + 1, round);
+        if (merkleRoot == bytes32(0) || modelDigest == bytes32(0)) revert EmptyDigest();
+        if (participantCount == 0 || participantCount > job.participants.length) {
+            revert InvalidParticipantCount(participantCount, job.participants.length);
+        }
+        if (
+            job.checkedMembershipEpoch != registry.membershipEpoch()
+                || job.checkedConsentEpoch != consents.consentEpoch() || block.timestamp < job.windowStart
+                || block.timestamp > job.windowEnd
+        ) {
+            _revalidate(jobId, job);
+        }
+
+        bytes32 previousModelDigest = job.headModelDigest;
+        uint256 previousAnchorBlock = job.lastAnchorBlock;
+        commitment = computeRoundCommitment(
+            RoundAnchor({
+                jobId: jobId,
+                round: round,
+                merkleRoot: merkleRoot,
+                participantCount: participantCount,
+                modelDigest: modelDigest,
+                metricsDigest: metricsDigest,
+                previousModelDigest: previousModelDigest,
+                blockNumber: block.number,
+                timestamp: block.timestamp
+            })
+        );
+        _rounds[jobId][round] = commitment;
+        job.lastRound = round;
+        job.lastAnchorBlock = uint56(block.number);
+        job.headModelDigest = modelDigest;
+        emit RoundAnchored(
+            jobId,
+            round,
+            merkleRoot,
+            participantCount,
+            modelDigest,
+            metricsDigest,
+            previousModelDigest,
+            previousAnchorBlock,
+            commitment
+        );
+    }
+
+    /// @notice Closes job `jobId`; no further round can be anchored.
+    function closeJob(uint256 jobId) external {
+        Job storage job = _jobs[jobId];
+        if (job.status == JobStatus.None) revert UnknownJob(jobId);
+        if (job.status != JobStatus.Open) revert JobNotOpen(jobId);
+        if (msg.sender != job.coordinator) revert NotJobCoordinator(jobId, msg.sender);
+        job.status = JobStatus.Closed;
+        emit JobClosed(jobId, job.lastRound, job.headModelDigest);
+    }
+
+    // ----------------------------------------------------------------- views
+
+    /// @notice Job `jobId`, including its participants, datasets and latest anchor.
+    function getJob(uint256 jobId) external view returns (Job memory) {
+        if (_jobs[jobId].status == JobStatus.None) revert UnknownJob(jobId);
+        return _jobs[jobId];
+    }
+
+    /// @notice The stored commitment of round `round` of job `jobId`.
+    function roundCommitment(uint256 jobId, uint32 round) external view returns (bytes32 commitment) {
+        commitment = _rounds[jobId][round];
+        if (commitment == bytes32(0)) revert UnknownRound(jobId, round);
+    }
+
+    /// @notice Whether `anchor` is exactly what was anchored for its job and round.
+    function verifyRound(RoundAnchor calldata anchor) external view returns (bool) {
+        bytes32 stored = _rounds[anchor.jobId][anchor.round];
+        return stored != bytes32(0) && stored == computeRoundCommitment(anchor);
+    }
+
+    /// @notice The commitment of a round's anchor fields: keccak256 of their ABI encoding in
+    /// declaration order.
+    function computeRoundCommitment(RoundAnchor memory anchor) public pure returns (bytes32) {
+        return keccak256(abi.encode(anchor));
+    }
+
+    // ----------------------------------------------------------------- internals
+
+    /// @dev Full check of everything a job depends on; caches the epochs and the consent window
+    /// so that later anchors can skip it while nothing changes.
+    function _revalidate(uint256 jobId, Job storage job) private {
+        if (!registry.hasRole(job.coordinator, registry.COORDINATOR())) revert NotCoordinator(job.coordinator);
+        address[] storage participants = job.participants;
+        for (uint256 i = 0; i < participants.length; ++i) {
+            if (!registry.isMember(participants[i])) revert ParticipantNotMember(participants[i]);
+        }
+        if (!registry.hasRole(job.consumer, registry.CONSUMER())) revert NotConsumer(job.consumer);
+
+        uint64 windowStart = 0;
+        uint64 windowEnd = type(uint64).max;
+        uint256[] storage datasetIds = job.datasetIds;
+        for (uint256 i = 0; i < datasetIds.length; ++i) {
+            uint256 datasetId = datasetIds[i];
+            if (consents.getDataset(datasetId).owner == job.consumer) continue;
+            if (!consents.isConsentValid(datasetId, job.consumer, job.purpose)) {
+                revert ConsentNotValid(datasetId, job.consumer, job.purpose);
+            }
+            ConsentRegistry.Consent memory c = consents.getConsent(datasetId, job.consumer, job.purpose);
+            if (c.validFrom > windowStart) windowStart = c.validFrom;
+            if (c.validUntil < windowEnd) windowEnd = c.validUntil;
+        }
+        uint32 membershipEpoch = registry.membershipEpoch();
+        uint32 consentEpoch = consents.consentEpoch();
+        job.checkedMembershipEpoch = membershipEpoch;
+        job.checkedConsentEpoch = consentEpoch;
+        job.windowStart = windowStart;
+        job.windowEnd = windowEnd;
+        emit JobRevalidated(jobId, membershipEpoch, consentEpoch, windowStart, windowEnd);
+    }
+}
