@@ -47,3 +47,7 @@ class ChainRevert(ConsortiumError):
 
 class TransactionFailed(ConsortiumError):
     """A transaction was mined with status 0 and no decodable reason."""
+
+
+class TransactionRejected(ConsortiumError):
+    """The node refused to accept a transaction (insufficient funds, nonce or fee too low)."""

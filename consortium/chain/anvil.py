@@ -1,0 +1,249 @@
+"""A local anvil node that the CLI starts, stops and inspects, with its state kept on disk.
+
+The node outlives the command that started it (it runs in its own session), so everything
+that describes it lives in files under ``<data_dir>/anvil/``: the pid, the log and the chain
+state. anvil loads the state file on start and rewrites it every second and on SIGTERM, so
+stop and start keep blocks, receipts, logs, code and balances. Historical states (``eth_call``
+at a block before the last restart) are not kept: ``--preserve-historical-states`` grows the
+file by tens of kilobytes per block, and the project reads state at the latest block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from consortium.errors import ChainUnavailable, UsageError
+
+ANVIL_ENV = "CONSORTIUM_ANVIL"
+NPM_BINARY = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+DEFAULT_CHAIN_ID = 31337
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What ``consortium chain status`` reports."""
+
+    running: bool
+    pid: int | None
+    url: str
+    chain_id: int | None
+    block_number: int | None
+    state_file: Path
+
+
+class AnvilNode:
+    """The anvil node of one data directory."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 8545,
+        chain_id: int = DEFAULT_CHAIN_ID,
+    ) -> None:
+        self.dir = Path(data_dir) / "anvil"
+        self.host = host
+        self.port = port
+        self.chain_id = chain_id
+        self.state_file = self.dir / "state.json"
+        self.log_file = self.dir / "anvil.log"
+        self.pid_file = self.dir / "anvil.pid"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, wait: bool = True, timeout: float = 30.0) -> NodeStatus:
+        """Starts the node unless it is already running; with ``wait``, returns once it
+        answers JSON-RPC."""
+        if self._running_pid() is not None:
+            return self.status()
+        if _port_in_use(self.host, self.port):
+            raise UsageError(
+                f"port {self.port} on {self.host} is in use by another program; "
+                "stop it or configure another anvil port"
+            )
+        binary = find_anvil()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            str(binary),
+            "--host", self.host,
+            "--port", str(self.port),
+            "--chain-id", str(self.chain_id),
+            "--state", str(self.state_file),
+            "--state-interval", "1",
+        ]  # fmt: skip
+        with self.log_file.open("ab") as log:
+            log.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(command)}\n".encode())
+            log.flush()
+            pid = _spawn(command, log.fileno())
+        _write_atomically(self.pid_file, f"{pid}\n")
+        if wait:
+            self._wait_until_ready(pid, timeout)
+        return self.status()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stops the node; False if it was not running.
+
+        SIGTERM first, on which anvil writes its state file; SIGKILL only if it does not exit
+        within ``timeout`` seconds.
+        """
+        pid = self._running_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_for_exit(pid, timeout):
+            os.kill(pid, signal.SIGKILL)
+            _wait_for_exit(pid, 5.0)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def status(self) -> NodeStatus:
+        """Whether the node runs, and its chain id and height if it answers."""
+        pid = self._running_pid()
+        chain_id = block_number = None
+        if pid is not None:
+            try:
+                chain_id = int(_rpc(self.url, "eth_chainId"), 16)
+                block_number = int(_rpc(self.url, "eth_blockNumber"), 16)
+            except (requests.RequestException, ValueError, KeyError):
+                pass  # running but not answering (starting up, or hung): report what we know
+        return NodeStatus(
+            running=pid is not None,
+            pid=pid,
+            url=self.url,
+            chain_id=chain_id,
+            block_number=block_number,
+            state_file=self.state_file,
+        )
+
+    def _running_pid(self) -> int | None:
+        """The pid from the pid file if that process is our anvil; removes a stale pid file."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            pid = None
+        if pid is not None and _is_running_anvil(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def _wait_until_ready(self, pid: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _is_running_anvil(pid):
+                self.pid_file.unlink(missing_ok=True)
+                raise ChainUnavailable(
+                    f"anvil exited during start-up: {self._last_log_line()} (log: {self.log_file})"
+                )
+            try:
+                _rpc(self.url, "eth_chainId")
+                return
+            except requests.RequestException:
+                time.sleep(0.05)
+        raise ChainUnavailable(
+            f"anvil did not answer on {self.url} within {timeout:g} s (log: {self.log_file})"
+        )
+
+    def _last_log_line(self) -> str:
+        lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line]
+        errors = [line for line in lines if "error" in line.lower()]
+        return (errors or lines or ["no output"])[-1].strip()
+
+
+def find_anvil() -> Path:
+    """The anvil binary: ``$CONSORTIUM_ANVIL``, else the npm package in the nearest
+    ``node_modules`` above this package or above the working directory."""
+    configured = os.environ.get(ANVIL_ENV)
+    if configured:
+        path = Path(configured)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise UsageError(f"{ANVIL_ENV}={configured} is not an executable file")
+        return path
+    for start in (Path(__file__).resolve().parent, Path.cwd().resolve()):
+        for directory in (start, *start.parents):
+            candidate = directory / NPM_BINARY
+            if candidate.is_file():
+                return candidate
+    raise UsageError(
+        "anvil not found: run `npm ci` in the project directory, "
+        f"or set {ANVIL_ENV} to an anvil binary"
+    )
+
+
+def _spawn(command: list[str], log_fd: int) -> int:
+    """Starts ``command`` in its own session (it survives the CLI process and its Ctrl-C),
+    output to ``log_fd``. No Popen object: the node is not this process's to wait for, and
+    :func:`_reap` collects it if this process happens to stop it."""
+    return os.posix_spawn(
+        command[0],
+        command,
+        os.environ,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log_fd, 1),
+            (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        ],
+        setsid=True,
+    )
+
+
+def _rpc(url: str, method: str) -> str:
+    response = requests.post(
+        url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": []}, timeout=2.0
+    )
+    response.raise_for_status()
+    return response.json()["result"]
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0
+
+
+def _is_running_anvil(pid: int) -> bool:
+    """True if ``pid`` is a live (not zombie) anvil process.
+
+    Checking the command line guards against a recycled pid after a reboot or a crash. Uses
+    /proc, which exists wherever the npm anvil package does (Linux).
+    """
+    _reap(pid)
+    proc = Path("/proc") / str(pid)
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        command = (proc / "cmdline").read_bytes().split(b"\0")[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z" and Path(command.decode(errors="replace")).name == "anvil"
+
+
+def _reap(pid: int) -> None:
+    """Collects the exit status if ``pid`` is our own exited child, so it is not a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _wait_for_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _is_running_anvil(pid):
+            return True
+        time.sleep(0.05)
+    return not _is_running_anvil(pid)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

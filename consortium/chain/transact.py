@@ -1,0 +1,163 @@
+"""Sending contract calls as locally signed transactions, with every failure made readable.
+
+Keys never leave this process: transactions are signed with eth-account and submitted raw, so
+the same code works against nodes that hold no accounts (Besu, a public endpoint). Gas is
+always estimated, because the estimate is where a node reports a revert with its data; a
+hard-coded limit would instead mine a failed transaction. Receipts are always checked, and a
+failed one is replayed as a call to recover the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import requests
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from hexbytes import HexBytes
+from web3.contract.contract import ContractConstructor, ContractFunction
+from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.types import BlockIdentifier, TxParams, TxReceipt
+
+from consortium.chain.backend import Chain
+from consortium.chain.reverts import RevertDecoder
+from consortium.errors import ChainUnavailable, TransactionFailed, TransactionRejected
+
+# Estimates are exact for the state they ran on; the margin absorbs state that changes
+# between estimate and inclusion (another member's transaction landing first).
+GAS_MARGIN_PERCENT = 20
+
+
+class Transactor:
+    """Sends transactions for one account on one chain."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        account: LocalAccount,
+        decoder: RevertDecoder,
+        *,
+        receipt_timeout: float = 120.0,
+    ) -> None:
+        self.chain = chain
+        self.account = account
+        self.decoder = decoder
+        self.receipt_timeout = receipt_timeout
+
+    def send(self, fn: ContractFunction, *, value: int = 0) -> TxReceipt:
+        """Sends ``fn`` and returns its successful receipt; a revert raises ChainRevert."""
+        return self._transact(fn, value)
+
+    def deploy(
+        self, abi: list[dict[str, Any]], bytecode: str, *args: Any
+    ) -> tuple[ChecksumAddress, TxReceipt]:
+        """Deploys a contract; returns its address and the deployment receipt."""
+        constructor = self.chain.w3.eth.contract(abi=abi, bytecode=bytecode).constructor(*args)
+        receipt = self._transact(constructor, 0)
+        return receipt["contractAddress"], receipt  # type: ignore[return-value]
+
+    def confirm(self, tx_hash: HexBytes) -> TxReceipt:
+        """Waits for ``tx_hash`` and returns its receipt if it succeeded.
+
+        A failed transaction is re-run as ``eth_call`` at its block to recover the reason
+        (ChainRevert); without one, TransactionFailed names the transaction. Public so that a
+        caller that journaled a hash before a crash can settle that transaction after it.
+        """
+        with _connection(self.chain.description):
+            receipt = self.chain.wait_for_receipt(tx_hash, self.receipt_timeout)
+            if receipt["status"] == 1:
+                return receipt
+            tx = self.chain.w3.eth.get_transaction(tx_hash)
+            replay: TxParams = {
+                "from": tx["from"],
+                "data": tx["input"],
+                "value": tx["value"],
+                "gas": tx["gas"],
+            }
+            if tx.get("to"):
+                replay["to"] = tx["to"]
+            try:
+                self.chain.w3.eth.call(replay, receipt["blockNumber"])
+            except (ContractLogicError, Web3RPCError) as exc:
+                revert = self.decoder.from_exception(exc)
+                if revert is not None:
+                    raise revert from None
+                detail = f": {_rpc_message(exc)}"
+            else:
+                detail = "; replaying it as a call did not reproduce the failure"
+        raise TransactionFailed(
+            f"transaction {tx_hash.to_0x_hex()} failed in block {receipt['blockNumber']}{detail}"
+        )
+
+    def call(self, fn: ContractFunction, block_identifier: BlockIdentifier = "latest") -> Any:
+        """Calls a view function as this account (``msg.sender``); reverts raise ChainRevert."""
+        return self.call_view(
+            fn, self.decoder, block_identifier=block_identifier, sender=self.account.address
+        )
+
+    @staticmethod
+    def call_view(
+        fn: ContractFunction,
+        decoder: RevertDecoder,
+        *,
+        block_identifier: BlockIdentifier = "latest",
+        sender: str | None = None,
+    ) -> Any:
+        """Calls a view function without an account; reverts raise ChainRevert."""
+        params: TxParams = {"from": sender} if sender else {}  # type: ignore[typeddict-item]
+        try:
+            with _connection("the chain endpoint"):
+                return fn.call(params, block_identifier=block_identifier)
+        except (ContractLogicError, Web3RPCError) as exc:
+            revert = decoder.from_exception(exc)
+            if revert is None:
+                raise ChainUnavailable(f"the node failed the call: {_rpc_message(exc)}") from None
+            raise revert from None
+
+    def _transact(self, fn: ContractFunction | ContractConstructor, value: int) -> TxReceipt:
+        w3 = self.chain.w3
+        address = self.account.address
+        params: TxParams = {"from": address, "value": value, "chainId": self.chain.chain_id}
+        with _connection(self.chain.description):
+            try:
+                gas = fn.estimate_gas(params)
+            except (ContractLogicError, Web3RPCError) as exc:
+                revert = self.decoder.from_exception(exc)
+                if revert is not None:
+                    raise revert from None
+                raise self._rejected(exc) from None
+            params["gas"] = gas + gas * GAS_MARGIN_PERCENT // 100
+            params["nonce"] = w3.eth.get_transaction_count(address, "pending")
+            params.update(self.chain.fee_fields())  # type: ignore[typeddict-item]
+            signed = self.account.sign_transaction(fn.build_transaction(params))
+            try:
+                tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+            except Web3RPCError as exc:
+                raise self._rejected(exc) from None
+        return self.confirm(tx_hash)
+
+    def _rejected(self, exc: Exception) -> TransactionRejected:
+        return TransactionRejected(
+            f"{self.chain.description} rejected the transaction from {self.account.address}: "
+            f"{_rpc_message(exc)}"
+        )
+
+
+@contextmanager
+def _connection(where: str) -> Iterator[None]:
+    """Turns a lost connection into ChainUnavailable, which the CLI reports in one line."""
+    try:
+        yield
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise ChainUnavailable(f"lost the connection to {where}: {type(exc).__name__}") from None
+
+
+def _rpc_message(exc: Exception) -> str:
+    """The node's own error message, without web3's dict repr around it."""
+    if isinstance(exc, Web3RPCError) and isinstance(exc.rpc_response, dict):
+        error = exc.rpc_response.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return str(exc)

@@ -1,0 +1,139 @@
+"""The CLI's local anvil node: start, status, stop, and state that survives a restart."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from consortium.chain.anvil import ANVIL_ENV, AnvilNode, find_anvil
+from consortium.chain.backend import RpcChain
+from consortium.chain.reverts import RevertDecoder
+from consortium.chain.transact import Transactor
+from consortium.errors import ChainUnavailable, UsageError
+
+pytestmark = pytest.mark.anvil
+
+
+@pytest.fixture
+def node(tmp_path: Path, unused_port: int) -> Iterator[AnvilNode]:
+    try:
+        find_anvil()
+    except UsageError as exc:
+        pytest.skip(str(exc))
+    node = AnvilNode(tmp_path / "data", port=unused_port, chain_id=31337)
+    yield node
+    node.stop()
+
+
+def test_start_status_stop(node: AnvilNode) -> None:
+    assert not node.status().running
+
+    status = node.start()
+    assert status.running and status.pid is not None
+    assert (status.url, status.chain_id, status.block_number) == (node.url, 31337, 0)
+    assert status.state_file == node.state_file
+    assert node.pid_file.read_text().strip() == str(status.pid)
+    assert node.log_file.is_file()
+
+    assert node.stop() is True
+    assert not node.status().running
+    assert not node.pid_file.exists()
+    assert node.state_file.is_file()  # dumped on SIGTERM
+    assert node.stop() is False  # idempotent
+
+
+def test_start_twice_reports_the_running_node(node: AnvilNode) -> None:
+    first = node.start()
+    second = node.start()
+    assert second.running and second.pid == first.pid
+
+
+def test_restart_keeps_chain_state(node: AnvilNode, revert_probe: dict[str, Any]) -> None:
+    node.start()
+    artifact = revert_probe
+    payee = Account.create().address
+    chain = RpcChain(node.url, 31337, poll_latency=0.005)
+    deployer = Account.create()
+    chain.fund(deployer.address, 10**18)
+    transactor = Transactor(chain, deployer, RevertDecoder([artifact["abi"]]))
+    address, _ = transactor.deploy(artifact["abi"], artifact["bytecode"])
+    probe = chain.w3.eth.contract(address=address, abi=artifact["abi"])
+    receipt = transactor.send(probe.functions.bump())
+    chain.fund(payee, 777)
+    before = (
+        chain.w3.eth.block_number,
+        chain.w3.eth.get_code(address),
+        chain.w3.eth.get_balance(payee),
+        probe.functions.counter().call(),
+    )
+    chain.close()
+
+    node.stop()
+    node.start()
+
+    chain = RpcChain(node.url, 31337, poll_latency=0.005)
+    probe = chain.w3.eth.contract(address=address, abi=artifact["abi"])
+    after = (
+        chain.w3.eth.block_number,
+        chain.w3.eth.get_code(address),
+        chain.w3.eth.get_balance(payee),
+        probe.functions.counter().call(),
+    )
+    assert after == before
+    assert chain.w3.eth.get_transaction_receipt(receipt["transactionHash"])["status"] == 1
+    chain.close()
+
+
+def test_stale_pid_file_is_cleaned_up(node: AnvilNode) -> None:
+    node.pid_file.parent.mkdir(parents=True)
+    node.pid_file.write_text(f"{_pid_of_finished_process()}\n")
+
+    assert not node.status().running
+    assert not node.pid_file.exists()
+    assert node.start().running
+
+
+def test_pid_file_naming_another_program_is_stale(node: AnvilNode) -> None:
+    node.pid_file.parent.mkdir(parents=True)
+    node.pid_file.write_text(f"{os.getpid()}\n")  # alive, but not anvil
+    assert not node.status().running
+    assert node.stop() is False
+
+
+def test_port_taken_by_another_program(node: AnvilNode) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind((node.host, node.port))
+        squatter.listen()
+        with pytest.raises(UsageError, match=rf"port {node.port} .* is in use"):
+            node.start()
+
+
+def test_corrupt_state_file_fails_start_with_the_log_line(node: AnvilNode) -> None:
+    node.state_file.parent.mkdir(parents=True)
+    node.state_file.write_text("{not json")
+    with pytest.raises(ChainUnavailable, match=r"anvil exited during start-up: .*state"):
+        node.start()
+    assert not node.pid_file.exists()
+
+
+def test_missing_binary_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ANVIL_ENV, raising=False)
+    monkeypatch.setattr("consortium.chain.anvil.NPM_BINARY", Path("node_modules/none/anvil"))
+    with pytest.raises(UsageError, match="anvil not found: run `npm ci`"):
+        find_anvil()
+    monkeypatch.setenv(ANVIL_ENV, "/nonexistent/anvil")
+    with pytest.raises(UsageError, match="is not an executable file"):
+        find_anvil()
+
+
+def _pid_of_finished_process() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
