@@ -27,6 +27,8 @@ contract ConsentRegistry is EIP712, Nonces {
     }
 
     struct Consent {
+        address grantee;
+        bytes32 purpose;
         uint64 validFrom;
         uint64 validUntil;
         uint64 grantedAt;
@@ -48,6 +50,7 @@ contract ConsentRegistry is EIP712, Nonces {
     mapping(uint256 id => Dataset) private _datasets;
     mapping(uint256 id => mapping(uint32 version => bytes32 root)) private _subjectsRoots;
     mapping(bytes32 key => Consent) private _consents;
+    mapping(uint256 id => bytes32[] keys) private _consentKeys;
 
     /// @notice Provider `owner` registered dataset `datasetId`.
     event DatasetRegistered(
@@ -183,6 +186,17 @@ contract ConsentRegistry is EIP712, Nonces {
             && registry.hasRole(_datasets[datasetId].owner, registry.PROVIDER());
     }
 
+    /// @notice Every consent ever granted on dataset `datasetId`, revoked ones included, in the order
+    /// first granted.
+    function consentsOf(uint256 datasetId) external view returns (Consent[] memory list) {
+        _dataset(datasetId);
+        bytes32[] storage keys = _consentKeys[datasetId];
+        list = new Consent[](keys.length);
+        for (uint256 i = 0; i < keys.length; ++i) {
+            list[i] = _consents[keys[i]];
+        }
+    }
+
     /// @notice The stored consent for dataset x grantee x purpose (all zero when never granted).
     function getConsent(uint256 datasetId, address grantee, bytes32 purpose) external view returns (Consent memory) {
         return _consents[consentKey(datasetId, grantee, purpose)];
@@ -215,8 +229,15 @@ contract ConsentRegistry is EIP712, Nonces {
         if (!registry.isMember(grantee)) revert GranteeNotMember(grantee);
         if (purpose == bytes32(0)) revert EmptyPurpose();
         if (validFrom > validUntil || validUntil < block.timestamp) revert InvalidWindow(validFrom, validUntil);
-        Consent storage c = _consents[consentKey(datasetId, grantee, purpose)];
-        if (c.grantedAt != 0) ++consentEpoch;
+        bytes32 key = consentKey(datasetId, grantee, purpose);
+        Consent storage c = _consents[key];
+        if (c.grantedAt == 0) {
+            _consentKeys[datasetId].push(key);
+            c.grantee = grantee;
+            c.purpose = purpose;
+        } else {
+            ++consentEpoch;
+        }
         c.validFrom = validFrom;
         c.validUntil = validUntil;
         c.grantedAt = uint64(block.timestamp);

@@ -1,0 +1,146 @@
+"""Deploying the three contracts and remembering where they are.
+
+The deployment file is the one place that says which addresses on which chain are "the ledger".
+It is written once, atomically, and never overwritten by a deployment to the same chain: a second
+`deploy` would silently fork the consortium's history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from eth_utils import is_address, to_checksum_address
+
+from consortium.chain.artifacts import load_artifact
+from consortium.chain.backend import Chain
+from consortium.chain.transact import Transactor
+from consortium.errors import UsageError
+from consortium.ledger.errors import revert_decoder
+from consortium.ledger.roles import Role
+
+DEPLOYMENT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Founder:
+    """A founding member, admitted at deployment without a vote."""
+
+    address: ChecksumAddress
+    name: str
+    roles: Role
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where the consortium's contracts live."""
+
+    chain_id: int
+    registry: ChecksumAddress
+    consents: ChecksumAddress
+    ledger: ChecksumAddress
+    block_number: int
+    deployer: ChecksumAddress
+
+    def to_json(self) -> dict[str, object]:
+        return {"format": DEPLOYMENT_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: object, *, source: str) -> Deployment:
+        """Parses and validates a deployment record; ``source`` names it in errors."""
+        if not isinstance(data, dict) or data.get("format") != DEPLOYMENT_FORMAT:
+            raise UsageError(f"{source}: not a deployment file of format {DEPLOYMENT_FORMAT}")
+        try:
+            addresses = {
+                key: _address(data[key], f"{source}: {key}")
+                for key in ("registry", "consents", "ledger", "deployer")
+            }
+            chain_id, block_number = data["chain_id"], data["block_number"]
+        except KeyError as exc:
+            raise UsageError(f"{source}: missing field {exc.args[0]}") from None
+        if not isinstance(chain_id, int) or not isinstance(block_number, int):
+            raise UsageError(f"{source}: chain_id and block_number must be integers")
+        return cls(chain_id=chain_id, block_number=block_number, **addresses)
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        """Reads the deployment file at ``path``."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"no deployment at {path}: run `consortium deploy` first") from None
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+        return cls.from_json(data, source=str(path))
+
+    def save(self, path: Path) -> None:
+        """Writes the file atomically; refuses to replace another deployment on the same chain."""
+        if path.exists():
+            existing = Deployment.load(path)
+            if existing == self:
+                return
+            if existing.chain_id == self.chain_id:
+                raise UsageError(
+                    f"{path} already records a deployment on chain {self.chain_id} "
+                    f"(ledger {existing.ledger}); move it away to deploy anew"
+                )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.to_json(), handle, indent=2)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _address(value: object, what: str) -> ChecksumAddress:
+    if not isinstance(value, str) or not is_address(value):
+        raise UsageError(f"{what} is not an address: {value!r}")
+    return to_checksum_address(value)
+
+
+def deploy(
+    chain: Chain,
+    deployer: LocalAccount,
+    founders: list[Founder],
+    *,
+    quorum_bps: int,
+    proposal_lifetime: int,
+) -> Deployment:
+    """Deploys the registry, the consent registry and the training ledger, in that order."""
+    if not founders:
+        raise UsageError("a consortium needs at least one founding member")
+    transactor = Transactor(chain, deployer, revert_decoder())
+    registry_artifact = load_artifact("ConsortiumRegistry")
+    registry, receipt = transactor.deploy(
+        registry_artifact.abi,
+        registry_artifact.bytecode,
+        [f.address for f in founders],
+        [f.name for f in founders],
+        [int(f.roles) for f in founders],
+        quorum_bps,
+        proposal_lifetime,
+    )
+    consents_artifact = load_artifact("ConsentRegistry")
+    consents, _ = transactor.deploy(consents_artifact.abi, consents_artifact.bytecode, registry)
+    ledger_artifact = load_artifact("TrainingLedger")
+    ledger, _ = transactor.deploy(ledger_artifact.abi, ledger_artifact.bytecode, registry, consents)
+    return Deployment(
+        chain_id=chain.chain_id,
+        registry=registry,
+        consents=consents,
+        ledger=ledger,
+        block_number=receipt["blockNumber"],
+        deployer=deployer.address,
+    )

@@ -1,0 +1,180 @@
+"""Training jobs and round anchors on the TrainingLedger contract."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass
+from typing import TYPE_CHECKING
+
+from eth_abi import encode
+from eth_typing import ChecksumAddress
+from eth_utils import keccak, to_checksum_address
+from web3.types import TxReceipt
+
+from consortium.ledger.values import address, bytes32, decode_purpose, encode_purpose
+
+if TYPE_CHECKING:
+    from consortium.ledger.client import Ledger
+
+_ANCHOR_ABI_TYPES = ["(uint256,uint32,bytes32,uint32,bytes32,bytes32,bytes32,uint256,uint256)"]
+_JOB_STATUS = {1: "open", 2: "closed"}
+
+
+@dataclass(frozen=True)
+class RoundAnchor:
+    """Everything one round commits to on chain; field order is the contract's."""
+
+    job_id: int
+    round: int
+    merkle_root: bytes
+    participant_count: int
+    model_digest: bytes
+    metrics_digest: bytes
+    previous_model_digest: bytes
+    block_number: int
+    timestamp: int
+
+    def commitment(self) -> bytes:
+        """keccak256 of the ABI-encoded fields, exactly as ``computeRoundCommitment``."""
+        return keccak(encode(_ANCHOR_ABI_TYPES, [astuple(self)]))
+
+
+@dataclass(frozen=True)
+class Job:
+    """A training job as recorded on chain."""
+
+    id: int
+    coordinator: ChecksumAddress
+    status: str
+    last_round: int
+    last_anchor_block: int
+    head_model_digest: bytes
+    consumer: ChecksumAddress
+    created_at: int
+    created_block: int
+    purpose: str
+    model_spec_digest: bytes
+    initial_model_digest: bytes
+    participants: tuple[ChecksumAddress, ...]
+    dataset_ids: tuple[int, ...]
+
+
+class Jobs:
+    """Job creation, round anchoring and job reads of one :class:`Ledger`."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._contract = ledger.training
+
+    def create(
+        self,
+        *,
+        purpose: str,
+        model_spec_digest: str | bytes,
+        initial_model_digest: str | bytes,
+        consumer: str,
+        participants: Sequence[str],
+        dataset_ids: Sequence[int],
+    ) -> int:
+        """Creates a job coordinated by the signer; participants are sorted here."""
+        ordered = sorted({address(p) for p in participants}, key=lambda a: int(a, 16))
+        fn = self._contract.functions.createJob(
+            encode_purpose(purpose),
+            bytes32(model_spec_digest, "model spec digest"),
+            bytes32(initial_model_digest, "initial model digest"),
+            address(consumer),
+            ordered,
+            list(dataset_ids),
+        )
+        receipt = self._ledger.send(fn)
+        (event,) = self._ledger.events(self._contract, "JobCreated", receipt)
+        return int(event["args"]["jobId"])
+
+    def anchor(
+        self,
+        job_id: int,
+        round_number: int,
+        merkle_root: bytes,
+        participant_count: int,
+        model_digest: bytes,
+        metrics_digest: bytes,
+    ) -> tuple[RoundAnchor, TxReceipt]:
+        """Anchors a round and returns the anchor as the chain recorded it."""
+        fn = self._contract.functions.anchorRound(
+            job_id,
+            round_number,
+            bytes32(merkle_root, "merkle root"),
+            participant_count,
+            bytes32(model_digest, "model digest"),
+            bytes32(metrics_digest, "metrics digest"),
+        )
+        receipt = self._ledger.send(fn)
+        (event,) = self._ledger.events(self._contract, "RoundAnchored", receipt)
+        block = self._ledger.chain.w3.eth.get_block(receipt["blockNumber"])
+        args = event["args"]
+        anchor = RoundAnchor(
+            job_id=job_id,
+            round=round_number,
+            merkle_root=bytes(args["merkleRoot"]),
+            participant_count=args["participantCount"],
+            model_digest=bytes(args["modelDigest"]),
+            metrics_digest=bytes(args["metricsDigest"]),
+            previous_model_digest=bytes(args["previousModelDigest"]),
+            block_number=receipt["blockNumber"],
+            timestamp=int(block["timestamp"]),
+        )
+        return anchor, receipt
+
+    def close(self, job_id: int) -> TxReceipt:
+        """Closes the job; no further round can be anchored."""
+        return self._ledger.send(self._contract.functions.closeJob(job_id))
+
+    def get(self, job_id: int) -> Job:
+        raw = self._ledger.call(self._contract.functions.getJob(job_id))
+        (
+            coordinator,
+            last_round,
+            status,
+            last_anchor_block,
+            _membership_epoch,
+            _consent_epoch,
+            _window_start,
+            _window_end,
+            head_model,
+            consumer,
+            created_at,
+            created_block,
+            purpose,
+            spec,
+            initial_model,
+            participants,
+            dataset_ids,
+        ) = raw
+        return Job(
+            id=job_id,
+            coordinator=to_checksum_address(coordinator),
+            status=_JOB_STATUS[status],
+            last_round=last_round,
+            last_anchor_block=last_anchor_block,
+            head_model_digest=bytes(head_model),
+            consumer=to_checksum_address(consumer),
+            created_at=created_at,
+            created_block=created_block,
+            purpose=decode_purpose(bytes(purpose)),
+            model_spec_digest=bytes(spec),
+            initial_model_digest=bytes(initial_model),
+            participants=tuple(to_checksum_address(p) for p in participants),
+            dataset_ids=tuple(dataset_ids),
+        )
+
+    def count(self) -> int:
+        return int(self._ledger.call(self._contract.functions.jobCount()))
+
+    def round_commitment(self, job_id: int, round_number: int) -> bytes:
+        """The commitment stored for a round; an unanchored round is a ChainRevert."""
+        fn = self._contract.functions.roundCommitment(job_id, round_number)
+        return bytes(self._ledger.call(fn))
+
+    def verify(self, anchor: RoundAnchor) -> bool:
+        """Whether the chain holds exactly ``anchor`` for its job and round."""
+        return bool(self._ledger.call(self._contract.functions.verifyRound(astuple(anchor))))
