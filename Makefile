@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` sets everything up and runs the main scenario;
+# `make test` sets everything up and runs the test suite. Both are idempotent.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_PY := $(VENV)/.installed
+STAMP_NPM := node_modules/.installed
+
+.PHONY: setup demo test lint bench-gas clean
+
+setup: $(STAMP_PY) $(STAMP_NPM)
+
+$(STAMP_PY): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+$(STAMP_NPM): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(BIN)/consortium simulate governance
+
+test: setup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+lint: setup
+	$(BIN)/ruff check consortium tests scripts
+	$(BIN)/ruff format --check consortium tests scripts
+
+bench-gas: setup
+	$(BIN)/python scripts/bench/gas.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

@@ -1,0 +1,123 @@
+"""``consortium dataset``: datasets providers register (descriptions only, never data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from consortium.cli.context import CliContext, pass_context
+from consortium.cli.output import emit_json, emit_table, timestamp
+from consortium.cli.params import account_option, json_option
+from consortium.crypto.canonical import json_digest
+from consortium.errors import UsageError
+from consortium.ledger.consents import Dataset
+
+
+@click.group()
+def dataset() -> None:
+    """Register datasets and publish their consented-subject roots."""
+
+
+def _schema_digest(schema_file: Path | None, schema_digest: str | None) -> str:
+    if (schema_file is None) == (schema_digest is None):
+        raise click.UsageError("give exactly one of --schema or --schema-digest")
+    if schema_digest is not None:
+        return schema_digest
+    assert schema_file is not None
+    try:
+        schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {schema_file}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{schema_file}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+    return json_digest(schema).hex()
+
+
+@dataset.command("register")
+@click.argument("name")
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON schema of the dataset; its RFC 8785 SHA-256 digest goes on chain.",
+)
+@click.option(
+    "--schema-digest", help="SHA-256 of the schema as 64 hex digits, instead of --schema."
+)
+@click.option("--subjects-root", help="Merkle root of the consented data subjects (64 hex digits).")
+@account_option
+@pass_context
+def register(
+    context: CliContext,
+    name: str,
+    schema_file: Path | None,
+    schema_digest: str | None,
+    subjects_root: str | None,
+    account: str,
+) -> None:
+    """Register dataset NAME, owned by the signing PROVIDER."""
+    digest = _schema_digest(schema_file, schema_digest)
+    dataset_id = context.ledger(account).consents.register(name, digest, subjects_root)
+    click.echo(f"dataset {dataset_id}: registered {name!r}")
+
+
+@dataset.command("update-subjects")
+@click.argument("dataset_id", type=click.IntRange(1))
+@click.argument("subjects_root")
+@account_option
+@pass_context
+def update_subjects(context: CliContext, dataset_id: int, subjects_root: str, account: str) -> None:
+    """Publish a new consented-subjects root for DATASET_ID (a new version)."""
+    version = context.ledger(account).consents.update_subjects(dataset_id, subjects_root)
+    click.echo(f"dataset {dataset_id}: subjects root version {version}")
+
+
+def _dataset_json(d: Dataset) -> dict[str, object]:
+    return {
+        "id": d.id,
+        "name": d.name,
+        "owner": d.owner,
+        "schemaDigest": d.schema_digest,
+        "subjectsRoot": d.subjects_root,
+        "subjectsVersion": d.subjects_version,
+        "registeredAt": d.registered_at,
+    }
+
+
+@dataset.command("list")
+@json_option
+@pass_context
+def list_datasets(context: CliContext, as_json: bool) -> None:
+    """List the registered datasets."""
+    found = context.ledger().consents.datasets()
+    if as_json:
+        emit_json([_dataset_json(d) for d in found])
+        return
+    rows = [
+        (d.id, d.name, d.owner, d.schema_digest.hex()[:16] + "…", d.subjects_version) for d in found
+    ]
+    emit_table("datasets", ("id", "name", "owner", "schema", "subjects version"), rows)
+
+
+@dataset.command("show")
+@click.argument("dataset_id", type=click.IntRange(1))
+@json_option
+@pass_context
+def show(context: CliContext, dataset_id: int, as_json: bool) -> None:
+    """Show one dataset."""
+    d = context.ledger().consents.dataset(dataset_id)
+    if as_json:
+        emit_json(_dataset_json(d))
+        return
+    for label, value in (
+        ("id", d.id),
+        ("name", d.name),
+        ("owner", d.owner),
+        ("schema", d.schema_digest.hex()),
+        ("subjects", d.subjects_root.hex() if d.subjects_root else "not tracked"),
+        ("version", d.subjects_version),
+        ("since", timestamp(d.registered_at)),
+    ):
+        click.echo(f"{label:9} {value}")

@@ -1,0 +1,63 @@
+"""How commands print: rich tables for people, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from consortium.ledger.roles import Role
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, Role):
+        return value.describe()
+    if isinstance(value, Enum):
+        return value.name.lower()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def emit_json(data: Any) -> None:
+    """Prints ``data`` as indented JSON (bytes as 0x hex, roles as names)."""
+    click.echo(json.dumps(data, indent=2, default=_jsonable))
+
+
+def emit_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Prints a table; cells are converted with :func:`cell`."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(cell(value) for value in row))
+    Console(soft_wrap=False).print(table)
+
+
+def cell(value: Any) -> str:
+    """A value as a table cell: digests as hex, roles by name, booleans as yes/no."""
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, Role):
+        return value.describe()
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def timestamp(seconds: int) -> str:
+    """A unix time as ISO 8601 UTC, the way audit trails quote it."""
+    if seconds >= 2**63 or seconds > 253402300799:
+        return "never"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,77 @@
+"""Command-line value types shared by several groups."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import click
+
+from consortium.errors import UsageError
+from consortium.ledger.roles import Role
+
+_RELATIVE = re.compile(r"^\+(\d+)([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class RolesType(click.ParamType):
+    """Comma-separated roles such as ``provider,consumer``."""
+
+    name = "ROLES"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, Role):
+            return value
+        try:
+            return Role.parse(str(value))
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class TimeType(click.ParamType):
+    """A point in time: ``now``, unix seconds, an ISO 8601 date or time (UTC unless it says
+    otherwise), or ``+N`` with a unit s/m/h/d/w relative to now.
+
+    Converted to a callable taking the chain's "now", because relative times must be relative
+    to the chain's clock, not the local one.
+    """
+
+    name = "TIME"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if callable(value):
+            return value
+        text = str(value).strip()
+        if text == "now":
+            return lambda now: now
+        if match := _RELATIVE.match(text):
+            offset = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            return lambda now: now + offset
+        if text.isdigit():
+            seconds = int(text)
+            return lambda now: seconds
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{text!r} is not now, unix seconds, ISO 8601 or +N[smhdw]", param, ctx)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        seconds = int(parsed.timestamp())
+        return lambda now: seconds
+
+
+ROLES = RolesType()
+TIME = TimeType()
+
+
+account_option = click.option(
+    "--account",
+    "-a",
+    "account",
+    envvar="CONSORTIUM_ACCOUNT",
+    required=True,
+    help="Keystore account (name or address) that signs [env: CONSORTIUM_ACCOUNT].",
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table."
+)

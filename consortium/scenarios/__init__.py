@@ -1,0 +1,1 @@
+"""Runnable consortium scenarios on one chain."""
