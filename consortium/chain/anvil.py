@@ -141,7 +141,7 @@ class AnvilNode:
     def _wait_until_ready(self, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _is_running_anvil(pid):
+            if not _is_alive(pid):
                 self.pid_file.unlink(missing_ok=True)
                 raise ChainUnavailable(
                     f"anvil exited during start-up: {self._last_log_line()} (log: {self.log_file})"
@@ -151,6 +151,8 @@ class AnvilNode:
                 return
             except requests.RequestException:
                 time.sleep(0.05)
+        # A node that never answers is stopped rather than left holding the port.
+        self.stop()
         raise ChainUnavailable(
             f"anvil did not answer on {self.url} within {timeout:g} s (log: {self.log_file})"
         )
@@ -213,19 +215,33 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def _is_running_anvil(pid: int) -> bool:
-    """True if ``pid`` is a live (not zombie) anvil process.
+    """True if ``pid`` is a live anvil process: the pid file's check against a pid recycled
+    after a reboot or a crash. Uses /proc, which exists wherever the npm anvil package does
+    (Linux)."""
+    if not _is_alive(pid):
+        return False
+    try:
+        command = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return Path(command.decode(errors="replace")).name == "anvil"
 
-    Checking the command line guards against a recycled pid after a reboot or a crash. Uses
-    /proc, which exists wherever the npm anvil package does (Linux).
+
+def _is_alive(pid: int) -> bool:
+    """True while any thread of ``pid`` runs.
+
+    No name check: a process that is exiting has already released its command line, yet
+    still holds its listening socket until it is gone. Nor is a zombie main thread the end:
+    anvil's other threads go on writing the state file and serving the port after it.
     """
     _reap(pid)
-    proc = Path("/proc") / str(pid)
     try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        command = (proc / "cmdline").read_bytes().split(b"\0")[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+        status = (Path("/proc") / str(pid) / "status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return state != "Z" and Path(command.decode(errors="replace")).name == "anvil"
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    zombie = fields.get("State", "").strip().startswith("Z")
+    return not zombie or int(fields.get("Threads", "1")) > 1
 
 
 def _reap(pid: int) -> None:
@@ -237,10 +253,10 @@ def _reap(pid: int) -> None:
 def _wait_for_exit(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _is_running_anvil(pid):
+        if not _is_alive(pid):
             return True
         time.sleep(0.05)
-    return not _is_running_anvil(pid)
+    return not _is_alive(pid)
 
 
 def _write_atomically(path: Path, text: str) -> None:

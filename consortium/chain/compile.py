@@ -110,9 +110,19 @@ def run_compiler(compiler: Compiler, source_input: dict[str, Any]) -> dict[str, 
     output = json.loads(result.stdout)
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
     if errors:
-        first = errors[0].get("formattedMessage", errors[0].get("message", "")).strip()
-        raise UsageError(f"compilation failed: {first.splitlines()[0]}")
+        raise UsageError(f"compilation failed: {_locate(errors[0], source_input)}")
     return output
+
+
+def _locate(error: dict[str, Any], source_input: dict[str, Any]) -> str:
+    """``file:line: Type: message`` of a compiler error, the way editors link to it."""
+    what = f"{error.get('type', 'Error')}: {error.get('message', '').strip()}"
+    location = error.get("sourceLocation")
+    if not location:
+        return what
+    source = source_input["sources"].get(location["file"], {}).get("content", "")
+    line = source.encode()[: max(location.get("start", 0), 0)].count(b"\n") + 1
+    return f"{location['file']}:{line}: {what}"
 
 
 def build_artifacts(output: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from consortium.cli.account import account
+from consortium.cli.chain import chain
 from consortium.cli.compile import compile_command
 from consortium.cli.consent import consent
 from consortium.cli.context import CliContext
@@ -73,7 +74,16 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = CliContext(config_path)
 
 
-for command in (account, compile_command, deploy_command, member, dataset, consent, simulate):
+for command in (
+    chain,
+    account,
+    compile_command,
+    deploy_command,
+    member,
+    dataset,
+    consent,
+    simulate,
+):
     cli.add_command(command)
 
 

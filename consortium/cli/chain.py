@@ -1,0 +1,138 @@
+"""``consortium chain``: the local anvil node, and the dev-chain faucet.
+
+The node runs detached, with its state file under the configured data directory, so a member
+can stop it at the end of the day and start it again with every member, consent and anchor in
+place.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import click
+
+from consortium.chain.anvil import AnvilNode, NodeStatus
+from consortium.cli.context import CliContext, pass_context
+from consortium.cli.output import emit_json, emit_table
+from consortium.cli.params import json_option
+from consortium.errors import UsageError
+
+WEI_PER_ETHER = 10**18
+
+
+def _node(context: CliContext) -> AnvilNode:
+    config = context.config
+    return AnvilNode(
+        config.data_dir, config.anvil.host, config.anvil.port, chain_id=config.anvil.chain_id
+    )
+
+
+def _warn_if_not_configured(context: CliContext, node: AnvilNode) -> None:
+    """A node the CLI's other commands will not talk to is almost always a config mistake."""
+    if context.config.network.url.rstrip("/") != node.url:
+        click.echo(
+            f"warning: network.url is {context.config.network.url}, not this node's {node.url}",
+            err=True,
+        )
+
+
+def _describe(status: NodeStatus) -> str:
+    if not status.running:
+        return "stopped"
+    if status.block_number is None:
+        return f"running (pid {status.pid}) on {status.url}, not answering yet"
+    return (
+        f"running (pid {status.pid}) on {status.url}, chain id {status.chain_id}, "
+        f"block {status.block_number}"
+    )
+
+
+@click.group()
+def chain() -> None:
+    """Run a local development node (anvil) and fund accounts on it."""
+
+
+@chain.command()
+@pass_context
+def start(context: CliContext) -> None:
+    """Start the local node, restoring its state from the data directory."""
+    node = _node(context)
+    restored = node.state_file.exists()
+    was_running = node.status().running
+    status = node.start()
+    _warn_if_not_configured(context, node)
+    if was_running:
+        click.echo(f"already {_describe(status)}")
+        return
+    origin = f"restored from {node.state_file}" if restored else f"new state in {node.state_file}"
+    click.echo(f"{_describe(status)}; {origin}")
+
+
+@chain.command()
+@pass_context
+def stop(context: CliContext) -> None:
+    """Stop the local node; its state is written to the data directory first."""
+    node = _node(context)
+    if node.stop():
+        click.echo(f"stopped; state kept in {node.state_file}")
+    else:
+        click.echo("not running")
+
+
+@chain.command()
+@json_option
+@pass_context
+def status(context: CliContext, as_json: bool) -> None:
+    """Whether the local node runs, on which URL, and at which block."""
+    current = _node(context).status()
+    if as_json:
+        emit_json(
+            {
+                "running": current.running,
+                "pid": current.pid,
+                "url": current.url,
+                "chainId": current.chain_id,
+                "blockNumber": current.block_number,
+                "stateFile": current.state_file,
+            }
+        )
+        return
+    emit_table(
+        None,
+        ("running", "url", "chain id", "block", "pid", "state file"),
+        [
+            (
+                current.running,
+                current.url,
+                current.chain_id,
+                current.block_number,
+                current.pid,
+                current.state_file,
+            )
+        ],
+    )
+
+
+@chain.command()
+@click.argument("account")
+@click.option(
+    "--ether",
+    type=click.FloatRange(min=0, min_open=True),
+    default=100.0,
+    show_default=True,
+    help="Amount to send.",
+)
+@pass_context
+def fund(context: CliContext, account: str, ether: float) -> None:
+    """Send ether to ACCOUNT (address or keystore name) from the dev chain's faucet.
+
+    Only local development chains have a faucet; on any other chain members fund their
+    accounts the way that network prescribes.
+    """
+    address = context.resolve_address(account)
+    wei = int(Decimal(str(ether)) * WEI_PER_ETHER)
+    if wei == 0:
+        raise UsageError("--ether is too small to send")
+    context.chain().fund(address, wei)
+    balance = context.chain().w3.eth.get_balance(address)
+    click.echo(f"sent {ether:g} ETH to {address}; balance {Decimal(balance) / WEI_PER_ETHER} ETH")
