@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -18,7 +19,7 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
 from web3.contract.contract import ContractConstructor, ContractFunction
-from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import BlockIdentifier, TxParams, TxReceipt
 
 from consortium.chain.backend import Chain
@@ -28,6 +29,15 @@ from consortium.errors import ChainUnavailable, TransactionFailed, TransactionRe
 # Estimates are exact for the state they ran on; the margin absorbs state that changes
 # between estimate and inclusion (another member's transaction landing first).
 GAS_MARGIN_PERCENT = 20
+
+
+@dataclass(frozen=True)
+class SignedTransaction:
+    """A transaction signed and ready to send: what a crash-safe caller journals."""
+
+    tx_hash: HexBytes
+    raw: HexBytes
+    nonce: int
 
 
 class Transactor:
@@ -116,7 +126,16 @@ class Transactor:
                 raise ChainUnavailable(f"the node failed the call: {_rpc_message(exc)}") from None
             raise revert from None
 
-    def _transact(self, fn: ContractFunction | ContractConstructor, value: int) -> TxReceipt:
+    def sign(
+        self, fn: ContractFunction | ContractConstructor, *, value: int = 0
+    ) -> SignedTransaction:
+        """Estimates, fixes the nonce and fees of, and signs ``fn`` without sending it.
+
+        Callers that must survive a crash journal the result before :meth:`broadcast`, so that
+        after a restart they can tell a mined transaction from a lost one and resend the very
+        same bytes. A revert found by the estimate raises ChainRevert here, before anything is
+        sent.
+        """
         w3 = self.chain.w3
         address = self.account.address
         params: TxParams = {"from": address, "value": value, "chainId": self.chain.chain_id}
@@ -128,15 +147,46 @@ class Transactor:
                 if revert is not None:
                     raise revert from None
                 raise self._rejected(exc) from None
-            params["gas"] = gas + gas * GAS_MARGIN_PERCENT // 100
+            # The margin never lifts a transaction that fits in a block above the block limit.
+            block_limit = int(w3.eth.get_block("latest")["gasLimit"])
+            params["gas"] = max(gas, min(gas + gas * GAS_MARGIN_PERCENT // 100, block_limit))
             params["nonce"] = w3.eth.get_transaction_count(address, "pending")
             params.update(self.chain.fee_fields())  # type: ignore[typeddict-item]
             signed = self.account.sign_transaction(fn.build_transaction(params))
+        return SignedTransaction(
+            HexBytes(signed.hash), HexBytes(signed.raw_transaction), int(params["nonce"])
+        )
+
+    def broadcast(self, signed: SignedTransaction) -> HexBytes:
+        """Submits a signed transaction; resubmitting one the node already holds is no error."""
+        with _connection(self.chain.description):
             try:
-                tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+                return HexBytes(self.chain.w3.eth.send_raw_transaction(signed.raw))
             except Web3RPCError as exc:
+                if "already" in _rpc_message(exc).lower():  # "already known", "already imported"
+                    return signed.tx_hash
                 raise self._rejected(exc) from None
-        return self.confirm(tx_hash)
+
+    def receipt(self, tx_hash: HexBytes) -> TxReceipt | None:
+        """The receipt of ``tx_hash`` if it was mined, None while pending or unknown."""
+        with _connection(self.chain.description):
+            try:
+                return self.chain.w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                return None
+
+    def is_known(self, tx_hash: HexBytes) -> bool:
+        """Whether the node knows ``tx_hash`` at all, mined or pending. A node that restarted
+        without its transaction pool has forgotten transactions it had not mined yet."""
+        with _connection(self.chain.description):
+            try:
+                self.chain.w3.eth.get_transaction(tx_hash)
+            except TransactionNotFound:
+                return False
+            return True
+
+    def _transact(self, fn: ContractFunction | ContractConstructor, value: int) -> TxReceipt:
+        return self.confirm(self.broadcast(self.sign(fn, value=value)))
 
     def _rejected(self, exc: Exception) -> TransactionRejected:
         return TransactionRejected(

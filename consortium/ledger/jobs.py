@@ -11,6 +11,7 @@ from eth_typing import ChecksumAddress
 from eth_utils import keccak, to_checksum_address
 from web3.types import TxReceipt
 
+from consortium.errors import UsageError
 from consortium.ledger.values import address, bytes32, decode_purpose, encode_purpose
 
 if TYPE_CHECKING:
@@ -76,8 +77,12 @@ class Jobs:
         participants: Sequence[str],
         dataset_ids: Sequence[int],
     ) -> int:
-        """Creates a job coordinated by the signer; participants are sorted here."""
-        ordered = sorted({address(p) for p in participants}, key=lambda a: int(a, 16))
+        """Creates a job coordinated by the signer; participants are sorted here, as the
+        contract requires, but a duplicate is the caller's mistake and is refused."""
+        ordered = sorted((address(p) for p in participants), key=lambda a: int(a, 16))
+        duplicates = sorted({a for a, b in zip(ordered, ordered[1:]) if a == b})
+        if duplicates:
+            raise UsageError(f"participants listed more than once: {', '.join(duplicates)}")
         fn = self._contract.functions.createJob(
             encode_purpose(purpose),
             bytes32(model_spec_digest, "model spec digest"),
