@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from eth_abi import encode
@@ -80,7 +81,7 @@ class Jobs:
         """Creates a job coordinated by the signer; participants are sorted here, as the
         contract requires, but a duplicate is the caller's mistake and is refused."""
         ordered = sorted((address(p) for p in participants), key=lambda a: int(a, 16))
-        duplicates = sorted({a for a, b in zip(ordered, ordered[1:]) if a == b})
+        duplicates = sorted({a for a, b in pairwise(ordered) if a == b})
         if duplicates:
             raise UsageError(f"participants listed more than once: {', '.join(duplicates)}")
         fn = self._contract.functions.createJob(
