@@ -63,11 +63,16 @@ class Ledger:
             raise UsageError("this action needs an account: pass --account")
         return self.signer.address
 
-    def send(self, fn: ContractFunction) -> TxReceipt:
-        """Sends ``fn`` as a transaction signed by the signer; reverts raise ChainRevert."""
+    @property
+    def transactor(self) -> Transactor:
+        """The signer's transactor, for callers that sign, journal and broadcast in steps."""
         if self._transactor is None:
             raise UsageError("this action needs an account: pass --account")
-        return self._transactor.send(fn)
+        return self._transactor
+
+    def send(self, fn: ContractFunction) -> TxReceipt:
+        """Sends ``fn`` as a transaction signed by the signer; reverts raise ChainRevert."""
+        return self.transactor.send(fn)
 
     def call(self, fn: ContractFunction, block: BlockIdentifier = "latest") -> Any:
         """Calls a view function; reverts raise ChainRevert."""

@@ -12,6 +12,7 @@ from eth_typing import ChecksumAddress
 from eth_utils import keccak, to_checksum_address
 from web3.types import TxReceipt
 
+from consortium.chain.transact import SignedTransaction
 from consortium.errors import UsageError
 from consortium.ledger.values import address, bytes32, decode_purpose, encode_purpose
 
@@ -106,6 +107,25 @@ class Jobs:
         metrics_digest: bytes,
     ) -> tuple[RoundAnchor, TxReceipt]:
         """Anchors a round and returns the anchor as the chain recorded it."""
+        transactor = self._ledger.transactor
+        signed = self.sign_anchor(
+            job_id, round_number, merkle_root, participant_count, model_digest, metrics_digest
+        )
+        receipt = transactor.confirm(transactor.broadcast(signed))
+        return self.anchor_in(receipt), receipt
+
+    def sign_anchor(
+        self,
+        job_id: int,
+        round_number: int,
+        merkle_root: bytes,
+        participant_count: int,
+        model_digest: bytes,
+        metrics_digest: bytes,
+    ) -> SignedTransaction:
+        """The signed ``anchorRound`` transaction, not yet sent: a coordinator journals it
+        first so that after a crash it can resend exactly this transaction. A round the
+        contract would refuse raises ChainRevert here."""
         fn = self._contract.functions.anchorRound(
             job_id,
             round_number,
@@ -114,13 +134,16 @@ class Jobs:
             bytes32(model_digest, "model digest"),
             bytes32(metrics_digest, "metrics digest"),
         )
-        receipt = self._ledger.send(fn)
+        return self._ledger.transactor.sign(fn)
+
+    def anchor_in(self, receipt: TxReceipt) -> RoundAnchor:
+        """The round anchor that the ``anchorRound`` transaction of ``receipt`` recorded."""
         (event,) = self._ledger.events(self._contract, "RoundAnchored", receipt)
-        block = self._ledger.chain.w3.eth.get_block(receipt["blockNumber"])
         args = event["args"]
-        anchor = RoundAnchor(
-            job_id=job_id,
-            round=round_number,
+        block = self._ledger.chain.w3.eth.get_block(receipt["blockNumber"])
+        return RoundAnchor(
+            job_id=args["jobId"],
+            round=args["round"],
             merkle_root=bytes(args["merkleRoot"]),
             participant_count=args["participantCount"],
             model_digest=bytes(args["modelDigest"]),
@@ -129,7 +152,6 @@ class Jobs:
             block_number=receipt["blockNumber"],
             timestamp=int(block["timestamp"]),
         )
-        return anchor, receipt
 
     def close(self, job_id: int) -> TxReceipt:
         """Closes the job; no further round can be anchored."""
