@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import click
 
 from consortium.cli.context import CliContext, pass_context
 from consortium.cli.output import emit_json, emit_table, timestamp
-from consortium.cli.params import TIME, account_option, json_option
-from consortium.errors import UsageError
-from consortium.ledger.consents import Consent, SignedGrant
+from consortium.cli.params import ACCOUNT, TIME, account_option, json_option
+from consortium.errors import ConsortiumError, UsageError
+from consortium.ledger.consents import Consent, Consents, SignedGrant
+from consortium.ledger.values import encode_purpose
 
 Clock = Callable[[int], int]
 
@@ -47,7 +49,7 @@ def consent() -> None:
 
 @consent.command("grant")
 @click.argument("dataset_id", type=click.IntRange(1))
-@click.argument("grantee")
+@click.argument("grantee", type=ACCOUNT)
 @purpose_option
 @_with_window
 @account_option
@@ -62,10 +64,12 @@ def grant(
     account: str,
 ) -> None:
     """Allow GRANTEE to use DATASET_ID for a purpose during a window (replaces any earlier)."""
+    encode_purpose(purpose)
+    who = context.resolve_address(grantee)
     ledger = context.ledger(account)
     now = ledger.now()
     start, end = valid_from(now), valid_until(now)
-    ledger.consents.grant(dataset_id, context.resolve_address(grantee), purpose, start, end)
+    ledger.consents.grant(dataset_id, who, purpose, start, end)
     click.echo(
         f"consent granted: dataset {dataset_id} to {grantee} for {purpose!r} "
         f"from {timestamp(start)} until {timestamp(end)}"
@@ -74,13 +78,15 @@ def grant(
 
 @consent.command("revoke")
 @click.argument("dataset_id", type=click.IntRange(1))
-@click.argument("grantee")
+@click.argument("grantee", type=ACCOUNT)
 @purpose_option
 @account_option
 @pass_context
 def revoke(context: CliContext, dataset_id: int, grantee: str, purpose: str, account: str) -> None:
     """Revoke a consent; it is invalid from the block that records this on."""
-    context.ledger(account).consents.revoke(dataset_id, context.resolve_address(grantee), purpose)
+    encode_purpose(purpose)
+    who = context.resolve_address(grantee)
+    context.ledger(account).consents.revoke(dataset_id, who, purpose)
     click.echo(f"consent revoked: dataset {dataset_id} to {grantee} for {purpose!r}")
 
 
@@ -126,7 +132,7 @@ def list_consents(context: CliContext, dataset_id: int | None, as_json: bool) ->
 
 @consent.command("show")
 @click.argument("dataset_id", type=click.IntRange(1))
-@click.argument("grantee")
+@click.argument("grantee", type=ACCOUNT)
 @purpose_option
 @json_option
 @pass_context
@@ -147,7 +153,7 @@ def show(context: CliContext, dataset_id: int, grantee: str, purpose: str, as_js
 
 @consent.command("sign")
 @click.argument("dataset_id", type=click.IntRange(1))
-@click.argument("grantee")
+@click.argument("grantee", type=ACCOUNT)
 @purpose_option
 @_with_window
 @click.option(
@@ -180,24 +186,62 @@ def sign(
     out: Path,
     account: str,
 ) -> None:
-    """Sign a grant with the dataset owner's key, for anyone to relay (EIP-712)."""
+    """Sign a grant with the dataset owner's key, for anyone to relay (EIP-712).
+
+    Nothing is sent: the file is the whole output, so it is written only if it is new, and
+    only for a dataset the signer owns (a grant by anybody else would be refused on relay).
+    """
     if out.exists():
         raise UsageError(f"{out} already exists; not overwriting it")
+    if not out.parent.is_dir():
+        raise UsageError(f"cannot write {out}: directory {out.parent} does not exist")
+    encode_purpose(purpose)
+    who = context.resolve_address(grantee)
     ledger = context.ledger()
     owner = context.signer(account)
+    dataset = ledger.consents.dataset(dataset_id)
+    if dataset.owner != owner.address:
+        raise UsageError(
+            f"{owner.address} does not own dataset {dataset_id} (its owner is {dataset.owner}); "
+            f"only the owner's signature grants consent"
+        )
     now = ledger.now()
     signed = ledger.consents.sign_grant(
         owner,
         dataset_id,
-        context.resolve_address(grantee),
+        who,
         purpose,
         valid_from(now),
         valid_until(now),
         deadline(now),
         nonce,
     )
-    out.write_text(json.dumps(signed.to_json(), indent=2) + "\n", encoding="utf-8")
+    _write_new(out, json.dumps(signed.to_json(), indent=2) + "\n")
     click.echo(f"signed grant written to {out} (nonce {signed.nonce})")
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` only if no file is there (checked by the open itself, so a
+    file that appeared since the early check is not replaced either); a failed write leaves
+    no half-written grant behind."""
+    try:
+        handle = path.open("x", encoding="utf-8")
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; not overwriting it") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+class GrantAlreadyUsed(ConsortiumError):
+    """The signed grant's nonce was spent on chain: relayed before, or superseded."""
 
 
 @consent.command("relay")
@@ -205,14 +249,59 @@ def sign(
 @account_option
 @pass_context
 def relay(context: CliContext, grant_file: Path, account: str) -> None:
-    """Submit a signed grant; the relaying account pays the gas, the signer grants."""
+    """Submit a signed grant; the relaying account pays the gas, the signer grants.
+
+    The file is checked before anything is sent, so a damaged or edited file costs no gas;
+    relaying the same file twice reports the consent already in place.
+    """
     try:
         data = json.loads(grant_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"cannot read {grant_file}: {exc}") from None
     signed = SignedGrant.from_json(data)
-    context.ledger(account).consents.relay_grant(signed)
+    deployment = context.deployment()
+    if signed.chain_id != deployment.chain_id:
+        raise UsageError(
+            f"{grant_file} was signed for chain {signed.chain_id}, "
+            f"not this deployment's chain {deployment.chain_id}"
+        )
+    if signed.verifying_contract != deployment.consents:
+        raise UsageError(
+            f"{grant_file} was signed for consent registry {signed.verifying_contract}, "
+            f"not this deployment's ({deployment.consents})"
+        )
+    if not signed.is_authentic():
+        raise UsageError(
+            f"{grant_file}: the signature does not match the grant's contents and signer "
+            f"{signed.signer} (damaged or edited file)"
+        )
+    ledger = context.ledger(account)
+    next_nonce = ledger.consents.nonce_of(signed.signer)
+    if signed.nonce < next_nonce:
+        if _already_granted(ledger.consents, signed):
+            click.echo(
+                f"consent already granted by {signed.signer}: dataset {signed.dataset_id} "
+                f"to {signed.grantee} for {signed.purpose!r}; nothing sent"
+            )
+            return
+        raise GrantAlreadyUsed(
+            f"nonce {signed.nonce} of {signed.signer} is already used (next is {next_nonce}): "
+            f"the grant was relayed before and has since changed, or was superseded"
+        )
+    ledger.consents.relay_grant(signed)
     click.echo(
         f"consent granted by {signed.signer}: dataset {signed.dataset_id} "
         f"to {signed.grantee} for {signed.purpose!r}"
+    )
+
+
+def _already_granted(consents: Consents, signed: SignedGrant) -> bool:
+    """Whether the chain holds exactly the consent ``signed`` grants, unrevoked."""
+    try:
+        current = consents.get(signed.dataset_id, signed.grantee, signed.purpose)
+    except UsageError:
+        return False
+    return not current.revoked and (current.valid_from, current.valid_until) == (
+        signed.valid_from,
+        signed.valid_until,
     )

@@ -13,6 +13,7 @@ from consortium.cli.params import account_option, json_option
 from consortium.crypto.canonical import json_digest
 from consortium.errors import UsageError
 from consortium.ledger.consents import Dataset
+from consortium.ledger.values import bytes32
 
 
 @click.group()
@@ -57,9 +58,29 @@ def register(
     subjects_root: str | None,
     account: str,
 ) -> None:
-    """Register dataset NAME, owned by the signing PROVIDER."""
-    digest = _schema_digest(schema_file, schema_digest)
-    dataset_id = context.ledger(account).consents.register(name, digest, subjects_root)
+    """Register dataset NAME, owned by the signing PROVIDER.
+
+    Safe to re-run: if the signer already owns a dataset of that name and schema, it is
+    reported instead of registered a second time.
+    """
+    digest = bytes32(_schema_digest(schema_file, schema_digest), "schema digest")
+    root = None if subjects_root is None else bytes32(subjects_root, "subjects root")
+    ledger = context.ledger(account)
+    for existing in ledger.consents.datasets():
+        if (existing.owner, existing.name, existing.schema_digest) != (
+            ledger.address,
+            name,
+            digest,
+        ):
+            continue
+        if root is not None and existing.subjects_root != root:
+            raise UsageError(
+                f"dataset {existing.id} {name!r} is already registered with another subjects "
+                f"root; publish the new one with `consortium dataset update-subjects`"
+            )
+        click.echo(f"dataset {existing.id}: {name!r} is already registered; nothing sent")
+        return
+    dataset_id = ledger.consents.register(name, digest, root)
     click.echo(f"dataset {dataset_id}: registered {name!r}")
 
 
@@ -69,8 +90,21 @@ def register(
 @account_option
 @pass_context
 def update_subjects(context: CliContext, dataset_id: int, subjects_root: str, account: str) -> None:
-    """Publish a new consented-subjects root for DATASET_ID (a new version)."""
-    version = context.ledger(account).consents.update_subjects(dataset_id, subjects_root)
+    """Publish a new consented-subjects root for DATASET_ID (a new version).
+
+    Safe to re-run: a root that is already the current one is not published again, since
+    every publication is a new version that audits would have to account for.
+    """
+    root = bytes32(subjects_root, "subjects root")
+    ledger = context.ledger(account)
+    current = ledger.consents.dataset(dataset_id)
+    if current.subjects_root == root:
+        click.echo(
+            f"dataset {dataset_id}: already at this subjects root "
+            f"(version {current.subjects_version}); nothing sent"
+        )
+        return
+    version = ledger.consents.update_subjects(dataset_id, root)
     click.echo(f"dataset {dataset_id}: subjects root version {version}")
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from consortium.cli.context import CliContext, pass_context
 from consortium.cli.output import emit_json, emit_table, timestamp
-from consortium.cli.params import ROLES, account_option, json_option
-from consortium.ledger.members import Member, Proposal, ProposalOutcome
+from consortium.cli.params import ACCOUNT, ROLES, account_option, json_option
+from consortium.ledger.client import Ledger
+from consortium.ledger.members import Member, Proposal, ProposalKind, ProposalOutcome
 from consortium.ledger.roles import Role
 
 
@@ -26,37 +29,94 @@ def _report(outcome: ProposalOutcome) -> None:
     click.echo(f"proposal {outcome.proposal_id}: {state}")
 
 
+def _propose(
+    ledger: Ledger,
+    kind: ProposalKind,
+    open_new: Callable[[], ProposalOutcome],
+    *,
+    account: str | None = None,
+    name: str = "",
+    roles: int = 0,
+    quorum_bps: int = 0,
+) -> None:
+    """Opens the proposal, unless the same change is already pending.
+
+    Re-running a propose command must not open a second proposal for the same change: the
+    duplicate would split the votes, and whichever executes second would fail. An identical
+    pending proposal gets the signer's approval instead (if it lacks it), which is what the
+    first run would have given it.
+    """
+    members = ledger.members
+    existing = members.open_proposal_for(
+        kind, account=account, name=name, roles=roles, quorum_bps=quorum_bps
+    )
+    if existing is None:
+        _report(open_new())
+        return
+    if members.has_approved(existing.id, ledger.address):
+        click.echo(
+            f"proposal {existing.id}: already open for this change, waiting for approvals "
+            f"({existing.approvals}/{existing.needed}); nothing sent"
+        )
+        return
+    click.echo(f"proposal {existing.id} is already open for this change; approving it")
+    _report(members.approve(existing.id))
+
+
 @propose.command("add")
-@click.argument("member_account", metavar="ADDRESS")
+@click.argument("member_account", metavar="ADDRESS", type=ACCOUNT)
 @click.option("--name", required=True, help="Display name of the new member (1-64 bytes).")
 @click.option("--roles", required=True, type=ROLES, help="E.g. provider,consumer.")
 @account_option
 @pass_context
-def propose_add(context: CliContext, member_account: str, name: str, roles: Role, account: str):
+def propose_add(
+    context: CliContext, member_account: str, name: str, roles: Role, account: str
+) -> None:
     """Propose to admit ADDRESS (or a keystore account name) as a member."""
+    who = context.resolve_address(member_account)
     ledger = context.ledger(account)
-    _report(ledger.members.propose_add(context.resolve_address(member_account), name, roles))
+    _propose(
+        ledger,
+        ProposalKind.ADD_MEMBER,
+        lambda: ledger.members.propose_add(who, name, roles),
+        account=who,
+        name=name,
+        roles=roles,
+    )
 
 
 @propose.command("remove")
-@click.argument("member_account", metavar="ADDRESS")
+@click.argument("member_account", metavar="ADDRESS", type=ACCOUNT)
 @account_option
 @pass_context
 def propose_remove(context: CliContext, member_account: str, account: str) -> None:
     """Propose to remove member ADDRESS."""
+    who = context.resolve_address(member_account)
     ledger = context.ledger(account)
-    _report(ledger.members.propose_remove(context.resolve_address(member_account)))
+    _propose(
+        ledger,
+        ProposalKind.REMOVE_MEMBER,
+        lambda: ledger.members.propose_remove(who),
+        account=who,
+    )
 
 
 @propose.command("roles")
-@click.argument("member_account", metavar="ADDRESS")
+@click.argument("member_account", metavar="ADDRESS", type=ACCOUNT)
 @click.option("--roles", required=True, type=ROLES, help="The complete new role set.")
 @account_option
 @pass_context
 def propose_roles(context: CliContext, member_account: str, roles: Role, account: str) -> None:
     """Propose to replace the roles of member ADDRESS."""
+    who = context.resolve_address(member_account)
     ledger = context.ledger(account)
-    _report(ledger.members.propose_roles(context.resolve_address(member_account), roles))
+    _propose(
+        ledger,
+        ProposalKind.CHANGE_ROLES,
+        lambda: ledger.members.propose_roles(who, roles),
+        account=who,
+        roles=roles,
+    )
 
 
 @propose.command("quorum")
@@ -65,7 +125,13 @@ def propose_roles(context: CliContext, member_account: str, roles: Role, account
 @pass_context
 def propose_quorum(context: CliContext, quorum_bps: int, account: str) -> None:
     """Propose a new quorum: approvals must exceed QUORUM_BPS/10000 of active members."""
-    _report(context.ledger(account).members.propose_quorum(quorum_bps))
+    ledger = context.ledger(account)
+    _propose(
+        ledger,
+        ProposalKind.CHANGE_QUORUM,
+        lambda: ledger.members.propose_quorum(quorum_bps),
+        quorum_bps=quorum_bps,
+    )
 
 
 @member.command("vote")
@@ -122,7 +188,7 @@ def list_members(context: CliContext, include_inactive: bool, as_json: bool) -> 
 
 
 @member.command("show")
-@click.argument("member_account", metavar="ADDRESS")
+@click.argument("member_account", metavar="ADDRESS", type=ACCOUNT)
 @json_option
 @pass_context
 def show(context: CliContext, member_account: str, as_json: bool) -> None:

@@ -28,9 +28,24 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
+def _named(value: Any) -> Any:
+    """``value`` with every :class:`Role` replaced by its names.
+
+    ``Role`` is an ``int`` subclass, so :mod:`json` writes it as a bare number and never asks
+    ``default``; it has to be converted before encoding for scripts to see ``"provider"``.
+    """
+    if isinstance(value, Role):
+        return value.describe()
+    if isinstance(value, dict):
+        return {key: _named(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_named(item) for item in value]
+    return value
+
+
 def emit_json(data: Any) -> None:
     """Prints ``data`` as indented JSON (bytes as 0x hex, roles as names)."""
-    click.echo(json.dumps(data, indent=2, default=_jsonable))
+    click.echo(json.dumps(_named(data), indent=2, default=_jsonable))
 
 
 def emit_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -9,7 +9,9 @@ import click
 
 from consortium.errors import UsageError
 from consortium.ledger.roles import Role
+from consortium.ledger.values import address
 
+_HEX = re.compile(r"^0[xX][0-9a-fA-F]*$")
 _RELATIVE = re.compile(r"^\+(\d+)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -60,8 +62,29 @@ class TimeType(click.ParamType):
         return lambda now: seconds
 
 
+class AccountType(click.ParamType):
+    """An address, or the name of a keystore account (looked up later, with the config).
+
+    Anything written as hex must be a whole address with a valid EIP-55 checksum if it has
+    one: otherwise a truncated or mistyped address would fall through to the keystore lookup
+    and fail with a confusing "unknown account".
+    """
+
+    name = "ADDRESS"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        text = str(value).strip()
+        if _HEX.match(text):
+            try:
+                return address(text)
+            except UsageError as exc:
+                self.fail(str(exc), param, ctx)
+        return text
+
+
 ROLES = RolesType()
 TIME = TimeType()
+ACCOUNT = AccountType()
 
 
 account_option = click.option(

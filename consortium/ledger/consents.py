@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
+from eth_keys.exceptions import BadSignature
 from eth_typing import ChecksumAddress
-from eth_utils import to_checksum_address
+from eth_utils import ValidationError, to_checksum_address
 from web3.types import TxReceipt
 
 from consortium.crypto.eip712 import CONSENT_GRANT_TYPES, Domain, recover_typed, sign_typed
@@ -88,6 +89,18 @@ class SignedGrant:
         """The address that actually signed."""
         domain = Domain(self.chain_id, self.verifying_contract)
         return recover_typed(domain, CONSENT_GRANT_TYPES, self.message(), self.signature)
+
+    def is_authentic(self) -> bool:
+        """Whether ``signer`` signed exactly these fields.
+
+        False for a file edited after signing (any field), and for a signature that is not a
+        valid secp256k1 signature at all, which :meth:`recover` reports with one of several
+        unrelated exception types.
+        """
+        try:
+            return self.recover() == self.signer
+        except (BadSignature, ValidationError, ValueError):
+            return False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -255,7 +268,7 @@ class Consents:
     ) -> SignedGrant:
         """Signs a grant with the owner's key; the nonce defaults to the owner's next one."""
         if nonce is None:
-            nonce = int(self._ledger.call(self._contract.functions.nonces(owner.address)))
+            nonce = self.nonce_of(owner.address)
         unsigned = SignedGrant(
             chain_id=self._ledger.chain.chain_id,
             verifying_contract=to_checksum_address(self._contract.address),
@@ -272,6 +285,10 @@ class Consents:
         domain = Domain(unsigned.chain_id, unsigned.verifying_contract)
         signature = sign_typed(owner, domain, CONSENT_GRANT_TYPES, unsigned.message())
         return SignedGrant(**{**unsigned.__dict__, "signature": signature})
+
+    def nonce_of(self, owner: str) -> int:
+        """The nonce the owner's next signed grant must carry."""
+        return int(self._ledger.call(self._contract.functions.nonces(address(owner))))
 
     def relay_grant(self, grant: SignedGrant) -> TxReceipt:
         """Submits a signed grant; the signer of this ledger only pays the gas."""

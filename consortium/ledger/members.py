@@ -187,3 +187,35 @@ class Members:
         """Every proposal, oldest first."""
         count = self._ledger.call(self._registry.functions.proposalCount())
         return [self.proposal(i) for i in range(1, count + 1)]
+
+    def open_proposal_for(
+        self,
+        kind: ProposalKind,
+        *,
+        account: str | None = None,
+        name: str = "",
+        roles: int = 0,
+        quorum_bps: int = 0,
+    ) -> Proposal | None:
+        """The oldest pending proposal that would make exactly this change, if any.
+
+        Lets a re-run of a propose command find the proposal its first run opened instead of
+        opening a duplicate that would need its own round of votes.
+        """
+        wanted = None if account is None else address(account)
+        for proposal in self.proposals():
+            if (
+                proposal.status == "pending"
+                and proposal.kind == kind
+                and proposal.account == wanted
+                and proposal.name == name
+                and proposal.roles == roles
+                and proposal.quorum_bps == quorum_bps
+            ):
+                return proposal
+        return None
+
+    def has_approved(self, proposal_id: int, voter: str) -> bool:
+        """Whether ``voter``'s approval of ``proposal_id`` currently counts."""
+        fn = self._registry.functions.hasApproved(proposal_id, address(voter))
+        return bool(self._ledger.call(fn))

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from eth_typing import ChecksumAddress
-from eth_utils import to_checksum_address
+from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
 
 from consortium.errors import UsageError
 
 ZERO32 = bytes(32)
 
 
-def address(value: str) -> ChecksumAddress:
-    """A checksummed address; anything else is a usage error naming the value."""
-    try:
+def address(value: str | bytes) -> ChecksumAddress:
+    """A checksummed address; anything else is a usage error naming the value.
+
+    An address in mixed case carries an EIP-55 checksum; a wrong one means a mistyped (or
+    tampered) address, which is refused rather than silently normalised. All-lowercase or
+    all-uppercase hex carries no checksum and is accepted.
+    """
+    if isinstance(value, bytes) and len(value) == 20:
         return to_checksum_address(value)
-    except (ValueError, TypeError):
-        raise UsageError(f"not an address: {value!r}") from None
+    if not isinstance(value, str) or not is_hex_address(value):
+        raise UsageError(f"not an address: {value!r}")
+    digits = value.removeprefix("0x")
+    if digits not in (digits.lower(), digits.upper()) and not is_checksum_address(value):
+        raise UsageError(f"address {value} has a wrong EIP-55 checksum (mistyped?)")
+    return to_checksum_address(value)
 
 
 def bytes32(value: str | bytes, what: str = "digest") -> bytes:
