@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from eth_utils import is_hex_address, to_checksum_address
 
 from consortium.chain.backend import Chain, connect
 from consortium.cli.passwords import resolve_password
@@ -19,6 +18,7 @@ from consortium.crypto.keystore import Keystore
 from consortium.errors import UsageError
 from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment
+from consortium.ledger.values import address
 
 
 @dataclass
@@ -64,8 +64,9 @@ class CliContext:
 
     def ledger(self, account: str | None = None) -> Ledger:
         """The deployed consortium, acting as ``account`` or read-only without one."""
+        deployment = self.deployment()  # a missing deployment is named before any connection
         signer = self.signer(account) if account else None
-        return Ledger(self.chain(), self.deployment(), signer)
+        return Ledger(self.chain(), deployment, signer)
 
     def keystore(self) -> Keystore:
         return Keystore(self.config.keystore_dir, self.config.keys.scrypt_n)
@@ -76,8 +77,8 @@ class CliContext:
         Other parties' addresses are not in the local keystore, so an address is accepted
         without a lookup.
         """
-        if is_hex_address(name_or_address):
-            return to_checksum_address(name_or_address)
+        if name_or_address.startswith("0x"):
+            return address(name_or_address)
         return self.keystore().get(name_or_address).address
 
 

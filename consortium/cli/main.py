@@ -45,8 +45,11 @@ def _exit_code(run: Callable[[], object]) -> int:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except click.ClickException as exc:
-        # Every click error is about how the command was invoked: a usage error.
-        exc.show()
+        # Every click error is about how the command was invoked: a usage error, told in one
+        # line like every other error, with where to look for the right invocation.
+        context = getattr(exc, "ctx", None)
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
         return EXIT_USAGE
     except click.Abort as exc:
         # click turns Ctrl-C into Abort; the interrupt is kept as its cause.
