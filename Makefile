@@ -24,7 +24,7 @@ $(STAMP_NPM): package.json package-lock.json
 demo: setup
 	$(BIN)/consortium simulate governance
 
-test: setup
+test: lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: setup

@@ -29,13 +29,13 @@ def simulate() -> None:
 @json_option
 def governance(chain_url: str, as_json: bool) -> None:
     """Found a consortium, vote members in and out, grant, relay and revoke consents."""
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=as_json)
+    with console.status("founding the consortium") as status:
 
-    def report(step: Step) -> None:
-        if not as_json:
-            console.print(f"[bold]{step.actor}[/bold] {step.action}: {step.outcome}")
+        def report(step: Step) -> None:
+            status.update(f"{step.actor}: {step.action}")
 
-    result = run_governance(connect(chain_url), report=report)
+        result = run_governance(connect(chain_url), report=report)
     if as_json:
         emit_json(
             {
