@@ -1,0 +1,1 @@
+"""Federated learning: the models members train, their checks, aggregation and metrics."""
