@@ -1,0 +1,338 @@
+"""The coordinator: runs the rounds of one job and anchors each, crash-safe (DESIGN.md, steps 1-6).
+
+Write-ahead: nothing is anchored before the artifacts it commits to are durable in the
+coordinator's store and the intent to anchor them is in its journal; the signed anchor
+transaction is journaled before it is sent. On (re)start every round reads the chain first
+(is it anchored, with which commitment?) and then the journal, and picks up where the
+interrupted run stopped: it never anchors a round twice, resends an anchor transaction that
+the node lost, and redoes a round whose intent was never written. Training is deterministic,
+so a redone round produces the same records, root and model as the lost attempt would have.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hexbytes import HexBytes
+
+from consortium.chain.transact import SignedTransaction
+from consortium.crypto.digests import from_hex32, hex32
+from consortium.crypto.eip712 import Domain
+from consortium.crypto.merkle import MerkleTree
+from consortium.crypto.update_record import SignedUpdateRecord, sort_key
+from consortium.errors import ConsortiumError, TransactionRejected
+from consortium.fl.aggregation import fedavg
+from consortium.fl.metrics import binary_metrics
+from consortium.fl.model import Model, predict_proba
+from consortium.ledger.client import Ledger
+from consortium.ledger.jobs import Job, RoundAnchor
+from consortium.orchestration.checks import RoundContext, UpdateRefused, check_submission
+from consortium.orchestration.faults import crash_point
+from consortium.orchestration.journal import Journal
+from consortium.orchestration.messages import (
+    RoundOpen,
+    RoundReceipt,
+    UpdateSubmission,
+    anchor_from_json,
+    anchor_to_json,
+    pack_objects,
+)
+from consortium.scenarios.aml_data import BankData
+from consortium.store.artifacts import ArtifactStore
+from consortium.store.models import get_model, model_objects, put_model
+
+
+class RoundRefused(ConsortiumError):
+    """The round cannot run: the chain would refuse its anchor, or no update was usable."""
+
+
+class JournalMismatch(ConsortiumError):
+    """The chain and the coordinator's journal disagree about a round: an alarm."""
+
+
+class Transport(Protocol):
+    """How the coordinator reaches participants; it sends nothing but protocol messages."""
+
+    def open_round(self, participant: str, message: RoundOpen) -> UpdateSubmission: ...
+
+    def deliver(self, participant: str, receipt: RoundReceipt) -> None: ...
+
+
+@dataclass
+class RoundResult:
+    """One anchored round, as the round table shows it."""
+
+    round: int
+    anchor: RoundAnchor
+    tx_hash: str
+    gas_used: int
+    metrics: dict[str, Any]
+    refused: dict[str, str]
+    timings: dict[str, float] = field(default_factory=dict)
+    resumed: bool = False
+
+
+class Coordinator:
+    """Runs the rounds of job ``job_id`` as its coordinator."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        job_id: int,
+        store: ArtifactStore,
+        journal: Journal,
+        transport: Transport,
+        validation: BankData,
+    ) -> None:
+        self.ledger = ledger
+        self.job_id = job_id
+        self.store = store
+        self.journal = journal
+        self.transport = transport
+        self.validation = validation
+        self.domain = Domain(ledger.chain.chain_id, ledger.deployment.ledger)
+
+    def run(
+        self, rounds: int, on_round: Callable[[RoundResult], None] = lambda result: None
+    ) -> list[RoundResult]:
+        """Runs (or finishes) rounds 1..``rounds``; rounds already done are reported as such."""
+        results = []
+        for round_number in range(1, rounds + 1):
+            if self.journal.last("delivered", round=round_number):
+                result = self._result_from_journal(round_number)
+            else:
+                result = self.run_round(round_number)
+            results.append(result)
+            on_round(result)
+        return results
+
+    def run_round(self, round_number: int) -> RoundResult:
+        """Runs one round to the end, resuming whatever an earlier attempt left."""
+        timings: dict[str, float] = {}
+        job = self.ledger.jobs.get(self.job_id)
+        if job.last_round < round_number - 1:
+            raise RoundRefused(
+                f"round {round_number} of job {self.job_id}: round {job.last_round + 1} "
+                "is not anchored yet"
+            )
+        intent = self.journal.last("intent", round=round_number)
+        resumed = intent is not None or bool(self.journal.last("opened", round=round_number))
+        if job.last_round >= round_number and intent is None:
+            raise JournalMismatch(
+                f"round {round_number} of job {self.job_id} is anchored on chain, but this "
+                "coordinator's journal never meant to anchor it"
+            )
+        if intent is None:
+            intent = self._prepare(job, round_number, timings)
+        with _timed(timings, "anchor"):
+            anchor, tx_hash, gas_used = self._anchor(job, intent)
+        with _timed(timings, "receipts"):
+            self._deliver(anchor, intent)
+        self.journal.append("delivered", round=round_number)
+        crash_point("delivered", round_number)
+        return RoundResult(
+            round_number, anchor, tx_hash, gas_used, self.store.get_json(anchor.metrics_digest),
+            intent["refused"], timings, resumed,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ steps 1-5
+
+    def _prepare(self, job: Job, round_number: int, timings: dict[str, float]) -> dict[str, Any]:
+        """Opens the round, collects and checks updates, aggregates; journals the intent."""
+        self._preflight(job)
+        base_digest = job.head_model_digest
+        base = get_model(self.store, base_digest)
+        self.journal.append("opened", round=round_number, base=hex32(base_digest))
+        crash_point("opened", round_number)
+
+        message = RoundOpen(
+            job.id, round_number, base_digest,
+            pack_objects(self.store, model_objects(self.store, base_digest)),
+        )  # fmt: skip
+        submissions: dict[str, UpdateSubmission] = {}
+        refused: dict[str, str] = {}
+        with _timed(timings, "train"):
+            for participant in job.participants:
+                try:
+                    submissions[participant] = self.transport.open_round(participant, message)
+                except ConsortiumError as exc:
+                    refused[participant] = f"no update: {exc}"
+        context = RoundContext(
+            job, round_number, base_digest, base, self.domain, self._dataset_owners(job)
+        )
+        accepted: list[tuple[SignedUpdateRecord, Model]] = []
+        with _timed(timings, "verify"):
+            for participant, submission in submissions.items():
+                try:
+                    if submission.record.record.participant != participant:
+                        raise UpdateRefused(
+                            f"sent a record of {submission.record.record.participant}"
+                        )
+                    update = check_submission(submission, context, self.ledger, self.store)
+                except UpdateRefused as exc:
+                    refused[participant] = str(exc)
+                    continue
+                accepted.append((submission.record, update))
+        if not accepted:
+            raise RoundRefused(f"round {round_number}: no usable update ({refused})")
+        crash_point("collected", round_number)
+
+        with _timed(timings, "aggregate"):
+            accepted.sort(key=lambda item: sort_key(item[0]))
+            model = fedavg([(r.record.participant, u, r.record.num_examples) for r, u in accepted])
+            model_digest = put_model(self.store, model)
+            records = [self.store.put_json(r.to_json()) for r, _ in accepted]
+            tree = MerkleTree(self.store.get(d) for d in records)
+            validation = binary_metrics(self.validation.y, predict_proba(model, self.validation.X))
+            metrics_digest = self.store.put_json(
+                {
+                    "round": round_number,
+                    "validation": validation.to_json(),
+                    "accepted": [r.record.participant for r, _ in accepted],
+                    "examples": sum(r.record.num_examples for r, _ in accepted),
+                    "refused": refused,
+                }
+            )
+        intent = self.journal.append(
+            "intent",
+            round=round_number,
+            root=hex32(tree.root),
+            count=tree.size,
+            model=hex32(model_digest),
+            metrics=hex32(metrics_digest),
+            records=[hex32(d) for d in records],
+            participants=[r.record.participant for r, _ in accepted],
+            refused=refused,
+        )
+        crash_point("intent", round_number)
+        return intent
+
+    def _preflight(self, job: Job) -> None:
+        """Refuses a round whose anchor the contract would reject, saying why."""
+        if job.status != "open":
+            raise RoundRefused(f"job {job.id} is {job.status}")
+        problems = [
+            f"{p} is no longer an active member"
+            for p in job.participants
+            if not self.ledger.members.is_member(p)
+        ]
+        for dataset_id, owner in self._dataset_owners(job).items():
+            if owner != job.consumer and not self.ledger.consents.is_valid(
+                dataset_id, job.consumer, job.purpose
+            ):
+                problems.append(
+                    f"consent for dataset {dataset_id} (owner {owner}) to {job.consumer} "
+                    f"for {job.purpose!r} is revoked or expired"
+                )
+        if problems:
+            raise RoundRefused(f"round {job.last_round + 1} refused: {'; '.join(problems)}")
+
+    def _dataset_owners(self, job: Job) -> dict[int, str]:
+        return {d: self.ledger.consents.dataset(d).owner for d in job.dataset_ids}
+
+    # ------------------------------------------------------------------ step 5: anchor
+
+    def _anchor(self, job: Job, intent: dict[str, Any]) -> tuple[RoundAnchor, str, int]:
+        """The round's anchor on chain: found if already mined, else (re)sent and awaited."""
+        round_number = intent["round"]
+        transactor = self.ledger.transactor
+        signed_entry = self.journal.last("signed", round=round_number)
+        receipt = None
+        if signed_entry is not None:
+            signed = SignedTransaction(
+                HexBytes(signed_entry["txHash"]), HexBytes(signed_entry["raw"]),
+                signed_entry["nonce"],
+            )  # fmt: skip
+            receipt = self._settle(signed)
+        if receipt is None:
+            if self.ledger.jobs.get(job.id).last_round >= round_number:
+                raise JournalMismatch(
+                    f"round {round_number} of job {job.id} is anchored on chain by a "
+                    "transaction this coordinator's journal does not know"
+                )
+            signed = self.ledger.jobs.sign_anchor(
+                job.id, round_number, from_hex32(intent["root"]), intent["count"],
+                from_hex32(intent["model"]), from_hex32(intent["metrics"]),
+            )  # fmt: skip
+            self.journal.append(
+                "signed", round=round_number, txHash=signed.tx_hash.to_0x_hex(),
+                raw=signed.raw.to_0x_hex(), nonce=signed.nonce,
+            )  # fmt: skip
+            crash_point("signed", round_number)
+            transactor.broadcast(signed)
+            crash_point("sent", round_number)
+            receipt = transactor.confirm(signed.tx_hash)
+        anchor = self.ledger.jobs.anchor_in(receipt)
+        self._check_anchor(anchor, intent)
+        tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
+        if not self.journal.last("anchored", round=round_number):
+            self.journal.append(
+                "anchored", round=round_number, anchor=anchor_to_json(anchor), txHash=tx_hash,
+                gasUsed=receipt["gasUsed"],
+            )  # fmt: skip
+        crash_point("anchored", round_number)
+        return anchor, tx_hash, int(receipt["gasUsed"])
+
+    def _settle(self, signed: SignedTransaction) -> Any:
+        """The receipt of a journaled anchor transaction, resending it if the node lost it;
+        None when it can no longer be mined (its nonce went to another transaction)."""
+        transactor = self.ledger.transactor
+        receipt = transactor.receipt(signed.tx_hash)
+        if receipt is not None:
+            return transactor.confirm(signed.tx_hash)  # raises the reason if it failed
+        if not transactor.is_known(signed.tx_hash):
+            try:
+                transactor.broadcast(signed)
+            except TransactionRejected:
+                return None
+        return transactor.confirm(signed.tx_hash)
+
+    def _check_anchor(self, anchor: RoundAnchor, intent: dict[str, Any]) -> None:
+        """The mined anchor is the intended one, and the chain stores its commitment."""
+        intended = (intent["root"], intent["count"], intent["model"], intent["metrics"])
+        mined = (
+            hex32(anchor.merkle_root), anchor.participant_count,
+            hex32(anchor.model_digest), hex32(anchor.metrics_digest),
+        )  # fmt: skip
+        stored = self.ledger.jobs.round_commitment(anchor.job_id, anchor.round)
+        if mined != intended or stored != anchor.commitment():
+            raise JournalMismatch(
+                f"round {anchor.round} of job {anchor.job_id}: the chain holds another anchor "
+                "than the journal's intent"
+            )
+
+    # ------------------------------------------------------------------ step 6: receipts
+
+    def _deliver(self, anchor: RoundAnchor, intent: dict[str, Any]) -> None:
+        """Hands every participant its inclusion proof, or the reason it was left out."""
+        records = [from_hex32(d) for d in intent["records"]]
+        tree = MerkleTree(self.store.get(d) for d in records)
+        for index, participant in enumerate(intent["participants"]):
+            receipt = RoundReceipt(anchor, index, tree.inclusion_proof(index))
+            self.transport.deliver(participant, receipt)
+        for participant, reason in intent["refused"].items():
+            self.transport.deliver(participant, RoundReceipt(anchor, None, [], reason))
+
+    def _result_from_journal(self, round_number: int) -> RoundResult:
+        anchored = self.journal.last("anchored", round=round_number)
+        intent = self.journal.last("intent", round=round_number)
+        if anchored is None or intent is None:
+            raise JournalMismatch(f"round {round_number} is delivered but not anchored")
+        anchor = anchor_from_json(anchored["anchor"])
+        return RoundResult(
+            round_number, anchor, anchored["txHash"], anchored["gasUsed"],
+            self.store.get_json(anchor.metrics_digest), intent["refused"], resumed=True,
+        )  # fmt: skip
+
+
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start

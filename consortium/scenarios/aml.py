@@ -1,0 +1,266 @@
+"""The AML scenario: banks train a shared anti-money-laundering risk model, every round anchored.
+
+A research institute coordinates; each bank registers its transaction dataset and trains on
+it locally; the lead bank is the job's consumer and the other banks consent to it using their
+data for AML risk scoring. A regulator is voted in as auditor. Each party has its own key,
+store and journal under the output directory, and the parties talk only through the round
+protocol's messages.
+
+The setup (deployment, votes, datasets, consents, job) is recorded in ``scenario.json`` once
+it is complete; a resumed run reloads it and the coordinator's journal and finishes the job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from consortium.chain.backend import Chain
+from consortium.crypto.canonical import json_digest
+from consortium.errors import UsageError
+from consortium.fl.model import init_model
+from consortium.ledger.client import Ledger
+from consortium.ledger.deployment import Deployment, Founder, deploy
+from consortium.ledger.roles import Role
+from consortium.orchestration.coordinator import Coordinator, RoundResult
+from consortium.orchestration.journal import Journal
+from consortium.orchestration.participant import Participant, TrainingPlan
+from consortium.orchestration.transport import LocalTransport
+from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
+from consortium.store.artifacts import ArtifactStore
+from consortium.store.models import put_model
+
+PURPOSE = "aml-risk-scoring"
+SCENARIO_FILE = "scenario.json"
+SCENARIO_FORMAT = "consortium.simulation/1"
+FUNDS = 10**20
+CONSENT_DAYS = 365
+# Simulation keys are throwaway keys for local development chains; the password only keeps
+# the keystore format, which wallets can import.
+SIMULATION_PASSWORD = "consortium-simulation"
+SIMULATION_SCRYPT_N = 2**10
+
+
+@dataclass(frozen=True)
+class AmlSettings:
+    banks: int = 4
+    rounds: int = 20
+    seed: int = 7
+
+    def to_json(self) -> dict[str, int]:
+        return {"banks": self.banks, "rounds": self.rounds, "seed": self.seed}
+
+
+@dataclass
+class Party:
+    """A party's key and its own directory (store, journal)."""
+
+    name: str
+    account: LocalAccount
+    directory: Path
+
+    @property
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(self.directory / "store")
+
+    def journal(self) -> Journal:
+        return Journal(self.directory / "journal.jsonl")
+
+    @classmethod
+    def create(cls, name: str, out: Path) -> Party:
+        directory = out / "parties" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        account: LocalAccount = Account.create()
+        keystore = Account.encrypt(
+            account.key, SIMULATION_PASSWORD, kdf="scrypt", iterations=SIMULATION_SCRYPT_N
+        )
+        (directory / "key.json").write_text(json.dumps(keystore))
+        return cls(name, account, directory)
+
+    @classmethod
+    def load(cls, name: str, out: Path) -> Party:
+        directory = out / "parties" / name
+        keystore = json.loads((directory / "key.json").read_text())
+        return cls(
+            name, Account.from_key(Account.decrypt(keystore, SIMULATION_PASSWORD)), directory
+        )
+
+
+@dataclass
+class AmlRun:
+    """A set-up scenario: its parties, deployment and job."""
+
+    settings: AmlSettings
+    deployment: Deployment
+    job_id: int
+    institute: Party
+    banks: list[Party]
+    regulator: Party
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": SCENARIO_FORMAT,
+            "settings": self.settings.to_json(),
+            "deployment": self.deployment.to_json(),
+            "jobId": self.job_id,
+            "parties": {
+                "institute": self.institute.name,
+                "banks": [b.name for b in self.banks],
+                "regulator": self.regulator.name,
+            },
+        }
+
+
+def set_up(chain: Chain, out: Path, settings: AmlSettings, report: Callable[[str], None]) -> AmlRun:
+    """Founds the consortium, votes the banks and the regulator in, registers datasets, grants
+    consents and creates the job; records the result in ``scenario.json``."""
+    if (out / SCENARIO_FILE).exists():
+        raise UsageError(f"{out} already holds a scenario: pass --resume, or another --out")
+    if settings.banks < 2:
+        raise UsageError("the AML scenario needs at least two banks")
+    institute = Party.create("institute", out)
+    banks = [Party.create(f"bank-{i}", out) for i in range(settings.banks)]
+    regulator = Party.create("regulator", out)
+    for party in (institute, *banks, regulator):
+        chain.fund(party.account.address, FUNDS)
+
+    report("deploying the contracts")
+    deployment = deploy(
+        chain,
+        institute.account,
+        [
+            Founder(
+                institute.account.address, "Research Institute", Role.COORDINATOR | Role.AUDITOR
+            ),
+            Founder(banks[0].account.address, "bank-0", Role.PROVIDER | Role.CONSUMER),
+        ],
+        quorum_bps=5000,
+        proposal_lifetime=7 * 86_400,
+    )
+    ledgers = {p.name: Ledger(chain, deployment, p.account) for p in (institute, *banks, regulator)}
+    members = [institute, banks[0]]
+    for newcomer, roles in [
+        *((b, Role.PROVIDER | Role.CONSUMER) for b in banks[1:]),
+        (regulator, Role.AUDITOR),
+    ]:
+        report(f"voting {newcomer.name} in")
+        outcome = ledgers[members[0].name].members.propose_add(
+            newcomer.account.address, newcomer.name, roles
+        )
+        for voter in members[1:]:
+            if outcome.executed:
+                break
+            outcome = ledgers[voter.name].members.approve(outcome.proposal_id)
+        members.append(newcomer)
+
+    bank_data = generate_banks(settings.banks, settings.seed)
+    consumer = banks[0]
+    dataset_ids = []
+    for bank, data in zip(banks, bank_data, strict=True):
+        report(f"{bank.name} registers its dataset")
+        dataset_ids.append(
+            ledgers[bank.name].consents.register(
+                f"aml-transactions/{bank.name}", json_digest(data.schema())
+            )
+        )
+    now = ledgers[institute.name].now()
+    for bank, dataset_id in zip(banks[1:], dataset_ids[1:], strict=True):
+        report(f"{bank.name} grants {consumer.name} consent")
+        ledgers[bank.name].consents.grant(
+            dataset_id, consumer.account.address, PURPOSE, now, now + CONSENT_DAYS * 86_400
+        )
+
+    store = institute.store
+    initial_model = put_model(store, init_model(len(FEATURE_NAMES), settings.seed))
+    spec = store.put_json(
+        {
+            "model": "logistic-regression",
+            "features": list(FEATURE_NAMES),
+            "aggregation": "fedavg-by-examples, participant address ascending, float64",
+            "training": TrainingPlan(seed=settings.seed).__dict__,
+        }
+    )
+    report("creating the job")
+    job_id = ledgers[institute.name].jobs.create(
+        purpose=PURPOSE,
+        model_spec_digest=spec,
+        initial_model_digest=initial_model,
+        consumer=consumer.account.address,
+        participants=[b.account.address for b in banks],
+        dataset_ids=dataset_ids,
+    )
+    run = AmlRun(settings, deployment, job_id, institute, banks, regulator)
+    _write_atomically(out / SCENARIO_FILE, json.dumps(run.to_json(), indent=2))
+    return run
+
+
+def load(chain: Chain, out: Path) -> AmlRun:
+    """The scenario recorded in ``out``, checked to belong to ``chain``."""
+    path = out / SCENARIO_FILE
+    if not path.exists():
+        raise UsageError(f"nothing to resume: {path} does not exist")
+    data = json.loads(path.read_text())
+    if data.get("format") != SCENARIO_FORMAT:
+        raise UsageError(f"{path} is not a {SCENARIO_FORMAT} file")
+    deployment = Deployment.from_json(data["deployment"], source=str(path))
+    if deployment.chain_id != chain.chain_id:
+        raise UsageError(
+            f"{path} ran on chain {deployment.chain_id}; this chain is {chain.chain_id}"
+        )
+    parties = data["parties"]
+    return AmlRun(
+        AmlSettings(**data["settings"]),
+        deployment,
+        data["jobId"],
+        Party.load(parties["institute"], out),
+        [Party.load(name, out) for name in parties["banks"]],
+        Party.load(parties["regulator"], out),
+    )
+
+
+def coordinator_for(chain: Chain, run: AmlRun) -> Coordinator:
+    """The coordinator and the participants of ``run``, wired through the local transport."""
+    plan = TrainingPlan(seed=run.settings.seed)
+    data = generate_banks(run.settings.banks, run.settings.seed)
+    participants = {
+        bank.account.address: Participant(
+            bank.name,
+            bank.account,
+            bank_data,
+            bank.store,
+            bank.journal(),
+            Ledger(chain, run.deployment),
+            plan,
+        )
+        for bank, bank_data in zip(run.banks, data, strict=True)
+    }
+    return Coordinator(
+        Ledger(chain, run.deployment, run.institute.account),
+        run.job_id,
+        run.institute.store,
+        run.institute.journal(),
+        LocalTransport(participants),
+        generate_validation(run.settings.seed),
+    )
+
+
+def run_rounds(
+    chain: Chain, run: AmlRun, on_round: Callable[[RoundResult], None]
+) -> list[RoundResult]:
+    return coordinator_for(chain, run).run(run.settings.rounds, on_round)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,71 @@
+"""Models in an artifact store, laid out so that store addresses are the protocol's digests.
+
+A tensor is stored as exactly the bytes its digest covers (``JCS({"dtype", "shape"})``, a zero
+byte, the array's bytes), so its SHA-256 content address *is* its tensor digest. A model is
+stored as the JCS object mapping each name to its tensor digest, so the content address of
+that manifest *is* the model digest. Whoever holds a model digest from the chain can fetch the
+model from any store and knows, by the store's check on every read, that it is the one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import numpy as np
+
+from consortium.crypto.canonical import jcs
+from consortium.crypto.digests import from_hex32, hex32
+from consortium.errors import UsageError
+from consortium.store.artifacts import ArtifactStore
+
+Model = dict[str, np.ndarray]
+
+
+def tensor_blob(array: np.ndarray) -> bytes:
+    """The stored form of a tensor; its SHA-256 equals :func:`tensor_digest` of ``array``."""
+    header = jcs({"dtype": array.dtype.str, "shape": [int(n) for n in array.shape]})
+    return header + b"\x00" + array.tobytes(order="C")
+
+
+def parse_tensor_blob(blob: bytes) -> np.ndarray:
+    """The read-only array a tensor blob holds; a malformed blob is a UsageError."""
+    header, separator, data = blob.partition(b"\x00")
+    try:
+        if not separator:
+            raise ValueError("no header separator")
+        fields = json.loads(header)
+        dtype = np.dtype(fields["dtype"])
+        shape = tuple(int(n) for n in fields["shape"])
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"malformed tensor blob: {exc}") from None
+    return array
+
+
+def put_model(store: ArtifactStore, model: Mapping[str, np.ndarray]) -> bytes:
+    """Stores every tensor, then the manifest; returns the model digest."""
+    if not model:
+        raise UsageError("cannot store a model without tensors")
+    manifest = {name: hex32(store.put(tensor_blob(array))) for name, array in model.items()}
+    return store.put_json(manifest)
+
+
+def get_model(store: ArtifactStore, digest: bytes) -> Model:
+    """The model whose digest is ``digest``, every tensor verified on read."""
+    return {
+        name: parse_tensor_blob(store.get(tensor))
+        for name, tensor in _manifest(store, digest).items()
+    }
+
+
+def model_objects(store: ArtifactStore, digest: bytes) -> list[bytes]:
+    """The digests of every object that makes up the model: its manifest and its tensors."""
+    return [digest, *_manifest(store, digest).values()]
+
+
+def _manifest(store: ArtifactStore, digest: bytes) -> dict[str, bytes]:
+    manifest = store.get_json(digest)
+    if not isinstance(manifest, dict) or not manifest:
+        raise UsageError(f"object {digest.hex()} is not a model manifest")
+    return {name: from_hex32(value, what=f"tensor {name!r}") for name, value in manifest.items()}
