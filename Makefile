@@ -21,8 +21,10 @@ $(STAMP_NPM): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# demo-out/ holds the last demo's stores, journals and bundle; each demo starts it afresh.
 demo: setup
-	$(BIN)/consortium simulate governance
+	rm -rf demo-out
+	$(BIN)/consortium simulate aml --out demo-out
 
 test: lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

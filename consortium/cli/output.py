@@ -15,6 +15,8 @@ from rich.table import Table
 
 from consortium.ledger.roles import Role
 
+WIDTH_WHEN_PIPED = 240
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
@@ -55,7 +57,12 @@ def emit_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequenc
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(cell(value) for value in row))
-    Console(soft_wrap=False).print(table)
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        # Piped or captured output has no width to respect; folding addresses and digests
+        # across lines would only break them for the next program.
+        console.width = max(console.width, WIDTH_WHEN_PIPED)
+    console.print(table)
 
 
 def cell(value: Any) -> str:

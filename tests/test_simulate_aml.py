@@ -1,0 +1,59 @@
+"""``consortium simulate aml``: the README's first command, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from itertools import pairwise
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from consortium.cli.main import cli
+from consortium.orchestration.bundle import BUNDLE_FORMAT
+
+
+def simulate(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["simulate", "aml", *args])
+
+
+def test_every_round_is_anchored_and_bundled(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = simulate("--banks", "3", "--rounds", "3", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["checkedRounds"] == [1, 2, 3]
+    rounds = report["rounds"]
+    assert [r["anchor"]["round"] for r in rounds] == [1, 2, 3]
+    assert all(r["anchor"]["participantCount"] == 3 and not r["refused"] for r in rounds)
+    # Each round starts from the model the previous one anchored.
+    for before, after in pairwise(rounds):
+        assert after["anchor"]["previousModelDigest"] == before["anchor"]["modelDigest"]
+    assert all(r["gasUsed"] <= 80_000 for r in rounds)
+    assert rounds[-1]["metrics"]["validation"]["roc_auc"] > 0.75
+    assert set(rounds[0]["timings"]) == {"train", "verify", "aggregate", "anchor", "receipts"}
+
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert manifest["format"] == BUNDLE_FORMAT and len(manifest["rounds"]) == 3
+    assert (out / "bundle.tar.gz").stat().st_size > 0
+    for party in ("institute", "bank-0", "bank-1", "bank-2", "regulator"):
+        assert (out / "parties" / party / "key.json").is_file()
+
+    again = simulate("--out", str(out))
+    assert again.exit_code == 2
+    assert "already holds a scenario" in again.stderr
+
+
+def test_the_human_report_is_a_round_table() -> None:
+    result = simulate("--banks", "2", "--rounds", "2")
+    assert result.exit_code == 0, result.output
+    for column in ("round", "loss", "AUC", "participants", "root", "gas", "tx"):
+        assert column in result.stdout
+    assert result.stdout.rstrip().endswith(
+        "audit check passed: 2 anchored roots match the stored records"
+    )
+
+
+def test_resume_needs_the_run_and_its_node(tmp_path: Path) -> None:
+    assert "--resume needs the --out" in simulate("--resume").stderr
+    embedded = simulate("--resume", "--out", str(tmp_path))
+    assert embedded.exit_code == 2 and "embedded chain" in embedded.stderr
