@@ -21,6 +21,7 @@ from pathlib import Path
 import requests
 
 from consortium.errors import ChainUnavailable, UsageError
+from consortium.files import write_text_atomically
 
 ANVIL_ENV = "CONSORTIUM_ANVIL"
 NPM_BINARY = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
@@ -85,7 +86,7 @@ class AnvilNode:
             log.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(command)}\n".encode())
             log.flush()
             pid = _spawn(command, log.fileno())
-        _write_atomically(self.pid_file, f"{pid}\n")
+        write_text_atomically(self.pid_file, f"{pid}\n")
         if wait:
             self._wait_until_ready(pid, timeout)
         return self.status()
@@ -257,9 +258,3 @@ def _wait_for_exit(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return not _is_alive(pid)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

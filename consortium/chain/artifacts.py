@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from consortium.errors import UsageError
+from consortium.files import write_text_atomically
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = PROJECT_ROOT / "contracts"
@@ -59,16 +58,4 @@ def all_artifacts() -> list[Artifact]:
 
 def write_artifact(path: Path, artifact: dict[str, Any]) -> None:
     """Writes ``artifact`` as stable, diff-friendly JSON, atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(artifact, indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, json.dumps(artifact, indent=2, sort_keys=True) + "\n")

@@ -8,8 +8,6 @@ It is written once, atomically, and never overwritten by a deployment to the sam
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from consortium.chain.artifacts import load_artifact
 from consortium.chain.backend import Chain
 from consortium.chain.transact import Transactor
 from consortium.errors import UsageError
+from consortium.files import write_text_atomically
 from consortium.ledger.errors import revert_decoder
 from consortium.ledger.roles import Role
 
@@ -89,19 +88,7 @@ class Deployment:
                     f"{path} already records a deployment on chain {self.chain_id} "
                     f"(ledger {existing.ledger}); move it away to deploy anew"
                 )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.to_json(), handle, indent=2)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomically(path, json.dumps(self.to_json(), indent=2) + "\n")
 
 
 def _address(value: object, what: str) -> ChecksumAddress:
