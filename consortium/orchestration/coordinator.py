@@ -240,14 +240,11 @@ class Coordinator:
         """The round's anchor on chain: found if already mined, else (re)sent and awaited."""
         round_number = intent["round"]
         transactor = self.ledger.transactor
-        signed_entry = self.journal.last("signed", round=round_number)
-        receipt = None
-        if signed_entry is not None:
-            signed = SignedTransaction(
-                HexBytes(signed_entry["txHash"]), HexBytes(signed_entry["raw"]),
-                signed_entry["nonce"],
-            )  # fmt: skip
-            receipt = self._settle(signed)
+        journaled = [
+            SignedTransaction(HexBytes(e["txHash"]), HexBytes(e["raw"]), e["nonce"])
+            for e in self.journal.find("signed", round=round_number)
+        ]
+        receipt = self._settle(journaled) if journaled else None
         if receipt is None:
             if self.ledger.jobs.get(job.id).last_round >= round_number:
                 raise JournalMismatch(
@@ -277,19 +274,29 @@ class Coordinator:
         crash_point("anchored", round_number)
         return anchor, tx_hash, int(receipt["gasUsed"])
 
-    def _settle(self, signed: SignedTransaction) -> Any:
-        """The receipt of a journaled anchor transaction, resending it if the node lost it;
-        None when it can no longer be mined (its nonce went to another transaction)."""
+    def _settle(self, journaled: list[SignedTransaction]) -> Any:
+        """The receipt of the round's journaled anchor transaction, resending the newest if
+        the node lost it; None when none can be mined any more (its nonce went elsewhere).
+
+        Every journaled attempt is looked up, not only the newest: an older one that the node
+        rejected on resend may still have been mined from another node's pool.
+        """
         transactor = self.ledger.transactor
-        receipt = transactor.receipt(signed.tx_hash)
-        if receipt is not None:
-            return transactor.confirm(signed.tx_hash)  # raises the reason if it failed
-        if not transactor.is_known(signed.tx_hash):
-            try:
-                transactor.broadcast(signed)
-            except TransactionRejected:
-                return None
-        return transactor.confirm(signed.tx_hash)
+        for signed in reversed(journaled):
+            if transactor.receipt(signed.tx_hash) is not None:
+                return transactor.confirm(signed.tx_hash)  # raises the reason if it failed
+        for signed in reversed(journaled):
+            if transactor.is_known(signed.tx_hash):  # pending: wait for it
+                return transactor.confirm(signed.tx_hash)
+        newest = journaled[-1]
+        try:
+            transactor.broadcast(newest)  # lost (a node restart empties its pool): resend
+        except TransactionRejected:
+            # Mined between the look-up and the resend ("nonce too low"), or truly dead.
+            return (
+                transactor.confirm(newest.tx_hash) if transactor.is_known(newest.tx_hash) else None
+            )
+        return transactor.confirm(newest.tx_hash)
 
     def _check_anchor(self, anchor: RoundAnchor, intent: dict[str, Any]) -> None:
         """The mined anchor is the intended one, and the chain stores its commitment."""

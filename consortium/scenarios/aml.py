@@ -75,7 +75,12 @@ class Party:
 
     @classmethod
     def create(cls, name: str, out: Path) -> Party:
+        """The party ``name`` with a new key, or with the key already in its directory: one
+        kept by a set-up that was interrupted, or put there to rerun a scenario with the same
+        keys (the global model depends on them through the aggregation order)."""
         directory = out / "parties" / name
+        if (directory / "key.json").exists():
+            return cls.load(name, out)
         directory.mkdir(parents=True, exist_ok=True)
         account: LocalAccount = Account.create()
         keystore = Account.encrypt(

@@ -1,0 +1,410 @@
+"""Crash and resume: a coordinator killed at any step of a round finishes the job correctly.
+
+Each run is a real ``consortium simulate aml`` subprocess against a local anvil node, killed
+by SIGKILL at a named crash point (CONSORTIUM_KILL_AT) and then resumed with ``--resume``.
+After the crash the write-ahead rule must hold (every root on chain has its records in the
+coordinator's store); after the resume no round is anchored twice, the bundle covers every
+round, and the final model is the one an uninterrupted run produces. The global model depends
+on the parties' addresses (the aggregation order), so every run here reuses the reference
+run's keys.
+
+The lost anchor transaction is staged on a node of its own: with automine off the anchor sits
+in the node's pool when the coordinator dies, and a node restart empties the pool; the resumed
+coordinator must notice and send the very same signed transaction again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import ANVIL_CHAIN_ID, free_port
+from hexbytes import HexBytes
+
+from consortium.chain.anvil import AnvilNode, find_anvil
+from consortium.chain.backend import RpcChain
+from consortium.chain.transact import SignedTransaction
+from consortium.crypto.digests import from_hex32, hex32
+from consortium.crypto.merkle import MerkleTree
+from consortium.errors import UsageError
+from consortium.ledger.client import Ledger
+from consortium.orchestration.bundle import check_roots, export_bundle
+from consortium.orchestration.faults import KILL_AT_ENV, POINTS
+from consortium.orchestration.journal import Journal
+from consortium.orchestration.messages import anchor_from_json
+from consortium.scenarios import aml
+from consortium.store.artifacts import ArtifactStore
+
+pytestmark = [pytest.mark.anvil, pytest.mark.slow]
+
+CONSORTIUM = Path(sys.executable).parent / "consortium"
+BANKS, ROUNDS, CRASH_ROUND = 3, 3, 2
+PARTIES = ("institute", *(f"bank-{i}" for i in range(BANKS)), "regulator")
+# Where each crash point leaves round CRASH_ROUND: is it anchored, and what was journaled last.
+ANCHORED_AT_CRASH = {"sent", "anchored", "delivered"}
+LAST_ENTRY_AT_CRASH = {
+    "opened": "opened",
+    "collected": "opened",  # collecting journals nothing
+    "intent": "intent",
+    "signed": "signed",
+    "sent": "signed",
+    "anchored": "anchored",
+    "delivered": "delivered",
+}
+
+
+def test_every_crash_point_is_covered() -> None:
+    assert set(LAST_ENTRY_AT_CRASH) == set(POINTS)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _start_node(directory: Path) -> AnvilNode:
+    try:
+        find_anvil()
+    except UsageError as exc:
+        pytest.skip(str(exc))
+    node = AnvilNode(directory, port=free_port(), chain_id=ANVIL_CHAIN_ID)
+    node.start()
+    return node
+
+
+def rpc(node: AnvilNode, method: str, *params: Any) -> Any:
+    """A raw JSON-RPC request: the test's own (dev-node-only) hands on the node."""
+    reply = requests.post(
+        node.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
+        timeout=10,
+    ).json()  # fmt: skip
+    assert "error" not in reply, f"{method}: {reply['error']}"
+    return reply["result"]
+
+
+def simulate(
+    node: AnvilNode, out: Path, *, resume: bool = False, kill_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``consortium simulate aml`` in a subprocess of its own, optionally told to die."""
+    env = {k: v for k, v in os.environ.items() if k != KILL_AT_ENV}
+    if kill_at is not None:
+        env[KILL_AT_ENV] = kill_at
+    args = [str(CONSORTIUM), "simulate", "aml", "--chain", node.url, "--out", str(out), "--json"]
+    args += ["--resume"] if resume else ["--banks", str(BANKS), "--rounds", str(ROUNDS)]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+
+
+def killed(result: subprocess.CompletedProcess[str], where: str) -> None:
+    assert result.returncode == -signal.SIGKILL, (
+        f"{where}: expected death by SIGKILL, got exit {result.returncode}\n{result.stderr}"
+    )
+
+
+def finished(result: subprocess.CompletedProcess[str], where: str) -> dict[str, Any]:
+    assert result.returncode == 0, f"{where}: exit {result.returncode}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def with_keys(out: Path, keys_from: Path) -> Path:
+    """A fresh run directory holding the parties' keys of ``keys_from``."""
+    for party in PARTIES:
+        (out / "parties" / party).mkdir(parents=True)
+        shutil.copy(keys_from / "parties" / party / "key.json", out / "parties" / party)
+    return out
+
+
+def journal(out: Path) -> list[dict[str, Any]]:
+    """The coordinator's journal, read without opening it as a Journal (which may repair)."""
+    path = out / "parties" / "institute" / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def entries(out: Path, kind: str, round_number: int | None = None) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in journal(out)
+        if e["kind"] == kind and (round_number is None or e["round"] == round_number)
+    ]
+
+
+@dataclass
+class OnChain:
+    ledger: Ledger
+    job_id: int
+
+    @classmethod
+    def of(cls, node: AnvilNode, out: Path) -> OnChain:
+        chain = RpcChain(node.url, ANVIL_CHAIN_ID, poll_latency=0.01)
+        run = aml.load(chain, out)
+        return cls(Ledger(chain, run.deployment), run.job_id)
+
+    def anchored_rounds(self) -> list[dict[str, Any]]:
+        """Every RoundAnchored event of the job, oldest first (a small node: scan it all)."""
+        event = self.ledger.training.events.RoundAnchored()
+        logs = event.get_logs(from_block=0, argument_filters={"jobId": self.job_id})
+        return [dict(log["args"]) for log in logs]
+
+    def close(self) -> None:
+        self.ledger.chain.close()
+
+
+def check_write_ahead(out: Path, on_chain: OnChain, where: str) -> None:
+    """Every root anchored on chain has its intent journaled and its records durable in the
+    coordinator's store, and the records give that root."""
+    store = ArtifactStore(out / "parties" / "institute" / "store")
+    for event in on_chain.anchored_rounds():
+        (intent,) = entries(out, "intent", event["round"]) or [None]
+        assert intent is not None, f"{where}: round {event['round']} anchored without an intent"
+        leaves = [store.get(from_hex32(d)) for d in intent["records"]]  # verifies each digest
+        assert MerkleTree(leaves).root == bytes(event["merkleRoot"]), where
+        assert intent["root"] == hex32(bytes(event["merkleRoot"])), where
+        assert store.has(bytes(event["modelDigest"])), where
+        assert store.has(bytes(event["metricsDigest"])), where
+
+
+def check_completed(out: Path, on_chain: OnChain, reference: Reference, where: str) -> None:
+    """The job is complete, each round anchored once, journaled once, bundled, and the models
+    are the reference run's."""
+    job = on_chain.ledger.jobs.get(on_chain.job_id)
+    assert job.last_round == ROUNDS, where
+    events = on_chain.anchored_rounds()
+    assert [e["round"] for e in events] == list(range(1, ROUNDS + 1)), f"{where}: {events}"
+    assert [hex32(bytes(e["modelDigest"])) for e in events] == reference.models, where
+    assert hex32(job.head_model_digest) == reference.models[-1], where
+    for r in range(1, ROUNDS + 1):
+        assert len(entries(out, "anchored", r)) == 1, f"{where}: round {r} journaled anchored"
+        assert len(entries(out, "delivered", r)) == 1, f"{where}: round {r} journaled delivered"
+        (anchored,) = entries(out, "anchored", r)
+        anchor = anchor_from_json(anchored["anchor"])
+        assert on_chain.ledger.jobs.round_commitment(job.id, r) == anchor.commitment(), where
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert [r["round"] for r in manifest["rounds"]] == list(range(1, ROUNDS + 1)), where
+    assert check_roots(on_chain.ledger, out / "bundle") == list(range(1, ROUNDS + 1)), where
+
+
+# ---------------------------------------------------------------------------------- fixtures
+
+
+@dataclass(frozen=True)
+class Reference:
+    out: Path  # its parties' keys are reused by every other run
+    models: list[str]  # the global model digest of each round
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
+    """A node of this module's own: every run funds five parties from its faucet."""
+    node = _start_node(tmp_path_factory.mktemp("resume-node"))
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="module")
+def reference(node: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """An uninterrupted run."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    report = finished(simulate(node, out), "reference run")
+    assert report["checkedRounds"] == list(range(1, ROUNDS + 1))
+    assert not any(r["resumed"] for r in report["rounds"])
+    return Reference(out, [r["anchor"]["modelDigest"] for r in report["rounds"]])
+
+
+@pytest.fixture
+def own_node(tmp_path: Path) -> Iterator[AnvilNode]:
+    """A node this test may stop, restart and switch to manual mining."""
+    node = _start_node(tmp_path / "node")
+    yield node
+    node.stop()
+
+
+# ---------------------------------------------------------------------------------- tests
+
+
+def test_a_rerun_with_the_same_keys_gives_the_same_models(
+    node: AnvilNode, reference: Reference, tmp_path: Path
+) -> None:
+    """What the crash tests rely on: training and aggregation are deterministic per key set."""
+    out = with_keys(tmp_path / "again", reference.out)
+    report = finished(simulate(node, out), "rerun")
+    assert [r["anchor"]["modelDigest"] for r in report["rounds"]] == reference.models
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_killed_at_any_step_the_job_resumes(
+    point: str, node: AnvilNode, reference: Reference, tmp_path: Path
+) -> None:
+    where = f"killed at {point}:{CRASH_ROUND}"
+    out = with_keys(tmp_path / "run", reference.out)
+    killed(simulate(node, out, kill_at=f"{point}:{CRASH_ROUND}"), where)
+    on_chain = OnChain.of(node, out)
+    try:
+        # The process died where it was told to, and left nothing anchored without artifacts.
+        job = on_chain.ledger.jobs.get(on_chain.job_id)
+        expected = CRASH_ROUND if point in ANCHORED_AT_CRASH else CRASH_ROUND - 1
+        assert job.last_round == expected, where
+        assert journal(out)[-1]["kind"] == LAST_ENTRY_AT_CRASH[point], where
+        assert journal(out)[-1]["round"] == CRASH_ROUND, where
+        check_write_ahead(out, on_chain, where)
+        assert not (out / "bundle").exists(), where
+
+        report = finished(simulate(node, out, resume=True), f"{where}, then resumed")
+        assert [r["round"] for r in report["rounds"]] == list(range(1, ROUNDS + 1)), where
+        assert report["rounds"][-1]["anchor"]["modelDigest"] == reference.models[-1], where
+        assert report["checkedRounds"] == list(range(1, ROUNDS + 1)), where
+        assert report["rounds"][CRASH_ROUND - 2]["resumed"], where  # taken from the journal
+        assert not report["rounds"][-1]["resumed"], where
+        check_completed(out, on_chain, reference, where)
+        # One anchor transaction was signed per round, whatever the crash interrupted.
+        for r in range(1, ROUNDS + 1):
+            (signed,) = entries(out, "signed", r)
+            assert signed["txHash"] == entries(out, "anchored", r)[0]["txHash"], where
+    finally:
+        on_chain.close()
+
+
+def _interrupt_with_anchor_in_pool(node: AnvilNode, out: Path) -> str:
+    """Runs round 1, turns automine off, and kills the coordinator right after it sent round
+    2's anchor, which stays in the node's pool; returns that transaction's hash."""
+    killed(simulate(node, out, kill_at="delivered:1"), "killed after round 1")
+    rpc(node, "evm_setAutomine", False)
+    killed(simulate(node, out, resume=True, kill_at=f"sent:{CRASH_ROUND}"), "killed after send")
+    (signed,) = entries(out, "signed", CRASH_ROUND)
+    pending = rpc(node, "eth_getTransactionByHash", signed["txHash"])
+    assert pending is not None and pending["blockNumber"] is None  # in the pool, not mined
+    assert rpc(node, "eth_getTransactionReceipt", signed["txHash"]) is None
+    return signed["txHash"]
+
+
+def test_an_anchor_lost_with_the_nodes_pool_is_sent_again(
+    own_node: AnvilNode, reference: Reference, tmp_path: Path
+) -> None:
+    out = with_keys(tmp_path / "run", reference.out)
+    tx_hash = _interrupt_with_anchor_in_pool(own_node, out)
+
+    own_node.stop()  # the state file keeps the mined blocks, not the transaction pool
+    own_node.start()  # and a fresh anvil automines again
+    assert rpc(own_node, "eth_getTransactionByHash", tx_hash) is None, "the node kept its pool"
+    on_chain = OnChain.of(own_node, out)
+    try:
+        assert on_chain.ledger.jobs.get(on_chain.job_id).last_round == CRASH_ROUND - 1
+        check_write_ahead(out, on_chain, "after the node restart")
+
+        report = finished(simulate(own_node, out, resume=True), "resumed after the loss")
+        assert report["rounds"][CRASH_ROUND - 1]["transaction"] == tx_hash
+        check_completed(out, on_chain, reference, "lost anchor")
+        # The very same signed transaction was sent again: one signature, mined as signed.
+        (signed,) = entries(out, "signed", CRASH_ROUND)
+        (anchored,) = entries(out, "anchored", CRASH_ROUND)
+        assert signed["txHash"] == anchored["txHash"] == tx_hash
+        mined = rpc(own_node, "eth_getTransactionByHash", tx_hash)
+        assert int(mined["nonce"], 16) == signed["nonce"]
+    finally:
+        on_chain.close()
+
+
+def test_an_anchor_still_pending_on_resume_is_awaited(
+    own_node: AnvilNode, reference: Reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed through the Python API while round 2's anchor waits in the pool: the
+    coordinator sees it pending, waits for it rather than signing another, and finishes once
+    a block is mined."""
+    out = with_keys(tmp_path / "run", reference.out)
+    tx_hash = _interrupt_with_anchor_in_pool(own_node, out)
+
+    chain = RpcChain(own_node.url, ANVIL_CHAIN_ID, poll_latency=0.01)
+    run = aml.load(chain, out)
+    coordinator = aml.coordinator_for(chain, run)
+    transactor = coordinator.ledger.transactor
+    looked_up: list[tuple[str, bool]] = []
+    waiting = threading.Event()
+    is_known = transactor.is_known
+
+    def spy(tx: Any) -> bool:
+        known = is_known(tx)
+        looked_up.append((tx.to_0x_hex(), known))
+        waiting.set()
+        return known
+
+    monkeypatch.setattr(transactor, "is_known", spy)
+    outcome: dict[str, Any] = {}
+
+    def resume() -> None:
+        try:
+            outcome["results"] = coordinator.run(run.settings.rounds)
+        except BaseException as exc:  # reported by the main thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=resume, daemon=True)
+    worker.start()
+    try:
+        assert waiting.wait(30), f"the coordinator never looked the anchor up: {outcome}"
+        assert looked_up == [(tx_hash, True)]
+        assert rpc(own_node, "eth_getTransactionReceipt", tx_hash) is None  # still not mined
+        assert entries(out, "anchored", CRASH_ROUND) == []
+    finally:
+        rpc(own_node, "evm_mine")
+        rpc(own_node, "evm_setAutomine", True)
+        worker.join(60)
+    assert not worker.is_alive(), "the resumed coordinator did not finish"
+    assert "error" not in outcome, outcome.get("error")
+    assert [r.round for r in outcome["results"]] == list(range(1, ROUNDS + 1))
+    assert outcome["results"][CRASH_ROUND - 1].tx_hash == tx_hash
+
+    ledger = Ledger(chain, run.deployment)
+    export_bundle(ledger, run.job_id, run.institute.store, run.institute.journal(), out)
+    on_chain = OnChain(ledger, run.job_id)
+    try:
+        check_completed(out, on_chain, reference, "pending anchor")
+        (signed,) = entries(out, "signed", CRASH_ROUND)
+        assert signed["txHash"] == tx_hash
+    finally:
+        on_chain.close()
+
+
+def test_an_older_attempt_mined_after_all_is_recognised(
+    node: AnvilNode, reference: Reference, tmp_path: Path
+) -> None:
+    """Two journaled attempts at round 2's anchor (the first was refused on resend, so a second
+    was signed with the same nonce), and the first is the one that got mined, say from another
+    node's pool: the resumed coordinator finds it instead of calling the round foreign."""
+    where = "older attempt mined"
+    out = with_keys(tmp_path / "run", reference.out)
+    killed(simulate(node, out, kill_at=f"signed:{CRASH_ROUND}"), where)
+    on_chain = OnChain.of(node, out)
+    try:
+        run = aml.load(on_chain.ledger.chain, out)
+        coordinator = on_chain.ledger.as_signer(run.institute.account)
+        (first,) = entries(out, "signed", CRASH_ROUND)
+        (intent,) = entries(out, "intent", CRASH_ROUND)
+        rpc(node, "evm_mine")  # a new base fee, so the second attempt differs from the first
+        second = coordinator.jobs.sign_anchor(
+            run.job_id, CRASH_ROUND, from_hex32(intent["root"]), intent["count"],
+            from_hex32(intent["model"]), from_hex32(intent["metrics"]),
+        )  # fmt: skip
+        assert second.nonce == first["nonce"] and second.tx_hash.to_0x_hex() != first["txHash"]
+        attempts = Journal(out / "parties" / "institute" / "journal.jsonl")
+        attempts.append(
+            "signed", round=CRASH_ROUND, txHash=second.tx_hash.to_0x_hex(),
+            raw=second.raw.to_0x_hex(), nonce=second.nonce,
+        )  # fmt: skip
+        attempts.close()
+        coordinator.transactor.confirm(
+            coordinator.transactor.broadcast(
+                SignedTransaction(HexBytes(first["txHash"]), HexBytes(first["raw"]), first["nonce"])
+            )
+        )
+
+        report = finished(simulate(node, out, resume=True), f"{where}, then resumed")
+        assert report["rounds"][CRASH_ROUND - 1]["transaction"] == first["txHash"]
+        check_completed(out, on_chain, reference, where)
+    finally:
+        on_chain.close()
