@@ -115,7 +115,8 @@ def _pack(directory: Path, archive: Path) -> None:
     partial = archive.with_name(f".{archive.name}.partial")
     with (
         open(partial, "wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped,
+        # The gzip header names the archive, not the temporary file it is written to.
+        gzip.GzipFile(archive.name, mode="wb", fileobj=raw, mtime=0) as zipped,
         tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for path in sorted(directory.rglob("*")):

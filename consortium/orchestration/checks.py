@@ -96,7 +96,10 @@ def check_update(
         validate_update(update, context.base_model)
     except InvalidUpdate as exc:
         raise UpdateRefused(f"unusable update: {exc}") from None
-    if record.num_examples < 1 or metrics.get("numExamples") != record.num_examples:
+    if not isinstance(metrics, dict):
+        raise UpdateRefused(f"metrics {record.metrics_digest.hex()} are not a JSON object")
+    claimed = metrics.get("numExamples")
+    if record.num_examples < 1 or type(claimed) is not int or claimed != record.num_examples:
         raise UpdateRefused(
             f"numExamples {record.num_examples} is not positive or disagrees with the metrics"
         )

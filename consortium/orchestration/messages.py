@@ -9,9 +9,10 @@ objects: the receiver stores them in its own store, which checks each against it
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from consortium.crypto.digests import from_hex32, hex32
 from consortium.crypto.update_record import SignedUpdateRecord
@@ -21,6 +22,12 @@ from consortium.store.artifacts import ArtifactStore
 
 Objects = dict[bytes, bytes]
 
+_T = TypeVar("_T")
+
+
+class MalformedMessage(UsageError):
+    """A received message does not have the protocol's form; nothing of it was used."""
+
 
 def pack_objects(store: ArtifactStore, digests: list[bytes]) -> Objects:
     """The objects ``digests`` read (and verified) from ``store``, to send along."""
@@ -28,10 +35,15 @@ def pack_objects(store: ArtifactStore, digests: list[bytes]) -> Objects:
 
 
 def unpack_objects(store: ArtifactStore, objects: Mapping[bytes, bytes]) -> None:
-    """Stores received objects; one whose bytes do not match its address is refused."""
+    """Stores received objects; one whose bytes do not match its address is refused.
+
+    Every object is checked before any is stored, so a refused batch leaves nothing behind.
+    """
     for digest, data in objects.items():
-        if store.put(data) != digest:
+        if hashlib.sha256(data).digest() != digest:
             raise UsageError(f"received object {digest.hex()} does not match its digest")
+    for data in objects.values():
+        store.put(data)
 
 
 def _objects_json(objects: Mapping[bytes, bytes]) -> dict[str, str]:
@@ -40,6 +52,21 @@ def _objects_json(objects: Mapping[bytes, bytes]) -> dict[str, str]:
 
 def _objects_from_json(obj: Mapping[str, str]) -> Objects:
     return {from_hex32(d): base64.b64decode(data, validate=True) for d, data in obj.items()}
+
+
+def _parse(kind: str, obj: Any, parse: Callable[[Mapping[str, Any]], _T]) -> _T:
+    """``parse(obj)`` for a message of type ``kind``; any defect is a MalformedMessage."""
+    if not isinstance(obj, Mapping) or obj.get("type") != kind:
+        raise MalformedMessage(f"not a {kind!r} message")
+    try:
+        return parse(obj)
+    except MalformedMessage:
+        raise
+    except UsageError as exc:
+        raise MalformedMessage(f"malformed {kind!r} message: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # binascii.Error too
+        detail = f"lacks field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise MalformedMessage(f"malformed {kind!r} message: {detail}") from None
 
 
 @dataclass(frozen=True)
@@ -63,9 +90,13 @@ class RoundOpen:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> RoundOpen:
-        return cls(
-            obj["jobId"], obj["round"], from_hex32(obj["baseModelDigest"]),
-            _objects_from_json(obj["objects"]),
+        return _parse(
+            "round-open",
+            obj,
+            lambda o: cls(
+                _integer(o, "jobId"), _integer(o, "round"), from_hex32(o["baseModelDigest"]),
+                _objects_from_json(o["objects"]),
+            ),
         )  # fmt: skip
 
 
@@ -86,7 +117,13 @@ class UpdateSubmission:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> UpdateSubmission:
-        return cls(SignedUpdateRecord.from_json(obj["record"]), _objects_from_json(obj["objects"]))
+        return _parse(
+            "update",
+            obj,
+            lambda o: cls(
+                SignedUpdateRecord.from_json(o["record"]), _objects_from_json(o["objects"])
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -110,11 +147,15 @@ class RoundReceipt:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> RoundReceipt:
-        return cls(
-            anchor_from_json(obj["anchor"]),
-            obj["leafIndex"],
-            [from_hex32(p) for p in obj["proof"]],
-            obj["refusal"],
+        return _parse(
+            "receipt",
+            obj,
+            lambda o: cls(
+                anchor_from_json(o["anchor"]),
+                None if o["leafIndex"] is None else _integer(o, "leafIndex"),
+                [from_hex32(p) for p in o["proof"]],
+                _optional_text(o, "refusal"),
+            ),
         )
 
 
@@ -136,13 +177,28 @@ def anchor_to_json(a: RoundAnchor) -> dict[str, Any]:
 def anchor_from_json(a: Mapping[str, Any]) -> RoundAnchor:
     """A round anchor from the JSON form receipts and bundles use."""
     return RoundAnchor(
-        job_id=a["jobId"],
-        round=a["round"],
-        merkle_root=from_hex32(a["merkleRoot"]),
-        participant_count=a["participantCount"],
-        model_digest=from_hex32(a["modelDigest"]),
-        metrics_digest=from_hex32(a["metricsDigest"]),
-        previous_model_digest=from_hex32(a["previousModelDigest"]),
-        block_number=a["blockNumber"],
-        timestamp=a["timestamp"],
+        job_id=_integer(a, "jobId"),
+        round=_integer(a, "round"),
+        merkle_root=from_hex32(a["merkleRoot"], what="merkleRoot"),
+        participant_count=_integer(a, "participantCount"),
+        model_digest=from_hex32(a["modelDigest"], what="modelDigest"),
+        metrics_digest=from_hex32(a["metricsDigest"], what="metricsDigest"),
+        previous_model_digest=from_hex32(a["previousModelDigest"], what="previousModelDigest"),
+        block_number=_integer(a, "blockNumber"),
+        timestamp=_integer(a, "timestamp"),
     )
+
+
+def _integer(obj: Mapping[str, Any], field: str) -> int:
+    value = obj[field]
+    # bool is an int subclass, but True is not a round number.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"field {field!r} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _optional_text(obj: Mapping[str, Any], field: str) -> str | None:
+    value = obj[field]
+    if value is not None and not isinstance(value, str):
+        raise UsageError(f"field {field!r} must be a string or null, not {value!r}")
+    return value

@@ -16,7 +16,7 @@ from eth_account.signers.local import LocalAccount
 from consortium.crypto.eip712 import Domain
 from consortium.crypto.merkle import verify_inclusion
 from consortium.crypto.update_record import UpdateRecord, sign_update_record
-from consortium.errors import ConsortiumError
+from consortium.errors import ChainRevert, ConsortiumError
 from consortium.fl.model import local_train
 from consortium.ledger.client import Ledger
 from consortium.orchestration.journal import Journal
@@ -116,7 +116,18 @@ class Participant:
         which this participant reads itself; then its own record must be in the anchored tree.
         """
         anchor = receipt.anchor
-        on_chain = self.ledger.jobs.round_commitment(anchor.job_id, anchor.round)
+        if (
+            max(anchor.round, anchor.participant_count) >= 2**32
+            or max(anchor.job_id, anchor.block_number, anchor.timestamp) >= 2**256
+        ):  # the contract's uint32 and uint256 fields
+            raise ReceiptAlarm(f"{self.name}: the receipt's anchor fields are out of range")
+        try:
+            on_chain = self.ledger.jobs.round_commitment(anchor.job_id, anchor.round)
+        except ChainRevert as exc:  # no such job or round: the receipt claims a false anchor
+            raise ReceiptAlarm(
+                f"{self.name}: the receipt is for job {anchor.job_id} round {anchor.round}, "
+                f"which the chain has not anchored ({exc.name})"
+            ) from None
         if anchor.commitment() != on_chain:
             raise ReceiptAlarm(
                 f"{self.name}: the receipt for job {anchor.job_id} round {anchor.round} does not "

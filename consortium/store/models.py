@@ -21,15 +21,36 @@ from consortium.store.artifacts import ArtifactStore
 
 Model = dict[str, np.ndarray]
 
+# The dtype kinds whose bytes are the numbers, as for tensor digests (bool, ints, floats,
+# complex): an object array's bytes would be pointers.
+_NUMERIC_KINDS = frozenset("biufc")
+
+
+def _header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    return jcs({"dtype": dtype.str, "shape": [int(n) for n in shape]})
+
 
 def tensor_blob(array: np.ndarray) -> bytes:
-    """The stored form of a tensor; its SHA-256 equals :func:`tensor_digest` of ``array``."""
-    header = jcs({"dtype": array.dtype.str, "shape": [int(n) for n in array.shape]})
-    return header + b"\x00" + array.tobytes(order="C")
+    """The stored form of a tensor; its SHA-256 equals :func:`tensor_digest` of ``array``.
+
+    Refuses what :func:`tensor_digest` refuses (non-arrays, non-numeric dtypes), so a stored
+    tensor's address is always its tensor digest.
+    """
+    if not isinstance(array, np.ndarray):
+        raise UsageError(f"a tensor must be a numpy array, not {type(array).__name__}")
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        raise UsageError(f"cannot store a tensor of non-numeric dtype {array.dtype}")
+    return _header(array.dtype, array.shape) + b"\x00" + array.tobytes(order="C")
 
 
 def parse_tensor_blob(blob: bytes) -> np.ndarray:
-    """The read-only array a tensor blob holds; a malformed blob is a UsageError."""
+    """The read-only array a tensor blob holds; a malformed blob is a UsageError.
+
+    Only the one encoding :func:`tensor_blob` writes is accepted: a blob with another header
+    spelling (key order, spaces, ``"float64"`` for ``"<f8"``) decodes to an array whose tensor
+    digest is not the blob's address, so a model digest naming it would not be the digest of
+    the model anyone recomputes from the numbers.
+    """
     header, separator, data = blob.partition(b"\x00")
     try:
         if not separator:
@@ -37,8 +58,14 @@ def parse_tensor_blob(blob: bytes) -> np.ndarray:
         fields = json.loads(header)
         dtype = np.dtype(fields["dtype"])
         shape = tuple(int(n) for n in fields["shape"])
+        if dtype.kind not in _NUMERIC_KINDS:
+            raise ValueError(f"non-numeric dtype {dtype}")
+        if any(n < 0 for n in shape):  # reshape would infer a -1, and the header would lie
+            raise ValueError(f"negative dimension in shape {list(shape)}")
+        if header != _header(dtype, shape):
+            raise ValueError("header is not the canonical JCS of its dtype and shape")
         array = np.frombuffer(data, dtype=dtype).reshape(shape)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError, UsageError) as exc:
         raise UsageError(f"malformed tensor blob: {exc}") from None
     return array
 
@@ -47,6 +74,9 @@ def put_model(store: ArtifactStore, model: Mapping[str, np.ndarray]) -> bytes:
     """Stores every tensor, then the manifest; returns the model digest."""
     if not model:
         raise UsageError("cannot store a model without tensors")
+    for name in model:
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"tensor names must be non-empty strings, got {name!r}")
     manifest = {name: hex32(store.put(tensor_blob(array))) for name, array in model.items()}
     return store.put_json(manifest)
 
@@ -68,4 +98,6 @@ def _manifest(store: ArtifactStore, digest: bytes) -> dict[str, bytes]:
     manifest = store.get_json(digest)
     if not isinstance(manifest, dict) or not manifest:
         raise UsageError(f"object {digest.hex()} is not a model manifest")
+    if "" in manifest:
+        raise UsageError(f"model manifest {digest.hex()} has a tensor without a name")
     return {name: from_hex32(value, what=f"tensor {name!r}") for name, value in manifest.items()}
