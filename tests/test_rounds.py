@@ -45,7 +45,7 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import RoundAnchor
 from consortium.orchestration.bundle import RootMismatch, check_roots, export_bundle
 from consortium.orchestration.checks import RoundContext, UpdateRefused, check_submission
-from consortium.orchestration.coordinator import Coordinator, RoundRefused
+from consortium.orchestration.coordinator import Coordinator, ReceiptsFailed, RoundRefused
 from consortium.orchestration.messages import (
     MalformedMessage,
     RoundOpen,
@@ -954,3 +954,25 @@ def test_only_the_canonical_tensor_encoding_is_read(header: bytes, tmp_path: Pat
     digest = store.put_json({"w": blob.hex()})
     with pytest.raises(UsageError, match="malformed tensor blob"):
         get_model(store, digest)
+
+
+class Alarmed(Participant):
+    """A participant whose receipt check always raises its alarm."""
+
+    def check_receipt(self, receipt: RoundReceipt) -> None:
+        raise ReceiptAlarm(f"{self.name}: this receipt is not to be trusted")
+
+
+def test_one_alarm_does_not_keep_receipts_from_the_others(scenario: Scenario) -> None:
+    honest = scenario.participant(0)
+    alarmed_address = scenario.address(1)
+    scenario.transport.participants[alarmed_address] = Alarmed(
+        honest.name.replace("0", "1"), scenario.run.banks[1].account,
+        scenario.participant(1).data, scenario.run.banks[1].store,
+        scenario.participant(1).journal, honest.ledger, honest.plan,
+    )  # fmt: skip
+    with pytest.raises(ReceiptsFailed, match=r"round 1 is anchored, but receipts failed: .*bank-1"):
+        scenario.coordinator.run_round(1)
+    assert [len(scenario.transport.receipts[scenario.address(b)]) for b in (0, 2)] == [1, 1]
+    delivered = scenario.coordinator.journal.last("delivered", round=1)
+    assert delivered is not None and list(delivered["failures"]) == [alarmed_address]

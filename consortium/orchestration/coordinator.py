@@ -45,9 +45,15 @@ from consortium.scenarios.aml_data import BankData
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model, model_objects, put_model
 
+MAX_REASON = 500
+
 
 class RoundRefused(ConsortiumError):
     """The round cannot run: the chain would refuse its anchor, or no update was usable."""
+
+
+class ReceiptsFailed(ConsortiumError):
+    """A participant raised an alarm over its receipt, or could not be given one."""
 
 
 class JournalMismatch(ConsortiumError):
@@ -131,9 +137,14 @@ class Coordinator:
         with _timed(timings, "anchor"):
             anchor, tx_hash, gas_used = self._anchor(job, intent)
         with _timed(timings, "receipts"):
-            self._deliver(anchor, intent)
-        self.journal.append("delivered", round=round_number)
+            failures = self._deliver(anchor, intent)
+        self.journal.append("delivered", round=round_number, failures=failures)
         crash_point("delivered", round_number)
+        if failures:
+            raise ReceiptsFailed(
+                f"round {round_number} is anchored, but receipts failed: "
+                + "; ".join(f"{p}: {reason}" for p, reason in failures.items())
+            )
         return RoundResult(
             round_number, anchor, tx_hash, gas_used, self.store.get_json(anchor.metrics_digest),
             intent["refused"], timings, resumed,
@@ -160,7 +171,7 @@ class Coordinator:
                 try:
                     submissions[participant] = self.transport.open_round(participant, message)
                 except ConsortiumError as exc:
-                    refused[participant] = f"no update: {exc}"
+                    refused[participant] = _bounded(f"no update: {exc}")
         context = RoundContext(
             job, round_number, base_digest, base, self.domain, self._dataset_owners(job)
         )
@@ -174,7 +185,7 @@ class Coordinator:
                         )
                     update = check_submission(submission, context, self.ledger, self.store)
                 except UpdateRefused as exc:
-                    refused[participant] = str(exc)
+                    refused[participant] = _bounded(str(exc))
                     continue
                 accepted.append((submission.record, update))
         if not accepted:
@@ -229,7 +240,11 @@ class Coordinator:
                     f"for {job.purpose!r} is revoked or expired"
                 )
         if problems:
-            raise RoundRefused(f"round {job.last_round + 1} refused: {'; '.join(problems)}")
+            raise RoundRefused(
+                f"round {job.last_round + 1} refused: {'; '.join(problems)}; the contract "
+                f"accepts no anchor for job {job.id} until this is undone (close the job and "
+                "create a new one without them otherwise)"
+            )
 
     def _dataset_owners(self, job: Job) -> dict[int, str]:
         return {d: self.ledger.consents.dataset(d).owner for d in job.dataset_ids}
@@ -314,15 +329,31 @@ class Coordinator:
 
     # ------------------------------------------------------------------ step 6: receipts
 
-    def _deliver(self, anchor: RoundAnchor, intent: dict[str, Any]) -> None:
-        """Hands every participant its inclusion proof, or the reason it was left out."""
+    def _deliver(self, anchor: RoundAnchor, intent: dict[str, Any]) -> dict[str, str]:
+        """Hands every participant its inclusion proof, or the reason it was left out.
+
+        Every participant gets its receipt even when another one's fails; the failures (a
+        participant's alarm, an unreachable participant) are returned to be journaled.
+        """
         records = [from_hex32(d) for d in intent["records"]]
         tree = MerkleTree(self.store.get(d) for d in records)
-        for index, participant in enumerate(intent["participants"]):
-            receipt = RoundReceipt(anchor, index, tree.inclusion_proof(index))
-            self.transport.deliver(participant, receipt)
-        for participant, reason in intent["refused"].items():
-            self.transport.deliver(participant, RoundReceipt(anchor, None, [], reason))
+        receipts = [
+            *(
+                (participant, RoundReceipt(anchor, index, tree.inclusion_proof(index)))
+                for index, participant in enumerate(intent["participants"])
+            ),
+            *(
+                (participant, RoundReceipt(anchor, None, [], reason))
+                for participant, reason in intent["refused"].items()
+            ),
+        ]
+        failures: dict[str, str] = {}
+        for participant, receipt in receipts:
+            try:
+                self.transport.deliver(participant, receipt)
+            except ConsortiumError as exc:
+                failures[participant] = _bounded(str(exc))
+        return failures
 
     def _result_from_journal(self, round_number: int) -> RoundResult:
         anchored = self.journal.last("anchored", round=round_number)
@@ -334,6 +365,11 @@ class Coordinator:
             round_number, anchor, anchored["txHash"], anchored["gasUsed"],
             self.store.get_json(anchor.metrics_digest), intent["refused"], resumed=True,
         )  # fmt: skip
+
+
+def _bounded(reason: str) -> str:
+    """A refusal reason short enough to anchor and journal: participants control its text."""
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
 
 
 @contextmanager
