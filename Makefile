@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: setup demo test lint bench-gas clean
+.PHONY: setup demo test lint bench-gas bench-anchoring clean
 
 setup: $(STAMP_PY) $(STAMP_NPM)
 
@@ -35,6 +35,9 @@ lint: setup
 
 bench-gas: setup
 	$(BIN)/python scripts/bench/gas.py
+
+bench-anchoring: setup
+	$(BIN)/python scripts/bench/anchoring.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
