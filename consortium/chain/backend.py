@@ -12,10 +12,14 @@ from __future__ import annotations
 import ast
 import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import requests
+from eth.abc import SignedTransactionAPI, StateAPI
+from eth.estimators.gas import binary_gas_search
 from eth.exceptions import PyEVMError
+from eth.vm.spoof import SpoofTransaction
 from eth_abi import abi
 from eth_abi.exceptions import DecodingError
 from eth_account import Account
@@ -37,6 +41,8 @@ EMBEDDED = "embedded"
 # Same as anvil's default, so that gas behaves alike on both backends; deployments need ~30M.
 BLOCK_GAS_LIMIT = 30_000_000
 _REVERTED = "execution reverted"
+# Added to an estimate from one run; covers gas that depends on the gas left (e.g. CALL's 1/64).
+_ESTIMATE_MARGIN = 5_000
 
 
 class Chain(ABC):
@@ -143,6 +149,7 @@ class _RawRevertBackend(PyEVMBackend):
         return False
 
     def estimate_gas(self, transaction: dict[str, Any], block_number: Any = "latest") -> int:
+        self.chain.gas_estimator = _run_once_gas_estimate  # the chain object is replaced on reverts
         try:
             return super().estimate_gas(transaction, block_number)
         except EthTesterFailure as exc:
@@ -150,6 +157,40 @@ class _RawRevertBackend(PyEVMBackend):
             if isinstance(inner, Exception):
                 raise EthTesterFailure(str(inner)) from exc
             raise
+
+
+def _run_once_gas_estimate(state: StateAPI, transaction: SignedTransactionAPI) -> int:
+    """A gas estimate from one run at the block limit, checked by a second run.
+
+    py-evm's binary search runs a transaction about seventeen times per estimate, which is
+    most of what an anchor costs on the embedded chain. One run tells the gas the execution
+    used (before refunds); with the 1/64 that every call must leave behind and a margin, a
+    second run confirms the figure is enough. Anything unusual falls back to the search, which
+    also raises the revert that the first run hit.
+    """
+    with _reverted(state):
+        computation = state.apply_transaction(
+            SpoofTransaction(transaction, gas=state.gas_limit, gas_price=0)
+        )
+    if not computation.is_error:
+        used = transaction.intrinsic_gas + computation.get_gas_used()
+        candidate = min(used * 64 // 63 + _ESTIMATE_MARGIN, state.gas_limit)
+        with _reverted(state):
+            checked = state.apply_transaction(
+                SpoofTransaction(transaction, gas=candidate, gas_price=0)
+            )
+        if not checked.is_error:
+            return candidate
+    return binary_gas_search(state, transaction)
+
+
+@contextlib.contextmanager
+def _reverted(state: StateAPI) -> Iterator[None]:
+    snapshot = state.snapshot()
+    try:
+        yield
+    finally:
+        state.revert(snapshot)
 
 
 class _EmbeddedProvider(EthereumTesterProvider):
@@ -231,8 +272,16 @@ class RpcChain(Chain):
         self.url = url
         self.poll_latency = poll_latency
         self._session = requests.Session()
+        # web3 asks for the chain id around every call and estimate; an endpoint's chain id
+        # does not change (connect() checks it once), so the provider answers from its cache.
         self.w3 = Web3(
-            HTTPProvider(url, request_kwargs={"timeout": request_timeout}, session=self._session)
+            HTTPProvider(
+                url,
+                request_kwargs={"timeout": request_timeout},
+                session=self._session,
+                cache_allowed_requests=True,
+                cacheable_requests={RPCEndpoint("eth_chainId")},
+            )
         )
         client = self._probe()
         self.chain_id = self.w3.eth.chain_id

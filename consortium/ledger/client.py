@@ -75,8 +75,10 @@ class Ledger:
         return self.transactor.send(fn)
 
     def call(self, fn: ContractFunction, block: BlockIdentifier = "latest") -> Any:
-        """Calls a view function; reverts raise ChainRevert."""
-        return Transactor.call_view(fn, revert_decoder(), block_identifier=block)
+        """Calls a view function (as the signer, if any: saves the node a sender lookup);
+        reverts raise ChainRevert."""
+        sender = self.signer.address if self.signer else None
+        return Transactor.call_view(fn, revert_decoder(), block_identifier=block, sender=sender)
 
     @staticmethod
     def events(contract: Contract, event: str, receipt: TxReceipt) -> Sequence[EventData]:

@@ -51,6 +51,9 @@ class Job:
     status: str
     last_round: int
     last_anchor_block: int
+    checked_membership_epoch: int
+    checked_consent_epoch: int
+    consent_window: tuple[int, int]
     head_model_digest: bytes
     consumer: ChecksumAddress
     created_at: int
@@ -164,10 +167,10 @@ class Jobs:
             last_round,
             status,
             last_anchor_block,
-            _membership_epoch,
-            _consent_epoch,
-            _window_start,
-            _window_end,
+            membership_epoch,
+            consent_epoch,
+            window_start,
+            window_end,
             head_model,
             consumer,
             created_at,
@@ -184,6 +187,9 @@ class Jobs:
             status=_JOB_STATUS[status],
             last_round=last_round,
             last_anchor_block=last_anchor_block,
+            checked_membership_epoch=membership_epoch,
+            checked_consent_epoch=consent_epoch,
+            consent_window=(window_start, window_end),
             head_model_digest=bytes(head_model),
             consumer=to_checksum_address(consumer),
             created_at=created_at,
@@ -193,6 +199,19 @@ class Jobs:
             initial_model_digest=bytes(initial_model),
             participants=tuple(to_checksum_address(p) for p in participants),
             dataset_ids=tuple(dataset_ids),
+        )
+
+    def still_valid(self, job: Job) -> bool:
+        """Whether nothing the job depends on can have changed since the chain last checked
+        it: the contract's own fast path (no membership or consent change anywhere since,
+        and now inside the consents' common window). False means: check in full."""
+        registry = self._ledger.registry.functions
+        consents = self._ledger.consent_registry.functions
+        start, end = job.consent_window
+        return (
+            int(self._ledger.call(registry.membershipEpoch())) == job.checked_membership_epoch
+            and int(self._ledger.call(consents.consentEpoch())) == job.checked_consent_epoch
+            and start <= self._ledger.now() <= end
         )
 
     def count(self) -> int:

@@ -101,6 +101,7 @@ class Coordinator:
         self.transport = transport
         self.validation = validation
         self.domain = Domain(ledger.chain.chain_id, ledger.deployment.ledger)
+        self._owners: dict[int, str] | None = None
 
     def run(
         self, rounds: int, on_round: Callable[[RoundResult], None] = lambda result: None
@@ -226,6 +227,8 @@ class Coordinator:
         """Refuses a round whose anchor the contract would reject, saying why."""
         if job.status != "open":
             raise RoundRefused(f"job {job.id} is {job.status}")
+        if self.ledger.jobs.still_valid(job):
+            return
         problems = [
             f"{p} is no longer an active member"
             for p in job.participants
@@ -247,7 +250,10 @@ class Coordinator:
             )
 
     def _dataset_owners(self, job: Job) -> dict[int, str]:
-        return {d: self.ledger.consents.dataset(d).owner for d in job.dataset_ids}
+        """Who owns each of the job's datasets; read once, since ownership never changes."""
+        if self._owners is None:
+            self._owners = {d: self.ledger.consents.dataset(d).owner for d in job.dataset_ids}
+        return self._owners
 
     # ------------------------------------------------------------------ step 5: anchor
 

@@ -389,7 +389,8 @@ def _local_job(job: BaselineJob, order: tuple[str, ...], round_number: int, head
     """The job as the baseline knows it locally; only id, participants and consumer matter."""
     return Job(
         id=job.job_id, coordinator=order[0], status="open", last_round=round_number - 1,
-        last_anchor_block=0, head_model_digest=head, consumer=job.consumer, created_at=0,
+        last_anchor_block=0, checked_membership_epoch=0, checked_consent_epoch=0,
+        consent_window=(0, 0), head_model_digest=head, consumer=job.consumer, created_at=0,
         created_block=0, purpose=aml.PURPOSE, model_spec_digest=b"", initial_model_digest=b"",
         participants=order, dataset_ids=(),
     )  # fmt: skip
