@@ -13,7 +13,6 @@ it is complete; a resumed run reloads it and the coordinator's journal and finis
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from eth_account.signers.local import LocalAccount
 from consortium.chain.backend import Chain
 from consortium.crypto.canonical import json_digest
 from consortium.errors import UsageError
+from consortium.files import write_text_atomically
 from consortium.fl.model import init_model
 from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment, Founder, deploy
@@ -202,7 +202,7 @@ def set_up(chain: Chain, out: Path, settings: AmlSettings, report: Callable[[str
         dataset_ids=dataset_ids,
     )
     run = AmlRun(settings, deployment, job_id, institute, banks, regulator)
-    _write_atomically(out / SCENARIO_FILE, json.dumps(run.to_json(), indent=2))
+    write_text_atomically(out / SCENARIO_FILE, json.dumps(run.to_json(), indent=2))
     return run
 
 
@@ -260,12 +260,3 @@ def run_rounds(
     chain: Chain, run: AmlRun, on_round: Callable[[RoundResult], None]
 ) -> list[RoundResult]:
     return coordinator_for(chain, run).run(run.settings.rounds, on_round)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
