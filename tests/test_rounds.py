@@ -44,7 +44,12 @@ from consortium.fl.aggregation import fedavg
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import RoundAnchor
 from consortium.orchestration.bundle import RootMismatch, check_roots, export_bundle
-from consortium.orchestration.checks import RoundContext, UpdateRefused, check_submission
+from consortium.orchestration.checks import (
+    RoundContext,
+    Standing,
+    UpdateRefused,
+    check_submission,
+)
 from consortium.orchestration.coordinator import Coordinator, ReceiptsFailed, RoundRefused
 from consortium.orchestration.messages import (
     MalformedMessage,
@@ -117,8 +122,9 @@ class Scenario:
         owners = {d: self.ledger.consents.dataset(d).owner for d in job.dataset_ids}
         base = get_model(self.coordinator.store, job.head_model_digest)
         return RoundContext(
-            job, round_number, job.head_model_digest, base, self.coordinator.domain, owners
-        )
+            job, round_number, job.head_model_digest, base, self.coordinator.domain, owners,
+            Standing.read(self.ledger, job, owners),
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -687,9 +693,9 @@ def test_a_participant_voted_out_mid_job_stops_the_next_round(scenario: Scenario
         submission = scenario.participant(bank).train(scenario.round_open(2))
         if bank == 2:
             with pytest.raises(UpdateRefused, match=f"{leaving} is no longer an active member"):
-                check_submission(submission, context, scenario.ledger, scenario.coordinator.store)
+                check_submission(submission, context, scenario.coordinator.store)
         else:
-            check_submission(submission, context, scenario.ledger, scenario.coordinator.store)
+            check_submission(submission, context, scenario.coordinator.store)
 
     # The contract rejects an anchor attempted anyway.
     with reverts("ParticipantNotMember", participant=leaving):
@@ -707,7 +713,7 @@ def test_an_outsider_record_is_refused_by_the_participant_check(scenario: Scenar
     signed = sign_update_record(outsider, scenario.coordinator.domain, record)
     with pytest.raises(UpdateRefused, match=f"{outsider.address} is not a participant of job"):
         check_submission(
-            UpdateSubmission(signed, submission.objects), scenario.context(1), scenario.ledger,
+            UpdateSubmission(signed, submission.objects), scenario.context(1),
             scenario.coordinator.store,
         )  # fmt: skip
 
@@ -733,9 +739,9 @@ def test_consent_revoked_mid_job_stops_the_next_round(scenario: Scenario) -> Non
         submission = scenario.participant(bank).train(scenario.round_open(2))
         if bank == 1:
             with pytest.raises(UpdateRefused, match=f"consent for dataset {dataset} to "):
-                check_submission(submission, context, scenario.ledger, scenario.coordinator.store)
+                check_submission(submission, context, scenario.coordinator.store)
         else:
-            check_submission(submission, context, scenario.ledger, scenario.coordinator.store)
+            check_submission(submission, context, scenario.coordinator.store)
 
     with reverts("ConsentNotValid", datasetId=dataset, grantee=job.consumer):
         scenario.ledger.jobs.anchor(

@@ -7,6 +7,7 @@ metrics (which are anchored) and in the coordinator's journal.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from consortium.crypto.eip712 import Domain
@@ -25,6 +26,32 @@ class UpdateRefused(ConsortiumError):
 
 
 @dataclass(frozen=True)
+class Standing:
+    """Which participants are active members and which datasets the job's consumer may use,
+    as the chain says at the start of a round; read once per round, not once per update."""
+
+    members: frozenset[str]
+    usable_datasets: frozenset[int]
+
+    @classmethod
+    def unchanged(cls, job: Job) -> Standing:
+        """Everything in order: what the contract's fast path vouches for."""
+        return cls(frozenset(job.participants), frozenset(job.dataset_ids))
+
+    @classmethod
+    def read(cls, ledger: Ledger, job: Job, owners: Mapping[int, str]) -> Standing:
+        """Reads membership and consent of the whole job from the chain."""
+        return cls(
+            frozenset(p for p in job.participants if ledger.members.is_member(p)),
+            frozenset(
+                d
+                for d, owner in owners.items()
+                if owner == job.consumer or ledger.consents.is_valid(d, job.consumer, job.purpose)
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class RoundContext:
     """What every update of one round is checked against."""
 
@@ -34,6 +61,7 @@ class RoundContext:
     base_model: Model
     domain: Domain
     dataset_owners: dict[int, str]
+    standing: Standing
 
 
 def check_signature(record: SignedUpdateRecord, context: RoundContext) -> None:
@@ -52,21 +80,19 @@ def check_round(record: SignedUpdateRecord, context: RoundContext) -> None:
         )
 
 
-def check_participant(record: SignedUpdateRecord, context: RoundContext, ledger: Ledger) -> None:
+def check_participant(record: SignedUpdateRecord, context: RoundContext) -> None:
     participant = record.record.participant
     if participant not in context.job.participants:
         raise UpdateRefused(f"{participant} is not a participant of job {context.job.id}")
-    if not ledger.members.is_member(participant):
+    if participant not in context.standing.members:
         raise UpdateRefused(f"{participant} is no longer an active member")
 
 
-def check_consent(record: SignedUpdateRecord, context: RoundContext, ledger: Ledger) -> None:
+def check_consent(record: SignedUpdateRecord, context: RoundContext) -> None:
     """Each dataset the participant contributes must still be usable by the job's consumer."""
-    job = context.job
+    job, usable = context.job, context.standing.usable_datasets
     for dataset_id, owner in context.dataset_owners.items():
-        if owner != record.record.participant or owner == job.consumer:
-            continue
-        if not ledger.consents.is_valid(dataset_id, job.consumer, job.purpose):
+        if owner == record.record.participant and dataset_id not in usable:
             raise UpdateRefused(
                 f"consent for dataset {dataset_id} to {job.consumer} for {job.purpose!r} "
                 "is no longer valid"
@@ -107,13 +133,13 @@ def check_update(
 
 
 def check_submission(
-    submission: UpdateSubmission, context: RoundContext, ledger: Ledger, store: ArtifactStore
+    submission: UpdateSubmission, context: RoundContext, store: ArtifactStore
 ) -> Model:
     """Runs every check in order; returns the update if all pass, else UpdateRefused."""
     record = submission.record
     check_signature(record, context)
     check_round(record, context)
-    check_participant(record, context, ledger)
-    check_consent(record, context, ledger)
+    check_participant(record, context)
+    check_consent(record, context)
     check_base_model(record, context)
     return check_update(submission, context, store)

@@ -30,7 +30,12 @@ from consortium.fl.metrics import binary_metrics
 from consortium.fl.model import Model, predict_proba
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job, RoundAnchor
-from consortium.orchestration.checks import RoundContext, UpdateRefused, check_submission
+from consortium.orchestration.checks import (
+    RoundContext,
+    Standing,
+    UpdateRefused,
+    check_submission,
+)
 from consortium.orchestration.faults import crash_point
 from consortium.orchestration.journal import Journal
 from consortium.orchestration.messages import (
@@ -155,7 +160,7 @@ class Coordinator:
 
     def _prepare(self, job: Job, round_number: int, timings: dict[str, float]) -> dict[str, Any]:
         """Opens the round, collects and checks updates, aggregates; journals the intent."""
-        self._preflight(job)
+        standing = self._preflight(job)
         base_digest = job.head_model_digest
         base = get_model(self.store, base_digest)
         self.journal.append("opened", round=round_number, base=hex32(base_digest))
@@ -174,7 +179,7 @@ class Coordinator:
                 except ConsortiumError as exc:
                     refused[participant] = _bounded(f"no update: {exc}")
         context = RoundContext(
-            job, round_number, base_digest, base, self.domain, self._dataset_owners(job)
+            job, round_number, base_digest, base, self.domain, self._dataset_owners(job), standing
         )
         accepted: list[tuple[SignedUpdateRecord, Model]] = []
         with _timed(timings, "verify"):
@@ -184,7 +189,7 @@ class Coordinator:
                         raise UpdateRefused(
                             f"sent a record of {submission.record.record.participant}"
                         )
-                    update = check_submission(submission, context, self.ledger, self.store)
+                    update = check_submission(submission, context, self.store)
                 except UpdateRefused as exc:
                     refused[participant] = _bounded(str(exc))
                     continue
@@ -223,31 +228,32 @@ class Coordinator:
         crash_point("intent", round_number)
         return intent
 
-    def _preflight(self, job: Job) -> None:
-        """Refuses a round whose anchor the contract would reject, saying why."""
+    def _preflight(self, job: Job) -> Standing:
+        """The job's standing on chain now; refuses a round whose anchor the contract would
+        reject, saying why."""
         if job.status != "open":
             raise RoundRefused(f"job {job.id} is {job.status}")
         if self.ledger.jobs.still_valid(job):
-            return
+            return Standing.unchanged(job)
+        owners = self._dataset_owners(job)
+        standing = Standing.read(self.ledger, job, owners)
         problems = [
             f"{p} is no longer an active member"
             for p in job.participants
-            if not self.ledger.members.is_member(p)
+            if p not in standing.members
+        ] + [
+            f"consent for dataset {d} (owner {owner}) to {job.consumer} for {job.purpose!r} "
+            "is revoked or expired"
+            for d, owner in owners.items()
+            if d not in standing.usable_datasets
         ]
-        for dataset_id, owner in self._dataset_owners(job).items():
-            if owner != job.consumer and not self.ledger.consents.is_valid(
-                dataset_id, job.consumer, job.purpose
-            ):
-                problems.append(
-                    f"consent for dataset {dataset_id} (owner {owner}) to {job.consumer} "
-                    f"for {job.purpose!r} is revoked or expired"
-                )
         if problems:
             raise RoundRefused(
                 f"round {job.last_round + 1} refused: {'; '.join(problems)}; the contract "
                 f"accepts no anchor for job {job.id} until this is undone (close the job and "
                 "create a new one without them otherwise)"
             )
+        return standing
 
     def _dataset_owners(self, job: Job) -> dict[int, str]:
         """Who owns each of the job's datasets; read once, since ownership never changes."""

@@ -31,9 +31,10 @@ It *includes*, timed from the same start point as the anchored run:
 - train: every ``RoundOpen`` and ``UpdateSubmission`` crossing the ``LocalTransport`` as JSON,
   local training, the participant storing its update and signing its record (EIP-712), and its
   "sent" journal entry;
-- verify: the checks of ``consortium.orchestration.checks`` that need no chain: signature,
-  sender, job participant list (a local list), round, base model, update bytes, digests, shape
-  and numExamples; the update objects stored in the coordinator's store;
+- verify: ``check_submission``, which reads no chain (membership and consent come from the
+  round's ``Standing``, here everything in order): signature, sender, job participant list,
+  round, base model, update bytes, digests, shape and numExamples; the update objects stored
+  in the coordinator's store;
 - aggregate: FedAvg in address order, storing the model, the records and the metrics, the
   RFC 6962 tree over the records, the validation metrics;
 - receipts: rebuilding the tree from the stored records, an inclusion proof per participant,
@@ -43,8 +44,8 @@ It *includes*, timed from the same start point as the anchored run:
   ("opened", "intent" with the same fields, "delivered"), each fsynced.
 
 It *excludes* everything that touches a chain: the job read at the start of each round, the
-preflight membership and consent reads, the dataset-owner reads, the per-update membership
-and consent reads (``check_participant``'s ``is_member``, ``check_consent``), signing, sending
+preflight's epoch reads (and, when an epoch moved, its membership, consent and dataset-owner
+reads), signing, sending
 and awaiting the anchor transaction (gas estimate, nonce, fees, receipt), decoding its event
 and reading its block, the commitment read-back, the participants' reads of the anchored
 commitment (``Participant.check_receipt``), and the anchor-only journal entries ("signed",
@@ -102,18 +103,15 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job, RoundAnchor
 from consortium.orchestration.checks import (
     RoundContext,
+    Standing,
     UpdateRefused,
-    check_base_model,
-    check_round,
-    check_signature,
-    check_update,
+    check_submission,
 )
 from consortium.orchestration.coordinator import RoundResult
 from consortium.orchestration.journal import Journal
 from consortium.orchestration.messages import (
     RoundOpen,
     RoundReceipt,
-    UpdateSubmission,
     pack_objects,
 )
 from consortium.orchestration.participant import Participant, TrainingPlan
@@ -312,16 +310,17 @@ def measure_baseline(job: BaselineJob, out: Path) -> Run:
         submissions = {p: transport.open_round(p, message) for p in order}
         mark = _timed(timings, "train", mark)
 
+        local_job = _local_job(job, order, round_number, base_digest)
         context = RoundContext(
-            _local_job(job, order, round_number, base_digest), round_number, base_digest, base,
-            job.domain, {},
+            local_job, round_number, base_digest, base, job.domain, {},
+            Standing.unchanged(local_job),
         )  # fmt: skip
         accepted: list[tuple[SignedUpdateRecord, Model]] = []
         refused: dict[str, str] = {}
         for participant, submission in submissions.items():
             try:
                 accepted.append(
-                    (submission.record, _check_off_chain(submission, context, coordinator))
+                    (submission.record, check_submission(submission, context, coordinator))
                 )
             except UpdateRefused as exc:
                 refused[participant] = str(exc)
@@ -394,19 +393,6 @@ def _local_job(job: BaselineJob, order: tuple[str, ...], round_number: int, head
         created_block=0, purpose=aml.PURPOSE, model_spec_digest=b"", initial_model_digest=b"",
         participants=order, dataset_ids=(),
     )  # fmt: skip
-
-
-def _check_off_chain(
-    submission: UpdateSubmission, context: RoundContext, store: ArtifactStore
-) -> Model:
-    """``check_submission`` without its two chain reads (membership, consent)."""
-    record = submission.record
-    if record.record.participant not in context.job.participants:
-        raise UpdateRefused(f"{record.record.participant} is not a participant")
-    check_signature(record, context)
-    check_round(record, context)
-    check_base_model(record, context)
-    return check_update(submission, context, store)
 
 
 # ---------------------------------------------------------------------------- anvil and gas
@@ -492,22 +478,13 @@ class Touchpoint:
 
 
 COORD = "orchestration/coordinator.py"
-CHECKS = "orchestration/checks.py"
 SIGN = ("chain/transact.py", "sign")
 ESTIMATE = ("web3/contract/contract.py", "estimate_gas")
 TOUCHPOINTS = (
     Touchpoint("job reads (Jobs.get: round start, before signing)", ("ledger/jobs.py", "get")),
-    Touchpoint("preflight: membership, consent, dataset-owner reads", (COORD, "_preflight")),
+    Touchpoint("preflight: epochs (membership, consents when moved)", (COORD, "_preflight")),
     Touchpoint(
         "dataset-owner reads for the checks", (COORD, "_dataset_owners"), (COORD, "_prepare")
-    ),
-    Touchpoint(
-        "per-update membership read",
-        ("ledger/members.py", "is_member"),
-        (CHECKS, "check_participant"),
-    ),
-    Touchpoint(
-        "per-update consent read", ("ledger/consents.py", "is_valid"), (CHECKS, "check_consent")
     ),
     Touchpoint("anchor tx: gas estimate", ESTIMATE, SIGN),
     Touchpoint("anchor tx: block limit, nonce, fees, signing", SIGN, minus=(ESTIMATE, SIGN)),
