@@ -863,7 +863,7 @@ def test_the_bundle_reproduces_every_anchored_root(scenario: Scenario, tmp_path:
     assert archive[3] & 0x08 and archive[10:21] == b"bundle.tar\x00"
 
     # A record tampered with in the bundle is caught.
-    objects = ArtifactStore(bundle / "objects")
+    objects = ArtifactStore(bundle)
     record = bytes.fromhex(manifest["rounds"][1]["records"][0]["digest"])
     path = objects.path(record)
     path.chmod(0o644)
@@ -893,7 +893,7 @@ def test_a_bundle_missing_a_record_or_with_another_root_fails(
     rerooted = json.loads(json.dumps(original))
     records = rerooted["rounds"][0]["records"]
     records[0], records[1] = records[1], records[0]
-    objects = ArtifactStore(bundle / "objects")
+    objects = ArtifactStore(bundle)
     leaves = [objects.get(bytes.fromhex(r["digest"])) for r in records]
     rerooted["rounds"][0]["anchor"]["merkleRoot"] = MerkleTree(leaves).root.hex()
     manifest_path.write_text(json.dumps(rerooted))

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from consortium.cli.account import account
+from consortium.cli.audit import audit
 from consortium.cli.chain import chain
 from consortium.cli.compile import compile_command
 from consortium.cli.consent import consent
@@ -80,6 +81,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 for command in (
     chain,
     account,
+    audit,
     compile_command,
     deploy_command,
     member,

@@ -97,7 +97,7 @@ def export_bundle(
     final = out / "bundle"
     staging = out / ".bundle.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    store.export(dict.fromkeys(objects), staging / "objects")
+    store.export(dict.fromkeys(objects), staging)  # the store keeps them in objects/
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
@@ -133,7 +133,7 @@ def check_roots(ledger: Ledger, bundle: Path) -> list[int]:
     consents, the aggregation itself).
     """
     manifest: dict[str, Any] = json.loads((bundle / "manifest.json").read_text())
-    objects = ArtifactStore(bundle / "objects")
+    objects = ArtifactStore(bundle)
     checked = []
     for entry in manifest["rounds"]:
         anchor = anchor_from_json(entry["anchor"])

@@ -1,0 +1,273 @@
+"""Reading an audit bundle (``consortium.audit-bundle/1``, docs/audit-bundle.md) as evidence.
+
+The reader is written apart from the exporter on purpose: it shares the protocol's formats
+(crypto, ledger types) but none of the coordinator's code, so a bug in how a coordinator writes
+bundles cannot be mirrored by the same bug in how the auditor reads them.
+
+Two kinds of damage are told apart. A bundle whose header cannot be read (no manifest, not
+JSON, another format, no job or deployment) is not evidence of anything and is refused with
+:class:`BundleError` (exit 2). A round entry that is malformed is evidence of a bad bundle
+and becomes a failed ``manifest`` check of that round (exit 1), so one damaged round does
+not hide the verdict on the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import tarfile
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_typing import ChecksumAddress
+from eth_utils import is_checksum_address
+
+from consortium.crypto.digests import from_hex32
+from consortium.errors import UsageError
+from consortium.ledger.deployment import Deployment
+from consortium.ledger.jobs import RoundAnchor
+from consortium.store.artifacts import ArtifactStore
+
+BUNDLE_FORMAT = "consortium.audit-bundle/1"
+MANIFEST = "manifest.json"
+
+_TX_HASH = re.compile(r"0x[0-9a-f]{64}")
+
+
+class BundleError(UsageError):
+    """The bundle cannot be read at all; nothing about the job was checked."""
+
+
+class ReadOnlyStore(ArtifactStore):
+    """An artifact store opened as evidence: every read verified, nothing ever changed.
+
+    :class:`ArtifactStore` removes abandoned temporary files when opened; an auditor must not
+    modify the bundle it was handed, so here that clean-up does nothing.
+    """
+
+    def recover(self) -> list[Path]:
+        return []
+
+
+@dataclass(frozen=True)
+class ManifestJob:
+    """The job as the manifest states it (to be compared with ``getJob`` on chain)."""
+
+    id: int
+    purpose: str
+    coordinator: ChecksumAddress
+    consumer: ChecksumAddress
+    participants: tuple[ChecksumAddress, ...]
+    datasets: tuple[int, ...]
+    model_spec: bytes
+    initial_model: bytes
+
+
+@dataclass(frozen=True)
+class RecordEntry:
+    """One ``records[]`` item of a round: a record object, its leaf index and proof."""
+
+    digest: bytes
+    leaf_index: int
+    proof: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class RoundEntry:
+    """One parsed ``rounds[]`` entry of the manifest."""
+
+    round: int
+    anchor: RoundAnchor
+    transaction: str
+    records: tuple[RecordEntry, ...]
+    refused: dict[str, str]
+    model: bytes
+    metrics: bytes
+
+
+@dataclass(frozen=True)
+class AuditBundle:
+    """An opened bundle: its header parsed, its rounds still raw until each is audited."""
+
+    path: Path
+    chain_id: int
+    deployment: Deployment
+    job: ManifestJob
+    raw_rounds: tuple[Any, ...]
+    objects: ArtifactStore
+
+    def __len__(self) -> int:
+        return len(self.raw_rounds)
+
+
+@contextlib.contextmanager
+def open_bundle(path: Path) -> Iterator[AuditBundle]:
+    """The bundle at ``path``: a bundle directory, a directory holding ``bundle/``, or a
+    ``.tar.gz`` as ``consortium export`` and ``simulate --out`` write it.
+
+    An archive is unpacked into a temporary directory (with tarfile's ``data`` filter, which
+    refuses links, devices and paths outside the directory) that is removed on exit.
+
+    Raises:
+        BundleError: if there is no readable manifest of a known format.
+    """
+    path = Path(path)
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        with tempfile.TemporaryDirectory(prefix="consortium-audit-") as scratch:
+            try:
+                with tarfile.open(path, "r:gz") as archive:
+                    archive.extractall(scratch, filter="data")
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise BundleError(f"{path}: not a readable bundle archive ({exc})") from None
+            candidates = [p.parent for p in Path(scratch).glob(f"*/{MANIFEST}")]
+            if len(candidates) != 1:
+                raise BundleError(f"{path}: the archive holds no single bundle directory")
+            yield read_bundle(candidates[0])
+        return
+    if path.is_dir() and not (path / MANIFEST).exists() and (path / "bundle" / MANIFEST).exists():
+        path = path / "bundle"
+    yield read_bundle(path)
+
+
+def read_bundle(directory: Path) -> AuditBundle:
+    """Parses the manifest header of the bundle directory ``directory``.
+
+    Raises:
+        BundleError: no manifest, not JSON, an unknown ``format``, or a malformed header.
+    """
+    manifest_path = directory / MANIFEST
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"{directory} is not an audit bundle: it has no {MANIFEST}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"cannot read {manifest_path}: {exc}") from None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(
+            f"{manifest_path} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} is not a JSON object")
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{manifest_path} has format {manifest.get('format')!r}; this auditor reads "
+            f"{BUNDLE_FORMAT!r} only"
+        )
+    try:
+        chain_id = _integer(manifest, "chainId", minimum=1)
+        deployment = Deployment.from_json(manifest["deployment"], source="manifest deployment")
+        job = parse_job(manifest["job"])
+        rounds = manifest["rounds"]
+        if not isinstance(rounds, list):
+            raise UsageError("field 'rounds' must be a list")
+    except KeyError as exc:
+        raise BundleError(f"{manifest_path} lacks field {exc.args[0]!r}") from None
+    except UsageError as exc:
+        raise BundleError(f"{manifest_path}: {exc}") from None
+    return AuditBundle(
+        directory, chain_id, deployment, job, tuple(rounds), ReadOnlyStore(directory)
+    )
+
+
+def parse_job(obj: Any) -> ManifestJob:
+    """The manifest's ``job`` object; a malformed one is a UsageError naming the field."""
+    if not isinstance(obj, Mapping):
+        raise UsageError("field 'job' must be an object")
+    participants = obj["participants"]
+    datasets = obj["datasets"]
+    if not isinstance(participants, list) or not isinstance(datasets, list):
+        raise UsageError("job participants and datasets must be lists")
+    purpose = obj["purpose"]
+    if not isinstance(purpose, str):
+        raise UsageError("job field 'purpose' must be a string")
+    return ManifestJob(
+        id=_integer(obj, "id", minimum=1),
+        purpose=purpose,
+        coordinator=_address(obj["coordinator"], "job coordinator"),
+        consumer=_address(obj["consumer"], "job consumer"),
+        participants=tuple(_address(p, "job participant") for p in participants),
+        datasets=tuple(_integer({"dataset": d}, "dataset") for d in datasets),
+        model_spec=from_hex32(obj["modelSpec"], what="job modelSpec"),
+        initial_model=from_hex32(obj["initialModel"], what="job initialModel"),
+    )
+
+
+def parse_round(obj: Any) -> RoundEntry:
+    """One ``rounds[]`` entry; any defect is a UsageError naming the field."""
+    if not isinstance(obj, Mapping):
+        raise UsageError("a round entry must be an object")
+    try:
+        records = obj["records"]
+        refused = obj["refused"]
+        if not isinstance(records, list):
+            raise UsageError("field 'records' must be a list")
+        if not isinstance(refused, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in refused.items()
+        ):
+            raise UsageError("field 'refused' must map addresses to reasons")
+        transaction = obj["transaction"]
+        if not isinstance(transaction, str) or not _TX_HASH.fullmatch(transaction):
+            raise UsageError("field 'transaction' must be a 0x-prefixed lowercase hash")
+        return RoundEntry(
+            round=_integer(obj, "round", minimum=1),
+            anchor=parse_anchor(obj["anchor"]),
+            transaction=transaction,
+            records=tuple(_record_entry(r) for r in records),
+            refused=dict(refused),
+            model=from_hex32(obj["model"], what="field 'model'"),
+            metrics=from_hex32(obj["metrics"], what="field 'metrics'"),
+        )
+    except KeyError as exc:
+        raise UsageError(f"round entry lacks field {exc.args[0]!r}") from None
+
+
+def parse_anchor(obj: Any) -> RoundAnchor:
+    """A round anchor in the bundle's JSON form (digests as 64 hex digits)."""
+    if not isinstance(obj, Mapping):
+        raise UsageError("field 'anchor' must be an object")
+    return RoundAnchor(
+        job_id=_integer(obj, "jobId"),
+        round=_integer(obj, "round"),
+        merkle_root=from_hex32(obj["merkleRoot"], what="anchor merkleRoot"),
+        participant_count=_integer(obj, "participantCount"),
+        model_digest=from_hex32(obj["modelDigest"], what="anchor modelDigest"),
+        metrics_digest=from_hex32(obj["metricsDigest"], what="anchor metricsDigest"),
+        previous_model_digest=from_hex32(
+            obj["previousModelDigest"], what="anchor previousModelDigest"
+        ),
+        block_number=_integer(obj, "blockNumber"),
+        timestamp=_integer(obj, "timestamp"),
+    )
+
+
+def _record_entry(obj: Any) -> RecordEntry:
+    if not isinstance(obj, Mapping):
+        raise UsageError("a records[] item must be an object")
+    proof = obj["proof"]
+    if not isinstance(proof, list):
+        raise UsageError("records[] field 'proof' must be a list")
+    return RecordEntry(
+        digest=from_hex32(obj["digest"], what="record digest"),
+        leaf_index=_integer(obj, "leafIndex"),
+        proof=tuple(from_hex32(p, what="proof hash") for p in proof),
+    )
+
+
+def _integer(obj: Mapping[str, Any], field: str, minimum: int = 0) -> int:
+    value = obj[field]
+    # bool is an int subclass, but True is not a round number.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"field {field!r} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def _address(value: Any, what: str) -> ChecksumAddress:
+    if not isinstance(value, str) or not is_checksum_address(value):
+        raise UsageError(f"{what} must be an EIP-55 checksummed address, not {value!r}")
+    return ChecksumAddress(value)

@@ -1,0 +1,194 @@
+"""The chain as the auditor reads it: the trusted ledger's state, now and as of past blocks.
+
+Everything the auditor believes comes from here or from recomputation, never from the bundle's
+say-so. The ledger address is the one the auditor trusts (pinned, or the manifest's); the
+registry and consent registry addresses are read from the ledger itself (its immutables), so
+a bundle cannot point the auditor at a look-alike registry.
+
+Reads only use view functions, single receipts and single blocks: the audit never scans logs,
+which on the embedded chain costs time quadratic in the number of events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_typing import ChecksumAddress
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+from web3.contract import Contract
+from web3.exceptions import TransactionNotFound, Web3Exception
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from consortium.chain.artifacts import load_artifact
+from consortium.chain.backend import Chain
+from consortium.errors import ChainUnavailable, ConsortiumError
+from consortium.ledger.client import Ledger
+from consortium.ledger.consents import Consent
+from consortium.ledger.deployment import Deployment
+from consortium.ledger.jobs import Job
+from consortium.ledger.roles import Role
+from consortium.ledger.values import decode_purpose, encode_purpose
+
+
+class StateUnavailable(ConsortiumError):
+    """The node cannot (or will not truthfully) serve the state of a past block."""
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """A member's standing as of one block."""
+
+    active: bool
+    roles: Role
+    ever_joined: bool
+
+
+@dataclass(frozen=True)
+class AnchorTransaction:
+    """The receipt of a round's ``anchorRound`` transaction, as the chain has it."""
+
+    status: int
+    block_number: int
+    to: str | None
+    events: tuple[dict[str, Any], ...]  # RoundAnchored args emitted by the trusted ledger
+
+
+class ChainView:
+    """Reads of one TrainingLedger deployment through a :class:`Ledger` without a signer.
+
+    Construction reads the registry and consent registry addresses from the ledger's
+    immutables; when that fails (no contract at the address) the given fallbacks are used and
+    :attr:`linked` stays False, which the deployment check reports.
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        ledger_address: ChecksumAddress,
+        fallback: Deployment,
+    ) -> None:
+        self.chain = chain
+        self.ledger_address = ledger_address
+        training = chain.w3.eth.contract(
+            address=ledger_address, abi=load_artifact("TrainingLedger").abi
+        )
+        self.linked = True
+        self.link_error = ""
+        try:
+            registry = to_checksum_address(training.functions.registry().call())
+            consents = to_checksum_address(training.functions.consents().call())
+        except (Web3Exception, ValueError, OSError) as exc:
+            self.linked = False
+            self.link_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            registry, consents = fallback.registry, fallback.consents
+        self.deployment = Deployment(
+            chain_id=chain.chain_id,
+            registry=registry,
+            consents=consents,
+            ledger=ledger_address,
+            block_number=fallback.block_number,
+            deployer=fallback.deployer,
+        )
+        self.ledger = Ledger(chain, self.deployment)
+
+    # ---------------------------------------------------------------- present state
+
+    def code(self, address: str) -> bytes:
+        """The runtime code at ``address`` now."""
+        return bytes(self.chain.w3.eth.get_code(to_checksum_address(address)))
+
+    def job(self, job_id: int) -> Job:
+        """The job as ``getJob`` returns it now (ChainRevert ``UnknownJob`` if it has none)."""
+        return self.ledger.jobs.get(job_id)
+
+    def round_commitment(self, job_id: int, round_number: int) -> bytes:
+        """The stored commitment (ChainRevert ``UnknownRound`` for an unanchored round)."""
+        return self.ledger.jobs.round_commitment(job_id, round_number)
+
+    def anchor_transaction(self, tx_hash: str) -> AnchorTransaction | None:
+        """The receipt of ``tx_hash`` with the RoundAnchored events the ledger emitted in it;
+        None when the chain knows no such transaction."""
+        try:
+            receipt: TxReceipt = self.chain.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+        except TransactionNotFound:
+            return None
+        except (Web3Exception, ValueError, OSError) as exc:
+            raise ChainUnavailable(f"cannot read the receipt of {tx_hash}: {exc}") from None
+        events = [
+            dict(event["args"])
+            for event in self.ledger.training.events.RoundAnchored().process_receipt(
+                receipt, errors=DISCARD
+            )
+            if to_checksum_address(event["address"]) == self.ledger_address
+        ]
+        to = receipt.get("to")
+        return AnchorTransaction(
+            status=int(receipt["status"]),
+            block_number=int(receipt["blockNumber"]),
+            to=None if to is None else to_checksum_address(to),
+            events=tuple(events),
+        )
+
+    def block_timestamp(self, number: int) -> int:
+        return int(self.chain.w3.eth.get_block(number)["timestamp"])
+
+    # ---------------------------------------------------------------- past state
+
+    def _past(self, fn: Any, block: int) -> Any:
+        """``fn`` called as of ``block``; a node that cannot serve it is StateUnavailable.
+
+        Reverts (ChainRevert) are answers and pass through unchanged.
+        """
+        try:
+            return self.ledger.call(fn, block)
+        except ChainUnavailable as exc:
+            raise StateUnavailable(
+                f"the node cannot serve the state of block {block} (it needs the history an "
+                f"archive node keeps): {exc}"
+            ) from None
+
+    def last_round_at(self, job_id: int, block: int) -> int:
+        """The job's last anchored round as of ``block``: the probe that tells a node serving
+        real past state from one that silently answers with today's (or an empty) state."""
+        raw = self._past(self.ledger.training.functions.getJob(job_id), block)
+        return int(raw[1])
+
+    def epochs_at(self, block: int) -> tuple[int, int]:
+        """(membership epoch, consent epoch) as of ``block``."""
+        membership = self._past(self.ledger.registry.functions.membershipEpoch(), block)
+        consent = self._past(self.ledger.consent_registry.functions.consentEpoch(), block)
+        return int(membership), int(consent)
+
+    def member_at(self, account: str, block: int) -> MemberState:
+        raw = self._past(self.ledger.registry.functions.getMember(account), block)
+        _name, roles, active, epoch, _joined_at = raw
+        return MemberState(active=bool(active), roles=Role(roles), ever_joined=epoch != 0)
+
+    def dataset_owner_at(self, dataset_id: int, block: int) -> ChecksumAddress:
+        raw = self._past(self.ledger.consent_registry.functions.getDataset(dataset_id), block)
+        return to_checksum_address(raw[0])
+
+    def consent_at(self, dataset_id: int, grantee: str, purpose: str, block: int) -> Consent:
+        """The consent record for the triple as of ``block`` (``granted_at`` 0: never granted)."""
+        fn = self.ledger.consent_registry.functions.getConsent(
+            dataset_id, grantee, encode_purpose(purpose)
+        )
+        grantee_raw, purpose_raw, valid_from, valid_until, granted_at, revoked = self._past(
+            fn, block
+        )
+        return Consent(
+            dataset_id=dataset_id,
+            grantee=to_checksum_address(grantee_raw),
+            purpose=decode_purpose(bytes(purpose_raw)),
+            valid_from=int(valid_from),
+            valid_until=int(valid_until),
+            granted_at=int(granted_at),
+            revoked=bool(revoked),
+        )
+
+    @property
+    def training(self) -> Contract:
+        return self.ledger.training

@@ -1,0 +1,810 @@
+"""The auditor's checks, one small named function each (after sigstore-python's verifier).
+
+Every function compares what the bundle claims with what the chain holds or what recomputation
+gives, and returns :class:`~consortium.audit.results.CheckResult` values whose messages name
+the job, the round and the participant. The functions do not decide what runs when, and hold
+nothing between calls; :mod:`consortium.audit.verifier` feeds them one round at a time, so
+each can also be called on its own (the tamper tests do) and an auditor can read any of them
+without the rest.
+
+Check names, in the order an audit reports them:
+
+========================  ==================================================================
+``chain``                 the endpoint is the chain the bundle says the job ran on
+``deployment``            the manifest's addresses are the trusted ledger's (and the pinned one)
+``code``                  the runtime code at each address is the committed artifact's
+``job``                   the manifest's job is ``getJob`` on chain
+``objects``               every object the job or a round names is present and hashes to its name
+``manifest``              a round entry is well formed and agrees with its own anchor
+``sequence``              rounds run 1, 2, 3, ... in the bundle
+``anchored``              the round's anchor is the commitment the chain stores
+``transaction``           the anchoring transaction, its block and its event agree with the anchor
+``record``                a record parses and is for this job, round and a job participant
+``signature``             a record's EIP-712 signature recovers its participant in the job's domain
+``leaf-order``            leaves are in participant address order, each once, indices in place
+``merkle-root``           the RFC 6962 root and count over the records are the anchor's
+``inclusion-proof``       each record's inclusion proof leads to the anchored root
+``base-model``            each record was trained from the previous round's model
+``update``                each record's example count is its participant metrics'
+``aggregation``           FedAvg over the bundled updates gives the anchored model bit for bit
+``lineage``               the anchor's previous model is the previous round's model
+``round-metrics``         the anchored round metrics list exactly the records and refusals
+``membership``            at the anchoring block, every party was an active member in its role
+``consent``               at the anchoring block, every dataset's consent was valid
+``complete``              every round anchored on chain is in the bundle
+``head-model``            the job's head model on chain is the bundle's last model
+========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+from eth_typing import ChecksumAddress
+
+from consortium.audit.bundle import ManifestJob, RecordEntry, RoundEntry
+from consortium.audit.chainview import ChainView, MemberState
+from consortium.audit.results import CheckResult, Scope
+from consortium.chain.artifacts import Artifact
+from consortium.crypto.canonical import jcs
+from consortium.crypto.digests import from_hex32, model_digest
+from consortium.crypto.eip712 import Domain
+from consortium.crypto.merkle import MerkleTree, verify_inclusion
+from consortium.crypto.update_record import SignedUpdateRecord
+from consortium.errors import ChainRevert, ConsortiumError
+from consortium.fl.aggregation import fedavg
+from consortium.ledger.consents import Consent
+from consortium.ledger.deployment import Deployment
+from consortium.ledger.jobs import Job, RoundAnchor
+from consortium.ledger.roles import Role
+from consortium.store.artifacts import ArtifactStore
+from consortium.store.models import parse_tensor_blob
+
+Model = dict[str, np.ndarray]
+
+CHECK_NAMES = (
+    "chain", "deployment", "code", "job", "objects", "manifest", "sequence", "anchored",
+    "transaction", "record", "signature", "leaf-order", "merkle-root", "inclusion-proof",
+    "base-model", "update", "aggregation", "lineage", "round-metrics", "membership", "consent",
+    "complete", "head-model",
+)  # fmt: skip
+
+
+def _short(digest: bytes | None) -> str:
+    return "none" if digest is None else digest.hex()
+
+
+def _padded(address: str) -> bytes:
+    """An address as the 32-byte word an immutable reference holds."""
+    return bytes.fromhex(address.removeprefix("0x")).rjust(32, b"\x00")
+
+
+# ------------------------------------------------------------------------------ job facts
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What the rounds are checked against: the job as the chain has it.
+
+    When the chain has no such job (a wrong ledger), the manifest's values stand in so that
+    the rounds can still be reported on; the failed ``job`` check already sinks the verdict.
+    """
+
+    id: int
+    purpose: str
+    coordinator: ChecksumAddress
+    consumer: ChecksumAddress
+    participants: tuple[ChecksumAddress, ...]
+    datasets: tuple[int, ...]
+    initial_model: bytes
+    head_model: bytes | None
+    last_round: int | None
+    domain: Domain
+
+    @classmethod
+    def of(cls, manifest: ManifestJob, chain_job: Job | None, domain: Domain) -> JobFacts:
+        if chain_job is None:
+            return cls(
+                manifest.id, manifest.purpose, manifest.coordinator, manifest.consumer,
+                manifest.participants, manifest.datasets, manifest.initial_model, None, None,
+                domain,
+            )  # fmt: skip
+        return cls(
+            chain_job.id, chain_job.purpose, chain_job.coordinator, chain_job.consumer,
+            chain_job.participants, chain_job.dataset_ids, chain_job.initial_model_digest,
+            chain_job.head_model_digest, chain_job.last_round, domain,
+        )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ evidence
+
+
+@dataclass
+class Evidence:
+    """The objects one round (or the job header) names, each read and verified once.
+
+    :meth:`ArtifactStore.get` refuses bytes that do not hash to their name; every refusal is
+    kept as a problem (with the scope that needed the object) for :func:`check_objects`,
+    and the caller gets None instead of bytes. Dropped after its round, so memory stays flat
+    in the number of rounds.
+    """
+
+    store: ArtifactStore
+    problems: list[tuple[Scope, str]] = field(default_factory=list)
+    _cache: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self._cache)
+
+    def get(self, digest: bytes, scope: Scope, what: str) -> bytes | None:
+        if digest in self._cache:
+            return self._cache[digest]
+        try:
+            data: bytes | None = self.store.get(digest)
+        except ConsortiumError as exc:
+            self.problems.append((scope, f"{what} {digest.hex()}: {exc}"))
+            data = None
+        self._cache[digest] = data
+        return data
+
+    def json(self, digest: bytes, scope: Scope, what: str) -> Any | None:
+        """The canonical JSON object ``digest`` names, or None (a problem is recorded)."""
+        data = self.get(digest, scope, what)
+        if data is None:
+            return None
+        try:
+            value = _canonical_json(data)
+        except ValueError as exc:
+            self.problems.append((scope, f"{what} {digest.hex()}: {exc}"))
+            return None
+        return value
+
+    def model(self, digest: bytes, scope: Scope, what: str) -> Model | None:
+        """The model whose manifest object is ``digest``, every tensor verified, or None."""
+        manifest = self.json(digest, scope, f"{what} manifest")
+        if manifest is None:
+            return None
+        if not isinstance(manifest, dict) or not manifest:
+            self.problems.append((scope, f"{what} {digest.hex()} is not a model manifest"))
+            return None
+        model: Model = {}
+        for name, text in manifest.items():
+            try:
+                tensor = from_hex32(text, what=f"tensor {name!r}")
+            except ConsortiumError as exc:
+                self.problems.append((scope, f"{what} {digest.hex()}: {exc}"))
+                return None
+            blob = self.get(tensor, scope, f"{what} tensor {name!r}")
+            if blob is None:
+                return None
+            try:
+                model[name] = parse_tensor_blob(blob)
+            except ConsortiumError as exc:
+                self.problems.append((scope, f"{what} tensor {name!r} {tensor.hex()}: {exc}"))
+                return None
+        return model
+
+
+def _canonical_json(data: bytes) -> Any:
+    try:
+        value = json.loads(data.decode("utf-8"))
+        canonical = jcs(value)
+    except (UnicodeDecodeError, ValueError, ConsortiumError):
+        raise ValueError("is not JSON") from None
+    if canonical != data:
+        raise ValueError("is JSON but not RFC 8785 canonical")
+    return value
+
+
+def check_objects(scope: Scope, evidence: Evidence, what: str) -> Iterator[CheckResult]:
+    """Every object read for ``what`` was present and hashed to its name."""
+    if not evidence.problems:
+        yield scope.passed(
+            "objects", f"all {evidence.count} objects of {what} are present and intact"
+        )
+        return
+    for problem_scope, text in evidence.problems:
+        yield problem_scope.failed("objects", text)
+
+
+# ------------------------------------------------------------------------------ job level
+
+
+def check_chain(scope: Scope, bundle_chain_id: int, chain_id: int) -> CheckResult:
+    """The endpoint serves the chain the bundle says the job ran on."""
+    return scope.outcome(
+        "chain",
+        bundle_chain_id == chain_id,
+        f"the endpoint is chain {chain_id}, the job's chain",
+        f"the bundle is for chain {bundle_chain_id}, but the endpoint is chain {chain_id}",
+    )
+
+
+def check_deployment(
+    scope: Scope, bundle_chain_id: int, manifest: Deployment, pinned: str | None, view: ChainView
+) -> CheckResult:
+    """The manifest names the trusted ledger, and the registries that ledger is bound to."""
+    problems = []
+    if manifest.chain_id != bundle_chain_id:
+        problems.append(
+            f"the deployment is on chain {manifest.chain_id}, the bundle says {bundle_chain_id}"
+        )
+    if pinned is not None and manifest.ledger != pinned:
+        problems.append(f"the manifest names ledger {manifest.ledger}, the auditor trusts {pinned}")
+    if not view.linked:
+        problems.append(
+            f"ledger {view.ledger_address} does not answer registry()/consents() "
+            f"({view.link_error}): no TrainingLedger there"
+        )
+    else:
+        for role, claimed, actual in (
+            ("registry", manifest.registry, view.deployment.registry),
+            ("consent registry", manifest.consents, view.deployment.consents),
+        ):
+            if claimed != actual:
+                problems.append(
+                    f"the manifest names {role} {claimed}, ledger {view.ledger_address} is "
+                    f"bound to {actual}"
+                )
+    if problems:
+        return scope.failed("deployment", "; ".join(problems))
+    return scope.passed(
+        "deployment",
+        f"ledger {view.ledger_address} on chain {view.chain.chain_id} is bound to registry "
+        f"{view.deployment.registry} and consent registry {view.deployment.consents}, as the "
+        "manifest says",
+    )
+
+
+def check_code(
+    scope: Scope, artifact: Artifact, address: str, code: bytes, expected_immutables: set[str]
+) -> CheckResult:
+    """The runtime code at ``address`` is the artifact's ``deployedBytecode``.
+
+    Immutables are written into the runtime code at deployment, so the artifact has zeros at
+    their byte ranges (``immutableReferences``). Those ranges are compared separately: each
+    immutable must hold one value at all its references, and ``expected_immutables``
+    (addresses the contract must be bound to) must be among the values.
+    """
+    scope = scope.at(address)
+    name = artifact.name
+    expected = bytes.fromhex(artifact.deployed_bytecode.removeprefix("0x"))
+    if not code:
+        return scope.failed("code", f"{name}: there is no contract code at {address}")
+    if len(code) != len(expected):
+        return scope.failed(
+            "code",
+            f"{name} at {address}: the runtime code is {len(code)} bytes, the committed "
+            f"artifact's is {len(expected)}",
+        )
+    chain_masked, artifact_masked = bytearray(code), bytearray(expected)
+    values: dict[str, set[bytes]] = {}
+    for ident, references in artifact.immutable_references.items():
+        for reference in references:
+            start, length = reference["start"], reference["length"]
+            values.setdefault(ident, set()).add(code[start : start + length])
+            chain_masked[start : start + length] = bytes(length)
+            artifact_masked[start : start + length] = bytes(length)
+    if chain_masked != artifact_masked:
+        pairs = enumerate(zip(chain_masked, artifact_masked, strict=True))
+        first = next(i for i, (a, b) in pairs if a != b)
+        return scope.failed(
+            "code",
+            f"{name} at {address}: the runtime code differs from the committed artifact "
+            f"(first at byte {first}, outside the immutables)",
+        )
+    inconsistent = sorted(ident for ident, held in values.items() if len(held) > 1)
+    if inconsistent:
+        return scope.failed(
+            "code", f"{name} at {address}: immutables {inconsistent} differ between references"
+        )
+    held = {next(iter(v)) for v in values.values()}
+    missing = sorted(a for a in expected_immutables if _padded(a) not in held)
+    if missing:
+        return scope.failed(
+            "code", f"{name} at {address}: its immutables are not bound to {', '.join(missing)}"
+        )
+    bound = f", bound to {', '.join(sorted(expected_immutables))}" if expected_immutables else ""
+    return scope.passed(
+        "code",
+        f"{name} at {address}: the runtime code ({len(code)} bytes) is the committed "
+        f"artifact's{bound}",
+    )
+
+
+def check_job(
+    scope: Scope, manifest: ManifestJob, chain_job: Job | None, error: str
+) -> CheckResult:
+    """The manifest's job record is exactly what ``getJob`` returns."""
+    if chain_job is None:
+        return scope.failed("job", f"the ledger has no job {manifest.id}: {error}")
+    differences = [
+        name
+        for name, claimed, actual in (
+            ("purpose", manifest.purpose, chain_job.purpose),
+            ("coordinator", manifest.coordinator, chain_job.coordinator),
+            ("consumer", manifest.consumer, chain_job.consumer),
+            ("participants", manifest.participants, chain_job.participants),
+            ("datasets", manifest.datasets, chain_job.dataset_ids),
+            ("modelSpec", manifest.model_spec, chain_job.model_spec_digest),
+            ("initialModel", manifest.initial_model, chain_job.initial_model_digest),
+        )
+        if claimed != actual
+    ]
+    return scope.outcome(
+        "job",
+        not differences,
+        f"the manifest's job is the chain's ({len(chain_job.participants)} participants, "
+        f"{len(chain_job.dataset_ids)} datasets, purpose {chain_job.purpose!r}, "
+        f"{chain_job.last_round} rounds anchored, {chain_job.status})",
+        f"the manifest's job differs from getJob on chain in: {', '.join(differences)}",
+    )
+
+
+def check_complete(scope: Scope, bundled: Sequence[int], last_round: int | None) -> CheckResult:
+    """Every anchored round (1..lastRound on chain) is in the bundle, and nothing else is."""
+    if last_round is None:
+        return scope.failed("complete", "cannot tell which rounds are anchored: no job on chain")
+    anchored = set(range(1, last_round + 1))
+    present = set(bundled)
+    missing = sorted(anchored - present)
+    extra = sorted(present - anchored)
+    problems = []
+    if missing:
+        problems.append(
+            f"round(s) {', '.join(map(str, missing))} anchored on chain but not in the bundle"
+        )
+    if extra:
+        problems.append(f"round(s) {', '.join(map(str, extra))} in the bundle but not anchored")
+    if problems:
+        return scope.failed("complete", "; ".join(problems))
+    return scope.passed("complete", f"the bundle holds all {last_round} rounds anchored on chain")
+
+
+def check_head_model(
+    scope: Scope, head: bytes | None, last_model: bytes | None, last_round: int
+) -> CheckResult:
+    """The job's head model on chain is the bundle's last model: nothing came after it."""
+    what = f"round {last_round}'s model" if last_round else "the initial model"
+    return scope.outcome(
+        "head-model",
+        head is not None and head == last_model,
+        f"the job's head model on chain is {what} {_short(last_model)}",
+        f"the job's head model on chain is {_short(head)}, the bundle ends with {what} "
+        f"{_short(last_model)}",
+    )
+
+
+# ------------------------------------------------------------------------------ round level
+
+
+def check_manifest_entry(scope: Scope, entry: RoundEntry, job_id: int) -> CheckResult:
+    """The round entry agrees with its own anchor (round, job, model and metrics digests)."""
+    anchor = entry.anchor
+    problems = []
+    if anchor.job_id != job_id:
+        problems.append(f"its anchor is for job {anchor.job_id}")
+    if anchor.round != entry.round:
+        problems.append(f"its anchor is for round {anchor.round}")
+    if entry.model != anchor.model_digest:
+        problems.append(
+            f"model {entry.model.hex()} is not the anchor's {anchor.model_digest.hex()}"
+        )
+    if entry.metrics != anchor.metrics_digest:
+        problems.append(
+            f"metrics {entry.metrics.hex()} are not the anchor's {anchor.metrics_digest.hex()}"
+        )
+    return scope.outcome(
+        "manifest",
+        not problems,
+        "the round entry agrees with its anchor",
+        "the round entry disagrees with itself: " + "; ".join(problems),
+    )
+
+
+def check_sequence(scope: Scope, round_number: int, expected: int) -> CheckResult:
+    """Rounds are contiguous from 1 in the bundle: a dropped round shows at its successor."""
+    if round_number == expected:
+        if expected == 1:
+            return scope.passed("sequence", "round 1 is the bundle's first round")
+        return scope.passed("sequence", f"round {round_number} follows round {expected - 1}")
+    if round_number > expected:
+        gap = (
+            f"round {expected} is missing"
+            if round_number == expected + 1
+            else f"rounds {expected} to {round_number - 1} are missing"
+        )
+        return scope.failed(
+            "sequence", f"round {round_number} follows round {expected - 1} in the bundle: {gap}"
+        )
+    return scope.failed(
+        "sequence",
+        f"round {round_number} comes after round {expected - 1} in the bundle: repeated or "
+        "out of order",
+    )
+
+
+def check_anchored(scope: Scope, anchor: RoundAnchor, view: ChainView) -> CheckResult:
+    """``roundCommitment(job, round)`` on chain is keccak256 of the bundle's anchor."""
+    try:
+        stored = view.round_commitment(anchor.job_id, anchor.round)
+    except ChainRevert as exc:
+        return scope.failed("anchored", f"the chain has no anchor for round {anchor.round}: {exc}")
+    commitment = anchor.commitment()
+    return scope.outcome(
+        "anchored",
+        stored == commitment,
+        f"round {anchor.round} is anchored on chain with commitment 0x{stored.hex()} "
+        f"(block {anchor.block_number})",
+        f"round {anchor.round}'s anchor in the bundle has commitment 0x{commitment.hex()}, "
+        f"the chain stores 0x{stored.hex()}",
+    )
+
+
+def check_transaction(
+    scope: Scope, entry: RoundEntry, previous_block: int | None, view: ChainView
+) -> CheckResult:
+    """The bundle's transaction anchored this round: mined successfully in the anchor's block,
+    to the ledger, with a RoundAnchored event whose fields and commitment are the anchor's,
+    in a block whose timestamp is the anchor's. This is where events and state must agree.
+    """
+    anchor = entry.anchor
+    tx = view.anchor_transaction(entry.transaction)
+    if tx is None:
+        return scope.failed("transaction", f"the chain knows no transaction {entry.transaction}")
+    problems = []
+    if tx.status != 1:
+        problems.append("it failed")
+    if tx.to != view.ledger_address:
+        problems.append(f"it was sent to {tx.to}, not the ledger")
+    if tx.block_number != anchor.block_number:
+        problems.append(f"it was mined in block {tx.block_number}, not {anchor.block_number}")
+    expected = {
+        "jobId": anchor.job_id,
+        "round": anchor.round,
+        "merkleRoot": anchor.merkle_root,
+        "participantCount": anchor.participant_count,
+        "modelDigest": anchor.model_digest,
+        "metricsDigest": anchor.metrics_digest,
+        "previousModelDigest": anchor.previous_model_digest,
+        "commitment": anchor.commitment(),
+    }
+    if previous_block is not None:
+        expected["previousAnchorBlock"] = previous_block
+    matching = [
+        event
+        for event in tx.events
+        if all(_same(event.get(key), value) for key, value in expected.items())
+    ]
+    if len(matching) != 1:
+        problems.append(
+            f"it emitted {len(tx.events)} RoundAnchored event(s), none with the anchor's fields"
+            if not matching
+            else "it emitted the anchor's RoundAnchored event more than once"
+        )
+    if not problems:
+        timestamp = view.block_timestamp(anchor.block_number)
+        if timestamp != anchor.timestamp:
+            problems.append(f"block {anchor.block_number} has timestamp {timestamp}")
+    return scope.outcome(
+        "transaction",
+        not problems,
+        f"transaction {entry.transaction} anchored round {anchor.round} in block "
+        f"{anchor.block_number}; its RoundAnchored event is the anchor",
+        f"transaction {entry.transaction} does not anchor this round: " + "; ".join(problems),
+    )
+
+
+def _same(value: Any, expected: Any) -> bool:
+    if isinstance(expected, bytes):
+        return isinstance(value, bytes | bytearray) and bytes(value) == expected
+    return value == expected
+
+
+def check_record(
+    scope: Scope,
+    position: int,
+    signed: SignedUpdateRecord | None,
+    error: str,
+    facts: JobFacts,
+    round_number: int,
+) -> CheckResult:
+    """Record ``position`` parses, and is for this job, this round and a job participant."""
+    if signed is None:
+        return scope.failed("record", f"record {position} is unusable: {error}")
+    record = signed.record
+    problems = []
+    if record.job_id != facts.id:
+        problems.append(f"it is for job {record.job_id}")
+    if record.round != round_number:
+        problems.append(f"it is for round {record.round}")
+    if record.participant not in facts.participants:
+        problems.append(f"{record.participant} is not a participant of job {facts.id}")
+    return scope.outcome(
+        "record",
+        not problems,
+        f"record {position} is this participant's record for job {facts.id} round {round_number}",
+        f"record {position} does not belong here: " + "; ".join(problems),
+    )
+
+
+def check_signature(scope: Scope, signed: SignedUpdateRecord, domain: Domain) -> CheckResult:
+    """The record's EIP-712 signature recovers its participant in the trusted job's domain."""
+    try:
+        signed.verify(domain)
+    except ConsortiumError as exc:
+        return scope.failed("signature", str(exc))
+    return scope.passed(
+        "signature",
+        f"the record is signed by {signed.record.participant} for chain {domain.chain_id} "
+        f"ledger {domain.verifying_contract}",
+    )
+
+
+@dataclass(frozen=True)
+class LoadedRecord:
+    """A ``records[]`` entry with its object bytes (the leaf) and parsed record, if readable."""
+
+    position: int
+    entry: RecordEntry
+    leaf: bytes | None
+    signed: SignedUpdateRecord | None
+    error: str
+
+    @property
+    def participant(self) -> ChecksumAddress | None:
+        return None if self.signed is None else self.signed.record.participant
+
+
+def check_leaf_order(scope: Scope, records: Sequence[LoadedRecord]) -> CheckResult:
+    """Leaves are ordered by participant address ascending, each participant once, and each
+    ``leafIndex`` is the leaf's position: the one order that gives the anchored root."""
+    problems = []
+    for loaded in records:
+        if loaded.entry.leaf_index != loaded.position:
+            problems.append(f"record {loaded.position} claims leaf index {loaded.entry.leaf_index}")
+    keys = [(r.position, r.participant) for r in records if r.participant is not None]
+    for (_, a), (position, b) in pairwise(keys):
+        if a.lower() == b.lower():
+            problems.append(f"participant {b} has a second record at position {position}")
+        elif a.lower() > b.lower():
+            problems.append(f"participant {b} at position {position} comes after {a}")
+    return scope.outcome(
+        "leaf-order",
+        not problems,
+        f"{len(records)} records in participant address order, each participant once",
+        "the records are not in leaf order: " + "; ".join(problems),
+    )
+
+
+def check_merkle_root(
+    scope: Scope, records: Sequence[LoadedRecord], anchor: RoundAnchor
+) -> CheckResult:
+    """The RFC 6962 root over the records' bytes, in the bundle's order, and their count are
+    the anchor's."""
+    if any(r.leaf is None for r in records):
+        return scope.failed("merkle-root", "cannot recompute the root: a record object is missing")
+    tree = MerkleTree(r.leaf for r in records if r.leaf is not None)
+    problems = []
+    if tree.size != anchor.participant_count:
+        problems.append(f"{tree.size} records, the anchor counts {anchor.participant_count}")
+    if tree.root != anchor.merkle_root:
+        problems.append(f"root {tree.root.hex()}, the anchor's is {anchor.merkle_root.hex()}")
+    return scope.outcome(
+        "merkle-root",
+        not problems,
+        f"the {tree.size} records give the anchored root {tree.root.hex()}",
+        "the records do not give the anchored tree: " + "; ".join(problems),
+    )
+
+
+def check_inclusion_proof(scope: Scope, loaded: LoadedRecord, anchor: RoundAnchor) -> CheckResult:
+    """The record's bundled inclusion proof leads to the anchored root (RFC 9162 2.1.3.2)."""
+    if loaded.leaf is None:
+        return scope.failed(
+            "inclusion-proof", f"record {loaded.position}: the record object is missing"
+        )
+    try:
+        verify_inclusion(
+            loaded.leaf,
+            loaded.entry.leaf_index,
+            anchor.participant_count,
+            loaded.entry.proof,
+            anchor.merkle_root,
+        )
+    except ConsortiumError as exc:
+        return scope.failed("inclusion-proof", f"record {loaded.position}: {exc}")
+    return scope.passed(
+        "inclusion-proof",
+        f"record {loaded.position}'s proof includes it as leaf {loaded.entry.leaf_index} of "
+        f"{anchor.participant_count} under the anchored root",
+    )
+
+
+def check_base_model(
+    scope: Scope, signed: SignedUpdateRecord, expected: bytes | None, source: str
+) -> CheckResult:
+    """The record says it trained from ``expected``, the previous round's model."""
+    base = signed.record.base_model_digest
+    if expected is None:
+        return scope.failed("base-model", f"cannot check: {source} is unknown")
+    return scope.outcome(
+        "base-model",
+        base == expected,
+        f"trained from {source} {expected.hex()}",
+        f"trained from {base.hex()}, not {source} {expected.hex()}",
+    )
+
+
+def check_update(
+    scope: Scope, signed: SignedUpdateRecord, update: Model | None, metrics: Any | None
+) -> CheckResult:
+    """The signed update is in the bundle and its example count (the FedAvg weight) is the
+    one the participant's own metrics report."""
+    record = signed.record
+    if update is None or metrics is None:
+        return scope.failed(
+            "update", f"the update {record.update_digest.hex()} or its metrics are not readable"
+        )
+    claimed = metrics.get("numExamples") if isinstance(metrics, dict) else None
+    ok = record.num_examples >= 1 and type(claimed) is int and claimed == record.num_examples
+    return scope.outcome(
+        "update",
+        ok,
+        f"update {record.update_digest.hex()} trained on {record.num_examples} examples",
+        f"numExamples {record.num_examples} is not positive or disagrees with the "
+        f"participant's metrics ({claimed!r})",
+    )
+
+
+def check_aggregation(
+    scope: Scope, updates: Sequence[tuple[str, Model | None, int]], anchored: bytes
+) -> CheckResult:
+    """FedAvg (examples-weighted, participant address ascending, float64) over the bundled
+    updates reproduces the anchored model digest bit for bit."""
+    missing = [participant for participant, model, _ in updates if model is None]
+    if not updates or missing:
+        reason = f"the updates of {', '.join(missing)} are missing" if missing else "no updates"
+        return scope.failed("aggregation", f"cannot re-run FedAvg: {reason}")
+    try:
+        model = fedavg([(p, m, n) for p, m, n in updates if m is not None])
+        digest = model_digest(model)
+    except ConsortiumError as exc:
+        return scope.failed("aggregation", f"FedAvg over the bundled updates fails: {exc}")
+    examples = sum(n for _, _, n in updates)
+    return scope.outcome(
+        "aggregation",
+        digest == anchored,
+        f"FedAvg over {len(updates)} updates ({examples} examples) gives the anchored model "
+        f"{anchored.hex()} bit for bit",
+        f"FedAvg over the {len(updates)} bundled updates gives model {digest.hex()}, the "
+        f"anchor says {anchored.hex()}",
+    )
+
+
+def check_lineage(
+    scope: Scope, anchor: RoundAnchor, previous: bytes | None, source: str
+) -> CheckResult:
+    """The chain's record of this round's predecessor model is the previous round's model."""
+    if previous is None:
+        return scope.failed("lineage", f"cannot check: {source} is unknown")
+    return scope.outcome(
+        "lineage",
+        anchor.previous_model_digest == previous,
+        f"the anchor's previous model is {source} {previous.hex()}",
+        f"the anchor's previous model is {anchor.previous_model_digest.hex()}, not {source} "
+        f"{previous.hex()}",
+    )
+
+
+def check_round_metrics(
+    scope: Scope,
+    metrics: Any | None,
+    entry: RoundEntry,
+    records: Sequence[LoadedRecord],
+    participants: Sequence[str],
+) -> CheckResult:
+    """The anchored round metrics name this round, list exactly the records' participants as
+    accepted (in leaf order) and their examples, and the manifest's refusals; accepted and
+    refused together are the job's participants."""
+    if not isinstance(metrics, dict):
+        return scope.failed("round-metrics", "the round metrics object is not readable")
+    accepted = [r.participant for r in records]
+    examples = sum(r.signed.record.num_examples for r in records if r.signed is not None)
+    refused = metrics.get("refused")
+    problems = []
+    if metrics.get("round") != entry.round:
+        problems.append(f"they are for round {metrics.get('round')!r}")
+    if metrics.get("accepted") != accepted:
+        problems.append(f"they accept {metrics.get('accepted')!r}, the records are {accepted}")
+    if metrics.get("examples") != examples:
+        problems.append(f"they count {metrics.get('examples')!r} examples, the records {examples}")
+    if refused != entry.refused:
+        problems.append(f"they refuse {refused!r}, the manifest {entry.refused}")
+    if isinstance(refused, dict) and not problems:
+        everyone = sorted([*accepted, *refused], key=lambda a: str(a).lower())
+        if everyone != sorted(participants, key=str.lower):
+            problems.append("accepted and refused together are not the job's participants")
+    return scope.outcome(
+        "round-metrics",
+        not problems,
+        f"the anchored metrics accept the {len(accepted)} records ({examples} examples) and "
+        f"refuse {len(entry.refused)}",
+        "the anchored round metrics disagree: " + "; ".join(problems),
+    )
+
+
+# ------------------------------------------------------------------------------ standing
+
+
+def check_membership(
+    scope: Scope, state: MemberState, role: Role | None, label: str, block: int
+) -> CheckResult:
+    """As of the anchoring block, the account was an active member (holding ``role``)."""
+    needed = f" with role {role.describe()}" if role else ""
+    if not state.ever_joined:
+        return scope.failed("membership", f"the {label} was never a member (block {block})")
+    ok = state.active and (role is None or role in state.roles)
+    held = state.roles.describe() if state.roles else "no roles"
+    return scope.outcome(
+        "membership",
+        ok,
+        f"the {label} was an active member{needed} as of block {block}",
+        f"the {label} was not an active member{needed} as of block {block} "
+        f"(active: {state.active}, roles: {held})",
+    )
+
+
+def check_consent(
+    scope: Scope,
+    dataset_id: int,
+    owner: str,
+    owner_state: MemberState | None,
+    consent: Consent | None,
+    facts: JobFacts,
+    timestamp: int,
+    block: int,
+) -> CheckResult:
+    """As of the anchoring block, dataset ``dataset_id`` could be used by the job's consumer
+    for the job's purpose at the anchor's time: granted, not revoked, inside its window, and
+    its owner an active PROVIDER (as ``isConsentValid`` has it). The consumer's own datasets
+    need no consent."""
+    if owner == facts.consumer:
+        return scope.passed(
+            "consent", f"dataset {dataset_id} is the consumer's own: no consent needed"
+        )
+    if consent is None or consent.granted_at == 0:
+        return scope.failed(
+            "consent",
+            f"dataset {dataset_id} of {owner} has no consent to {facts.consumer} for "
+            f"{facts.purpose!r} as of block {block}",
+        )
+    problems = []
+    state = consent.state(timestamp)
+    if state != "valid":
+        problems.append(f"the consent is {state} at the anchor's time {timestamp}")
+    if owner_state is None or not (owner_state.active and Role.PROVIDER in owner_state.roles):
+        problems.append(f"its owner {owner} is not an active provider")
+    return scope.outcome(
+        "consent",
+        not problems,
+        f"dataset {dataset_id} of {owner} was consented to {facts.consumer} for "
+        f"{facts.purpose!r} as of block {block}",
+        f"dataset {dataset_id} of {owner}, consent to {facts.consumer} for {facts.purpose!r} "
+        f"as of block {block}: " + "; ".join(problems),
+    )
+
+
+def undecided_standing(
+    scope: Scope, subjects: Iterable[tuple[str, str | None, str]], reason: str
+) -> Iterator[CheckResult]:
+    """``membership``/``consent`` results for state the node cannot serve; each subject is
+    (check name, participant, what was to be checked)."""
+    for name, participant, what in subjects:
+        yield scope.at(participant).undecided(name, f"cannot check {what}: {reason}")

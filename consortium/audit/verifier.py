@@ -1,0 +1,515 @@
+"""The auditor's verifier: runs every check of :mod:`consortium.audit.checks` over a bundle.
+
+It trusts the chain (at the ledger address the auditor pins, or the manifest's, which the
+``deployment`` and ``code`` checks then vouch for) and recomputation, and nothing the
+coordinator wrote: every digest in the bundle is re-derived from bytes, every claim about the
+chain is read back from it.
+
+The audit streams. Results are yielded as they are found, one round at a time; a round's
+objects are read, checked and dropped before the next round is touched, and what is carried
+from round to round is a few digests and block numbers. Only the list of round numbers and
+model digests grows with the rounds (for the completeness check and model look-ups).
+Membership and consent are read as of the block before each anchoring block; when the
+registries' epochs show nothing was taken away since the previous round, the previous round's
+reads are reused, so an audit costs a handful of calls per round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from eth_typing import ChecksumAddress
+
+from consortium.audit.bundle import AuditBundle, RoundEntry, parse_round
+from consortium.audit.chainview import ChainView, MemberState, StateUnavailable
+from consortium.audit.checks import (
+    Evidence,
+    JobFacts,
+    LoadedRecord,
+    check_aggregation,
+    check_anchored,
+    check_base_model,
+    check_chain,
+    check_code,
+    check_complete,
+    check_consent,
+    check_deployment,
+    check_head_model,
+    check_inclusion_proof,
+    check_job,
+    check_leaf_order,
+    check_lineage,
+    check_manifest_entry,
+    check_membership,
+    check_merkle_root,
+    check_objects,
+    check_record,
+    check_round_metrics,
+    check_sequence,
+    check_signature,
+    check_transaction,
+    check_update,
+    undecided_standing,
+)
+from consortium.audit.results import CheckResult, Scope
+from consortium.chain.artifacts import load_artifact
+from consortium.chain.backend import EMBEDDED, Chain, connect
+from consortium.crypto.canonical import jcs
+from consortium.crypto.digests import from_hex32, model_digest
+from consortium.crypto.eip712 import Domain
+from consortium.crypto.update_record import SignedUpdateRecord
+from consortium.errors import ChainRevert, ConsortiumError, UsageError
+from consortium.ledger.consents import Consent
+from consortium.ledger.jobs import Job
+from consortium.ledger.roles import Role
+from consortium.ledger.values import address
+
+_DIGEST_TEXT = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+
+
+def open_chain(url: str) -> Chain:
+    """The chain endpoint at ``url`` for an audit.
+
+    The embedded chain is refused: it starts empty in this process, so no job could be on it.
+    """
+    if url == EMBEDDED:
+        raise UsageError(
+            "the embedded chain starts empty in this process and holds no job: audit against "
+            "the node the job ran on (--chain URL, or network.url in the configuration)"
+        )
+    return connect(url)
+
+
+def verify_bundle(
+    bundle: AuditBundle, chain: Chain, *, ledger: str | None = None
+) -> Iterator[CheckResult]:
+    """Every check of the bundle's job against ``chain``, streamed; see :class:`JobAudit`."""
+    return JobAudit(bundle, chain, ledger=ledger).run()
+
+
+@dataclass
+class _Standing:
+    """Membership and consent reads, valid for as long as the registries' epochs stay put.
+
+    Both registries bump their epoch on every change that can take a right away (removal,
+    role change, revocation, a replaced consent); additions do not. So facts that all held as
+    of one block still hold at a later block with the same epochs, and are reused. A snapshot
+    with any failed fact is not reused: a right added since could have cured it.
+    """
+
+    epochs: tuple[int, int]
+    members: dict[str, MemberState] = field(default_factory=dict)
+    owners: dict[int, ChecksumAddress] = field(default_factory=dict)
+    consents: dict[int, Consent] = field(default_factory=dict)
+    clean: bool = True
+
+
+class JobAudit:
+    """One audit of one bundle against one chain.
+
+    ``ledger`` pins the TrainingLedger address the auditor trusts; without it the manifest's
+    address is used, and the ``code`` and ``job`` checks say whether it holds the real
+    contract and job. After :meth:`run` has been consumed, :attr:`round_models` and
+    :meth:`model_verified` tell which model each round produced and whether everything it
+    depends on was verified.
+    """
+
+    def __init__(self, bundle: AuditBundle, chain: Chain, *, ledger: str | None = None) -> None:
+        self.bundle = bundle
+        self.chain = chain
+        self.pinned = None if ledger is None else address(ledger)
+        self.job_ok = True
+        self.round_models: dict[int, bytes] = {}
+        self.round_ok: dict[int, bool] = {}
+        self._bundled: list[int] = []
+        self._previous_round = 0
+        self._previous_model: bytes | None = None
+        self._previous_source = "the job's initial model"
+        self._previous_block: int | None = 0
+        self._standing: _Standing | None = None
+        self._in_rounds = False
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _note(self, result: CheckResult) -> CheckResult:
+        """Tracks which parts of the job verified, for :meth:`model_verified`."""
+        if result.round is None:
+            if not self._in_rounds:
+                self.job_ok = self.job_ok and result.ok
+        else:
+            self.round_ok[result.round] = self.round_ok.get(result.round, True) and result.ok
+        return result
+
+    def model_verified(self, round_number: int) -> bool:
+        """Whether the job's set-up checks and every check of rounds 1..``round_number`` held:
+        then round ``round_number``'s model is proven to be what those rounds produced."""
+        return (
+            self.job_ok
+            and round_number in self.round_models
+            and all(self.round_ok.get(r, False) for r in range(1, round_number + 1))
+        )
+
+    # ------------------------------------------------------------------ the audit
+
+    def run(self) -> Iterator[CheckResult]:
+        """Yields every result: the job's set-up, then each round in bundle order, then
+        completeness and the head model."""
+        for result in self._run():
+            yield self._note(result)
+
+    def _run(self) -> Iterator[CheckResult]:
+        bundle = self.bundle
+        scope = Scope(bundle.job.id)
+        chain_check = check_chain(scope, bundle.chain_id, self.chain.chain_id)
+        yield chain_check
+        if not chain_check.ok:
+            return  # nothing else on this endpoint can be about the job
+        ledger_address = self.pinned or bundle.deployment.ledger
+        view = ChainView(self.chain, ledger_address, bundle.deployment)
+        self.view = view
+        yield check_deployment(scope, bundle.chain_id, bundle.deployment, self.pinned, view)
+        registry, consents = view.deployment.registry, view.deployment.consents
+        code_ok = True
+        for name, where, bound in (
+            ("ConsortiumRegistry", registry, set()),
+            ("ConsentRegistry", consents, {registry}),
+            ("TrainingLedger", ledger_address, {registry, consents}),
+        ):
+            code = check_code(scope, load_artifact(name), where, view.code(where), bound)
+            code_ok = code_ok and code.ok
+            yield code
+        if not code_ok:
+            # Whatever answers at these addresses is not the committed contracts: nothing it
+            # says about the job can be believed, so no round is checked against it.
+            for position, raw in enumerate(bundle.raw_rounds, start=1):
+                number = _claimed_round(raw, position)
+                yield Scope(bundle.job.id, number).failed(
+                    "anchored",
+                    f"not checked: the contracts at ledger {ledger_address} are not the "
+                    "committed ones (see the code check)",
+                )
+            return
+
+        chain_job: Job | None = None
+        error = ""
+        try:
+            chain_job = view.job(bundle.job.id)
+        except ChainRevert as exc:
+            error = str(exc)
+        yield check_job(scope, bundle.job, chain_job, error)
+        self.facts = facts = JobFacts.of(
+            bundle.job, chain_job, Domain(self.chain.chain_id, ledger_address)
+        )
+        self._previous_model = facts.initial_model
+        evidence = Evidence(bundle.objects)
+        evidence.model(facts.initial_model, scope, "initial model (base of round 1)")
+        spec = chain_job.model_spec_digest if chain_job else bundle.job.model_spec
+        evidence.json(spec, scope, "model spec")
+        yield from check_objects(scope, evidence, "the job (initial model and model spec)")
+
+        self._in_rounds = True
+        for position, raw in enumerate(bundle.raw_rounds, start=1):
+            yield from self._round(position, raw)
+
+        yield check_complete(scope, self._bundled, facts.last_round)
+        yield check_head_model(scope, facts.head_model, self._previous_model, self._previous_round)
+
+    def _round(self, position: int, raw: object) -> Iterator[CheckResult]:
+        facts = self.facts
+        try:
+            entry = parse_round(raw)
+        except UsageError as exc:
+            number = _claimed_round(raw, position)
+            yield Scope(facts.id, number).failed(
+                "manifest", f"round entry {position} of the manifest is malformed: {exc}"
+            )
+            self._advance(number, None, f"round {number}'s model", None)
+            return
+        scope = Scope(facts.id, entry.round)
+        anchor = entry.anchor
+        yield check_manifest_entry(scope, entry, facts.id)
+        yield check_sequence(scope, entry.round, self._previous_round + 1)
+        anchored = check_anchored(scope, anchor, self.view)
+        yield anchored
+        yield check_transaction(scope, entry, self._previous_block, self.view)
+
+        evidence = Evidence(self.bundle.objects)
+        records = self._load_records(scope, entry, evidence)
+        updates = {
+            r.position: evidence.model(
+                r.signed.record.update_digest, scope.at(r.participant), "update"
+            )
+            for r in records
+            if r.signed is not None
+        }
+        participant_metrics = {
+            r.position: evidence.json(
+                r.signed.record.metrics_digest, scope.at(r.participant), "participant metrics"
+            )
+            for r in records
+            if r.signed is not None
+        }
+        evidence.model(anchor.model_digest, scope, "global model")
+        round_metrics = evidence.json(anchor.metrics_digest, scope, "round metrics")
+        yield from check_objects(scope, evidence, f"round {entry.round}")
+
+        for loaded in records:
+            at = scope.at(loaded.participant)
+            yield check_record(at, loaded.position, loaded.signed, loaded.error, facts, entry.round)
+            if loaded.signed is not None:
+                yield check_signature(at, loaded.signed, facts.domain)
+        yield check_leaf_order(scope, records)
+        yield check_merkle_root(scope, records, anchor)
+        for loaded in records:
+            yield check_inclusion_proof(scope.at(loaded.participant), loaded, anchor)
+        for loaded in records:
+            if loaded.signed is not None:
+                at = scope.at(loaded.participant)
+                yield check_base_model(
+                    at, loaded.signed, self._previous_model, self._previous_source
+                )
+                yield check_update(
+                    at, loaded.signed, updates[loaded.position],
+                    participant_metrics[loaded.position],
+                )  # fmt: skip
+        yield check_aggregation(
+            scope,
+            [
+                (r.signed.record.participant, updates[r.position], r.signed.record.num_examples)
+                for r in records
+                if r.signed is not None
+            ],
+            anchor.model_digest,
+        )
+        yield check_lineage(scope, anchor, self._previous_model, self._previous_source)
+        yield check_round_metrics(scope, round_metrics, entry, records, facts.participants)
+        outsiders = [
+            r.participant
+            for r in records
+            if r.participant is not None and r.participant not in facts.participants
+        ]
+        if anchored.ok:
+            yield from self._standing_checks(scope, entry, outsiders)
+        else:
+            reason = "cannot check: the bundle's anchor is not the chain's, so its block is unknown"
+            yield scope.failed("membership", reason)
+            yield scope.failed("consent", reason)
+        self._advance(
+            entry.round,
+            anchor.model_digest,
+            f"round {entry.round}'s model",
+            anchor.block_number if anchored.ok else None,
+        )
+
+    def _advance(self, number: int, model: bytes | None, source: str, block: int | None) -> None:
+        self._bundled.append(number)
+        self._previous_round = number
+        self._previous_model = model
+        self._previous_source = source
+        self._previous_block = block
+        if model is not None:
+            self.round_models[number] = model
+
+    def _load_records(
+        self, scope: Scope, entry: RoundEntry, evidence: Evidence
+    ) -> list[LoadedRecord]:
+        """Each ``records[]`` entry with its leaf bytes and parsed record (or why not)."""
+        loaded = []
+        for position, record_entry in enumerate(entry.records):
+            leaf = evidence.get(record_entry.digest, scope, f"update record {position}")
+            signed, error = None, "its object is missing or corrupt"
+            if leaf is not None:
+                try:
+                    signed = SignedUpdateRecord.from_json(json.loads(leaf))
+                    if signed.leaf() != leaf:
+                        signed, error = None, "its object is not the record's canonical form"
+                except (ValueError, ConsortiumError) as exc:
+                    error = f"it is not an update record: {exc}"
+            loaded.append(LoadedRecord(position, record_entry, leaf, signed, error))
+        return loaded
+
+    # ------------------------------------------------------------------ membership, consent
+
+    def _standing_checks(
+        self, scope: Scope, entry: RoundEntry, outsiders: list[ChecksumAddress]
+    ) -> Iterator[CheckResult]:
+        """Membership and consent as of the block before the anchoring block, with consent
+        windows evaluated at the anchor's timestamp: exactly what ``anchorRound`` saw, as
+        the anchoring transaction ran first in its block on an auto-mining chain; on a chain
+        with several transactions per block, state changed earlier in the same block would
+        have made the contract refuse the anchor.
+        """
+        facts = self.facts
+        view = self.view
+        anchor = entry.anchor
+        block = anchor.block_number - 1
+        accounts: list[tuple[str, Role | None, str]] = [
+            (facts.coordinator, Role.COORDINATOR, "coordinator"),
+            (facts.consumer, Role.CONSUMER, "consumer"),
+            *((p, None, "participant") for p in facts.participants),
+            *((p, None, "record's participant") for p in outsiders),
+        ]
+        try:
+            last = view.last_round_at(facts.id, block)
+            if last != anchor.round - 1:
+                raise StateUnavailable(
+                    f"the node reports job {facts.id} at round {last} as of block {block}, "
+                    f"though round {anchor.round} was anchored in block {anchor.block_number}: "
+                    "it does not serve that block's real state"
+                )
+            epochs = view.epochs_at(block)
+            standing = self._standing
+            if standing is None or standing.epochs != epochs or not standing.clean:
+                standing = self._standing = _Standing(epochs)
+            for account, _, _ in accounts:
+                if account not in standing.members:
+                    standing.members[account] = view.member_at(account, block)
+            unknown: dict[int, str] = {}
+            for dataset_id in facts.datasets:
+                if dataset_id in standing.owners:
+                    continue
+                try:
+                    owner = view.dataset_owner_at(dataset_id, block)
+                except ChainRevert as exc:
+                    unknown[dataset_id] = str(exc)
+                    continue
+                standing.owners[dataset_id] = owner
+                if owner not in standing.members:
+                    standing.members[owner] = view.member_at(owner, block)
+                if owner != facts.consumer:
+                    standing.consents[dataset_id] = view.consent_at(
+                        dataset_id, facts.consumer, facts.purpose, block
+                    )
+        except StateUnavailable as exc:
+            self._standing = None
+            subjects = [("membership", a, f"the {label}") for a, _, label in accounts]
+            subjects += [("consent", None, f"dataset {d}") for d in facts.datasets]
+            yield from undecided_standing(scope, subjects, str(exc))
+            return
+
+        results = [
+            check_membership(scope.at(account), standing.members[account], role, label, block)
+            for account, role, label in accounts
+        ]
+        for dataset_id in facts.datasets:
+            if dataset_id in unknown:
+                results.append(
+                    scope.failed(
+                        "consent", f"dataset {dataset_id} is unknown as of block {block}: "
+                        f"{unknown[dataset_id]}",
+                    )
+                )  # fmt: skip
+                continue
+            owner = standing.owners[dataset_id]
+            results.append(
+                check_consent(
+                    scope.at(owner), dataset_id, owner, standing.members.get(owner),
+                    standing.consents.get(dataset_id), facts, anchor.timestamp, block,
+                )
+            )  # fmt: skip
+        standing.clean = standing.clean and all(r.ok for r in results)
+        yield from results
+
+
+def _claimed_round(raw: object, position: int) -> int:
+    """The round number a raw manifest entry claims, or its position if it claims none."""
+    claimed = raw.get("round") if isinstance(raw, dict) else None
+    if isinstance(claimed, int) and not isinstance(claimed, bool):
+        return claimed
+    return position
+
+
+# ------------------------------------------------------------------------------ models
+
+
+@dataclass(frozen=True)
+class ModelProvenance:
+    """Where a model comes from, according to a verified bundle.
+
+    ``round`` is the round that produced the model (None if no bundled round did);
+    ``verified`` is True only if the job's set-up and every round up to that one passed
+    every check, so the model provably came out of those anchored rounds.
+    """
+
+    digest: bytes
+    round: int | None
+    verified: bool
+    initial: bool
+    message: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "model": self.digest.hex(),
+            "round": self.round,
+            "verified": self.verified,
+            "initial": self.initial,
+            "message": self.message,
+        }
+
+
+def model_digest_from(text_or_path: str) -> bytes:
+    """The model digest a user gives: 64 hex digits (with or without ``0x``), a model
+    manifest file (JSON ``{tensor name: tensor digest}``, as stored in bundles and stores),
+    or an ``.npz`` file of the model's tensors.
+
+    Raises:
+        UsageError: if it is none of these.
+    """
+    if _DIGEST_TEXT.fullmatch(text_or_path):
+        return bytes.fromhex(text_or_path.removeprefix("0x").lower())
+    path = Path(text_or_path)
+    if not path.is_file():
+        raise UsageError(f"{text_or_path!r} is neither a model digest (64 hex digits) nor a file")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                tensors = {name: archive[name] for name in archive.files}
+            return model_digest(tensors)
+        except (OSError, ValueError, ConsortiumError) as exc:
+            raise UsageError(f"{path}: not a model's tensors: {exc}") from None
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a model manifest (JSON): {exc}") from None
+    if not isinstance(manifest, dict) or not manifest:
+        raise UsageError(f"{path}: not a model manifest (a JSON object of tensor digests)")
+    for name, value in manifest.items():
+        from_hex32(value, what=f"{path}: tensor {name!r}")
+    return model_digest_of_manifest(manifest)
+
+
+def model_digest_of_manifest(manifest: dict[str, str]) -> bytes:
+    """SHA-256 of the manifest's JCS bytes: the model digest (DESIGN.md, tensor digest)."""
+    return hashlib.sha256(jcs(manifest)).digest()
+
+
+def locate_model(
+    bundle: AuditBundle, chain: Chain, digest: bytes, *, ledger: str | None = None
+) -> tuple[ModelProvenance, list[CheckResult]]:
+    """Audits the bundle and says which verified round, if any, produced model ``digest``;
+    also returns the failed (or undecided) results, which explain a negative answer."""
+    audit = JobAudit(bundle, chain, ledger=ledger)
+    problems = [r for r in audit.run() if not r.ok]
+    job = bundle.job.id
+    rounds = [r for r, model in audit.round_models.items() if model == digest]
+    initial = digest == bundle.job.initial_model
+    if not rounds:
+        if initial:
+            text = f"model {digest.hex()} is job {job}'s initial model: no round produced it"
+        else:
+            text = f"model {digest.hex()} was produced by no round of job {job} in the bundle"
+        return ModelProvenance(digest, None, False, initial, text), problems
+    round_number = rounds[0]
+    verified = audit.model_verified(round_number)
+    message = f"model {digest.hex()} is the model round {round_number} of job {job} produced, " + (
+        "verified against the chain"
+        if verified
+        else f"but the audit of rounds 1 to {round_number} does not hold"
+    )
+    return ModelProvenance(digest, round_number, verified, initial, message), problems

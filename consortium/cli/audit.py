@@ -1,0 +1,209 @@
+"""``consortium audit``: verify a job from its audit bundle and the chain, as a regulator would.
+
+``consortium audit BUNDLE`` (short for ``consortium audit verify BUNDLE``) runs every check of
+:mod:`consortium.audit` and prints a table of checks per round and a verdict; it exits 0 when
+everything holds, 1 when anything does not (or could not be checked), and 2 when the bundle
+cannot be read at all. ``consortium audit model FILE_OR_DIGEST BUNDLE`` says whether a model
+is one that a verified round produced, and which round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import groupby
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from consortium.audit import (
+    CheckResult,
+    Verdict,
+    locate_model,
+    model_digest_from,
+    open_bundle,
+    open_chain,
+    verify_bundle,
+)
+from consortium.chain.backend import Chain
+from consortium.cli.context import CliContext, pass_context
+from consortium.cli.output import WIDTH_WHEN_PIPED, emit_json
+from consortium.cli.params import json_option
+from consortium.ledger.values import address
+
+_CHAIN_HELP = (
+    "JSON-RPC URL of the chain the job ran on [default: network.url of the configuration]."
+)
+_LEDGER_HELP = (
+    "TrainingLedger address the auditor trusts; the manifest's must be the same "
+    "[default: the manifest's, vouched for by the code and job checks]."
+)
+
+
+class _VerifyByDefault(click.Group):
+    """A group whose first argument, unless it names a subcommand, is ``verify``'s: so that
+    ``consortium audit BUNDLE`` works beside ``consortium audit model ...``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["verify", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_VerifyByDefault)
+def audit() -> None:
+    """Verify a training job from its audit bundle and the chain.
+
+    `consortium audit BUNDLE` is short for `consortium audit verify BUNDLE`.
+    """
+
+
+def _chain(obj: CliContext, url: str | None) -> Chain:
+    """The endpoint to audit against; the configuration is read only when no URL is given."""
+    return open_chain(url or obj.config.network.url)
+
+
+def _ledger(value: str | None) -> str | None:
+    return None if value is None else address(value)
+
+
+@audit.command("verify", short_help="Run every check of a job's bundle against the chain.")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--chain", "chain_url", metavar="URL", help=_CHAIN_HELP)
+@click.option("--ledger", "ledger", metavar="ADDRESS", help=_LEDGER_HELP)
+@json_option
+@pass_context
+@click.pass_context
+def verify(
+    ctx: click.Context,
+    obj: CliContext,
+    bundle: Path,
+    chain_url: str | None,
+    ledger: str | None,
+    as_json: bool,
+) -> None:
+    """Run every check of the job in BUNDLE (a directory or .tar.gz) against the chain."""
+    pinned = _ledger(ledger)
+    verdict = Verdict()
+    with open_bundle(bundle) as opened:
+        chain = _chain(obj, chain_url)
+        try:
+            results = [verdict.add(r) for r in verify_bundle(opened, chain, ledger=pinned)]
+        finally:
+            chain.close()
+        job_id, chain_id, trusted = (
+            opened.job.id,
+            opened.chain_id,
+            pinned or opened.deployment.ledger,
+        )
+    if as_json:
+        emit_json(
+            {
+                "bundle": str(bundle),
+                "jobId": job_id,
+                "chainId": chain_id,
+                "ledger": trusted,
+                "verdict": verdict.to_json(),
+                "results": [r.to_json() for r in results],
+            }
+        )
+    else:
+        _print_table(f"audit of job {job_id} on chain {chain_id}, ledger {trusted}", results)
+        click.echo(verdict.describe())
+    ctx.exit(verdict.exit_code)
+
+
+@audit.command("model", short_help="Tell which verified round produced a model.")
+@click.argument("model", metavar="FILE_OR_DIGEST")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--chain", "chain_url", metavar="URL", help=_CHAIN_HELP)
+@click.option("--ledger", "ledger", metavar="ADDRESS", help=_LEDGER_HELP)
+@json_option
+@pass_context
+@click.pass_context
+def model_command(
+    ctx: click.Context,
+    obj: CliContext,
+    model: str,
+    bundle: Path,
+    chain_url: str | None,
+    ledger: str | None,
+    as_json: bool,
+) -> None:
+    """Tell whether a model (its digest, its manifest file or an .npz of its tensors) is one
+    that a verified round of the job in BUNDLE produced, and which round."""
+    digest = model_digest_from(model)
+    pinned = _ledger(ledger)
+    with open_bundle(bundle) as opened:
+        chain = _chain(obj, chain_url)
+        try:
+            provenance, problems = locate_model(opened, chain, digest, ledger=pinned)
+        finally:
+            chain.close()
+    if as_json:
+        emit_json({**provenance.to_json(), "problems": [p.to_json() for p in problems]})
+    else:
+        click.echo(provenance.message)
+        if provenance.round is not None and not provenance.verified:
+            for problem in problems[:10]:
+                click.echo(f"  {problem.status}: {problem.name}: {problem.message}")
+            if len(problems) > 10:
+                click.echo(f"  ... and {len(problems) - 10} more")
+    ctx.exit(0 if provenance.verified else 1)
+
+
+# ------------------------------------------------------------------------------ the table
+
+
+def _print_table(title: str, results: Sequence[CheckResult]) -> None:
+    """One row per check and round (subjects summed up), plus one row per failure.
+
+    Cells are :class:`Text`, not markup: messages quote lists and reasons in brackets that
+    rich would otherwise read as style tags.
+    """
+    table = Table(title=title, title_justify="left")
+    for column in ("round", "check", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for row in _rows(results):
+        table.add_row(*row)
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console.width = max(console.width, WIDTH_WHEN_PIPED)
+    console.print(table)
+
+
+def _rows(results: Iterable[CheckResult]) -> Iterable[tuple[Text, ...]]:
+    """Rows of each round (results arrive round by round), one per check in the order the
+    check first appears in that round, whatever the order of its subjects."""
+    for round_number, in_round in groupby(results, key=lambda r: r.round):
+        by_check: dict[str, list[CheckResult]] = {}
+        for result in in_round:
+            by_check.setdefault(result.name, []).append(result)
+        where = "job" if round_number is None else str(round_number)
+        for name, members in by_check.items():
+            yield from _check_rows(where, name, members)
+
+
+def _check_rows(where: str, name: str, members: list[CheckResult]) -> Iterable[tuple[Text, ...]]:
+    bad = [r for r in members if not r.ok]
+    if not bad:
+        detail = _detail(members[0]) if len(members) == 1 else f"{len(members)} subjects"
+        summary = Text(f"pass {len(members)}/{len(members)}", "green")
+        yield Text(where), Text(name), summary, Text(detail)
+        return
+    status = "unverifiable" if all(r.unverifiable for r in bad) else "FAIL"
+    style = "yellow" if status == "unverifiable" else "bold red"
+    summary = Text(f"{status} {len(bad)}/{len(members)}", style)
+    yield Text(where), Text(name), summary, Text(_detail(bad[0]))
+    for extra in bad[1:]:
+        yield Text(""), Text(""), Text(""), Text(_detail(extra))
+
+
+def _detail(result: CheckResult) -> str:
+    """The message without the ``job J, round R`` prefix the row already shows (the
+    participant, when there is one, stays)."""
+    prefix, _, rest = result.message.partition(": ")
+    participant = f"{result.participant}: " if result.participant else ""
+    return participant + rest if rest else prefix

@@ -1,0 +1,402 @@
+"""The auditor: an untouched bundle passes every check; the CLI, the script and their exit codes.
+
+One AML scenario (3 banks, 3 rounds) runs once per module on the embedded chain; the commands
+are pointed at that chain by replacing ``open_chain`` (the embedded chain lives in this
+process only, and the real ``open_chain`` rightly refuses it). The anvil tests run the same
+commands as separate processes against a real node, and show that state lost by a node
+restart makes the membership and consent checks "unverifiable", not failed or passed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from conftest import ANVIL_CHAIN_ID, free_port
+
+import consortium.cli.audit as cli_audit
+from consortium.audit import (
+    CHECK_NAMES,
+    BundleError,
+    Verdict,
+    locate_model,
+    model_digest_from,
+    open_bundle,
+    open_chain,
+    verify_bundle,
+)
+from consortium.audit.chainview import ChainView, StateUnavailable
+from consortium.chain.anvil import AnvilNode
+from consortium.chain.backend import Chain, EmbeddedChain, RpcChain
+from consortium.cli.main import cli
+from consortium.errors import UsageError
+from consortium.ledger.client import Ledger
+from consortium.orchestration.bundle import export_bundle
+from consortium.scenarios import aml
+from consortium.store.models import get_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "verify_job.py"
+ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Scenario:
+    chain: Chain
+    run: aml.AmlRun
+    out: Path
+    bundle: Path
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.bundle / "manifest.json").read_text())
+
+
+def run_scenario(chain: Chain, out: Path, rounds: int = ROUNDS) -> Scenario:
+    """Sets up and runs the AML scenario on ``chain`` and exports its bundle into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    settings = aml.AmlSettings(banks=3, rounds=rounds, seed=7)
+    run = aml.set_up(chain, out, settings, report=lambda _: None)
+    aml.run_rounds(chain, run, lambda _: None)
+    ledger = Ledger(chain, run.deployment)
+    bundle = export_bundle(ledger, run.job_id, run.institute.store, run.institute.journal(), out)
+    return Scenario(chain, run, out, bundle)
+
+
+def audit(chain: Chain, bundle: Path, ledger: str | None = None) -> tuple[Verdict, list]:
+    verdict = Verdict()
+    with open_bundle(bundle) as opened:
+        results = [verdict.add(r) for r in verify_bundle(opened, chain, ledger=ledger)]
+    return verdict, results
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    chain = EmbeddedChain()
+    yield run_scenario(chain, tmp_path_factory.mktemp("audit"))
+    chain.close()
+
+
+@pytest.fixture
+def on_scenario_chain(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Chain:
+    """Commands reach the scenario's embedded chain whatever URL they get, and leave it open
+    for the next test."""
+    monkeypatch.setattr(scenario.chain, "close", lambda: None)
+    monkeypatch.setattr(cli_audit, "open_chain", lambda url: scenario.chain)
+    return scenario.chain
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["audit", *args])
+
+
+def copy_bundle(scenario: Scenario, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(scenario.bundle, tmp_path / "bundle"))
+
+
+# ------------------------------------------------------------------------------ the API
+
+
+def test_an_untouched_bundle_passes_every_check(scenario: Scenario) -> None:
+    verdict, results = audit(scenario.chain, scenario.bundle)
+    failed = [r.message for r in results if not r.ok]
+    assert verdict.ok and not failed, failed
+    assert verdict.exit_code == 0 and verdict.describe().startswith("VERIFIED")
+    assert {r.name for r in results} == set(CHECK_NAMES)
+    # Each round runs every round-level check; messages say where they belong.
+    for number in range(1, ROUNDS + 1):
+        in_round = [r for r in results if r.round == number]
+        assert {r.name for r in in_round} == set(CHECK_NAMES) - {
+            "chain", "deployment", "code", "job", "complete", "head-model",
+        }  # fmt: skip
+        assert all(f"job 1, round {number}" in r.message for r in in_round)
+    per_participant = Counter(r.name for r in results if r.round == 1 and r.participant)
+    assert per_participant["signature"] == 3 and per_participant["base-model"] == 3
+    # coordinator, consumer and the three participants; three datasets.
+    assert per_participant["membership"] == 5 and per_participant["consent"] == 3
+
+
+def test_results_stream_round_by_round(scenario: Scenario) -> None:
+    with open_bundle(scenario.bundle) as opened:
+        stream = verify_bundle(opened, scenario.chain)
+        first = next(stream)  # nothing is read ahead: the first result comes at once
+        assert first.name == "chain" and first.ok
+        rounds = [r.round for r in stream if r.round is not None]
+    assert rounds == sorted(rounds)
+
+
+def test_the_archive_and_the_output_directory_are_bundles_too(scenario: Scenario) -> None:
+    for path in (scenario.out / "bundle.tar.gz", scenario.out):
+        verdict, _ = audit(scenario.chain, path)
+        assert verdict.ok, path
+
+
+def test_a_pinned_ledger_must_be_the_manifests(scenario: Scenario) -> None:
+    assert audit(scenario.chain, scenario.bundle, ledger=scenario.run.deployment.ledger)[0].ok
+    other = scenario.run.deployment.registry  # a real contract, but not the ledger
+    verdict, results = audit(scenario.chain, scenario.bundle, ledger=other)
+    assert not verdict.ok
+    (deployment,) = [r for r in results if r.name == "deployment"]
+    assert not deployment.ok and f"the auditor trusts {other}" in deployment.message
+
+
+def test_unreadable_bundles_are_refused(tmp_path: Path, scenario: Scenario) -> None:
+    with pytest.raises(BundleError, match=r"has no manifest\.json"), open_bundle(tmp_path):
+        pass
+    bundle = copy_bundle(scenario, tmp_path)
+    manifest = bundle / "manifest.json"
+    manifest.write_text(manifest.read_text().replace("audit-bundle/1", "audit-bundle/9"))
+    with pytest.raises(BundleError, match="audit-bundle/9"), open_bundle(bundle):
+        pass
+    manifest.write_text("{")
+    with pytest.raises(BundleError, match="is not JSON"), open_bundle(bundle):
+        pass
+
+
+def test_the_embedded_chain_is_refused_as_an_audit_endpoint() -> None:
+    with pytest.raises(UsageError, match="embedded chain"):
+        open_chain("embedded")
+
+
+def test_a_node_without_the_past_state_makes_standing_unverifiable(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def pruned(self: ChainView, fn: object, block: int) -> object:
+        raise StateUnavailable(f"the node cannot serve the state of block {block}")
+
+    monkeypatch.setattr(ChainView, "_past", pruned)
+    verdict, results = audit(scenario.chain, scenario.bundle)
+    assert verdict.status == "unverifiable" and verdict.exit_code == 1
+    undecided = {r.name for r in results if r.unverifiable}
+    assert undecided == {"membership", "consent"}
+    assert not verdict.failed
+
+
+def test_a_node_answering_with_todays_state_is_caught_by_the_probe(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that silently serves the latest state for old blocks would make the membership
+    checks meaningless; the job's round count as of the block before each anchor exposes it."""
+    monkeypatch.setattr(ChainView, "last_round_at", lambda self, job_id, block: ROUNDS)
+    verdict, results = audit(scenario.chain, scenario.bundle)
+    undecided = [r for r in results if r.unverifiable]
+    assert verdict.status == "unverifiable"
+    # Today the job is at round 3; as of the block before round r's anchor it was at r - 1.
+    assert {r.round for r in undecided} == {1, 2, 3}
+    assert "does not serve that block's real state" in undecided[0].message
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+
+def test_audit_prints_a_table_of_checks_per_round_and_a_verdict(
+    scenario: Scenario, on_scenario_chain: Chain
+) -> None:
+    result = invoke(str(scenario.bundle), "--chain", "http://node")
+    assert result.exit_code == 0, result.output
+    for column in ("round", "check", "result", "detail"):
+        assert column in result.stdout
+    for name in CHECK_NAMES:
+        assert name in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].startswith("VERIFIED: every check holds")
+
+
+def test_audit_json_lists_every_result(scenario: Scenario, on_scenario_chain: Chain) -> None:
+    result = invoke(str(scenario.bundle), "--chain", "http://node", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["verdict"] == {
+        "ok": True, "status": "pass", "passed": len(report["results"]), "failed": 0,
+        "unverifiable": 0,
+    }  # fmt: skip
+    assert report["jobId"] == 1 and report["ledger"] == scenario.run.deployment.ledger
+    first = report["results"][0]
+    assert set(first) == {"check", "round", "participant", "ok", "status", "message"}
+    assert {r["round"] for r in report["results"]} == {None, 1, 2, 3}
+
+
+def test_audit_exit_codes(scenario: Scenario, on_scenario_chain: Chain, tmp_path: Path) -> None:
+    bundle = copy_bundle(scenario, tmp_path)
+    metrics = scenario.manifest["rounds"][1]["metrics"]
+    damaged = next(bundle.rglob(metrics[2:]))
+    damaged.chmod(0o644)
+    damaged.write_bytes(damaged.read_bytes() + b" ")
+    result = invoke(str(bundle), "--chain", "http://node")
+    assert result.exit_code == 1
+    assert "FAIL" in result.stdout and "NOT VERIFIED" in result.stdout
+
+    as_json = invoke(str(bundle), "--chain", "http://node", "--json")
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["verdict"]["status"] == "fail"
+
+    missing = invoke(str(tmp_path / "nowhere"), "--chain", "http://node")
+    assert missing.exit_code == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'nowhere'} is not an audit bundle: it has no manifest.json"
+    ]
+    (bundle / "manifest.json").write_text('{"format": "something-else"}')
+    wrong = invoke(str(bundle), "--chain", "http://node")
+    assert wrong.exit_code == 2 and "something-else" in wrong.stderr
+
+    bad_ledger = invoke(str(scenario.bundle), "--chain", "http://node", "--ledger", "0x12")
+    assert bad_ledger.exit_code == 2 and "not an address" in bad_ledger.stderr
+
+
+def test_audit_refuses_the_embedded_chain(scenario: Scenario) -> None:
+    result = invoke(str(scenario.bundle), "--chain", "embedded")
+    assert result.exit_code == 2 and "embedded chain" in result.stderr
+
+
+# ------------------------------------------------------------------------------ audit model
+
+
+def test_audit_model_names_the_round_that_produced_a_model(
+    scenario: Scenario, on_scenario_chain: Chain, tmp_path: Path
+) -> None:
+    rounds = scenario.manifest["rounds"]
+    by_digest = invoke("model", rounds[1]["model"], str(scenario.bundle), "--chain", "http://n")
+    assert by_digest.exit_code == 0, by_digest.output
+    assert "is the model round 2 of job 1 produced, verified" in by_digest.stdout
+
+    # The model's manifest file, as a store or bundle holds it.
+    manifest_file = next(scenario.bundle.rglob(rounds[2]["model"][2:]))
+    as_file = invoke("model", str(manifest_file), str(scenario.bundle), "--chain", "x", "--json")
+    assert as_file.exit_code == 0, as_file.output
+    report = json.loads(as_file.stdout)
+    assert report["round"] == 3 and report["verified"] and report["problems"] == []
+
+    # The model's tensors, as someone deploying it would have them.
+    model = get_model(scenario.run.institute.store, bytes.fromhex(rounds[0]["model"]))
+    npz = tmp_path / "production-model.npz"
+    np.savez(npz, **model)
+    assert "round 1" in invoke("model", str(npz), str(scenario.bundle), "--chain", "x").stdout
+
+    initial = invoke(
+        "model", scenario.manifest["job"]["initialModel"], str(scenario.bundle), "--chain", "x"
+    )
+    assert initial.exit_code == 1 and "initial model: no round produced it" in initial.stdout
+    unknown = invoke("model", "ab" * 32, str(scenario.bundle), "--chain", "x")
+    assert unknown.exit_code == 1 and "was produced by no round of job 1" in unknown.stdout
+    nonsense = invoke("model", "not-a-model", str(scenario.bundle), "--chain", "x")
+    assert nonsense.exit_code == 2 and "neither a model digest" in nonsense.stderr
+
+
+def test_a_model_from_an_unverified_round_is_not_vouched_for(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    bundle = copy_bundle(scenario, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    tensor = next(
+        iter(
+            json.loads(next(bundle.rglob(manifest["rounds"][1]["model"][2:])).read_text()).values()
+        )
+    )
+    damaged = next(bundle.rglob(tensor[2:]))
+    damaged.chmod(0o644)
+    damaged.write_bytes(b"\x00" + damaged.read_bytes()[1:])
+    with open_bundle(bundle) as opened:
+        for number in (1, 2, 3):
+            digest = bytes.fromhex(manifest["rounds"][number - 1]["model"])
+            provenance, problems = locate_model(opened, scenario.chain, digest)
+            assert provenance.round == number
+            # Round 1 precedes the damage; rounds 2 and 3 depend on it.
+            assert provenance.verified == (number == 1), provenance.message
+            assert bool(problems)
+    assert model_digest_from("0x" + "AB" * 32) == bytes.fromhex("ab" * 32)
+
+
+# ------------------------------------------------------------------------------ the script
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("verify_job", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_script_imports_only_the_public_api() -> None:
+    imports = [
+        line.split()[1]
+        for line in SCRIPT.read_text().splitlines()
+        if line.startswith(("import ", "from "))
+    ]
+    assert [m for m in imports if m.startswith("consortium")] == ["consortium.audit"]
+
+
+def test_the_script_gives_the_same_verdict_and_exit_codes(
+    scenario: Scenario,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    script = load_script()
+    monkeypatch.setattr(scenario.chain, "close", lambda: None)
+    monkeypatch.setattr(script, "open_chain", lambda url: scenario.chain)
+    assert script.main([str(scenario.bundle), "--chain", "http://node"]) == 0
+    assert (
+        capsys.readouterr()
+        .out.rstrip()
+        .endswith("VERIFIED: every check holds (108 passed, 0 failed, 0 unverifiable)")
+    )
+
+    bundle = copy_bundle(scenario, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["rounds"][1]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert script.main([str(bundle), "--chain", "http://node", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "fail"
+    assert any(f["check"] == "sequence" and f["round"] == 3 for f in report["failures"])
+
+    assert script.main([str(tmp_path / "nowhere"), "--chain", "http://node"]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ on anvil
+
+
+@pytest.mark.anvil
+def test_cli_and_script_against_anvil_and_after_a_restart(tmp_path: Path) -> None:
+    """End to end as separate processes; then a restart loses the past state anvil does not
+    persist, and membership and consent become unverifiable while everything else holds."""
+    node = AnvilNode(tmp_path / "node", port=free_port(), chain_id=ANVIL_CHAIN_ID)
+    try:
+        node.start()
+    except UsageError as exc:
+        pytest.skip(str(exc))
+    try:
+        chain = RpcChain(node.url, ANVIL_CHAIN_ID, poll_latency=0.005)
+        scenario = run_scenario(chain, tmp_path / "run", rounds=2)
+        chain.close()
+        script = subprocess.run(
+            [sys.executable, str(SCRIPT), str(scenario.out / "bundle.tar.gz"), "--chain", node.url],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert script.returncode == 0, script.stdout + script.stderr
+        assert script.stdout.startswith("VERIFIED")
+
+        node.stop()
+        node.start()
+        after = subprocess.run(
+            [sys.executable, str(SCRIPT), str(scenario.bundle), "--chain", node.url, "--json"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert after.returncode == 1, after.stderr
+        report = json.loads(after.stdout)
+        assert report["status"] == "unverifiable" and report["failed"] == 0
+        assert {f["check"] for f in report["failures"]} == {"membership", "consent"}
+        assert all(f["status"] == "unverifiable" for f in report["failures"])
+    finally:
+        node.stop()
