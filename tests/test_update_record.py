@@ -19,6 +19,7 @@ from consortium.crypto.devkeys import ANVIL_KEYS
 from consortium.crypto.eip712 import UPDATE_RECORD_TYPES, Domain, sign_typed
 from consortium.crypto.update_record import (
     MAX_JSON_INTEGER,
+    MAX_ROUND,
     UPDATE_RECORD_FORMAT,
     RecordSignatureError,
     SignedUpdateRecord,
@@ -54,8 +55,8 @@ RECORD = UpdateRecord(
 # Pinned once; RFC 6979 makes the signature a function of key and message alone, so a change
 # here means the EIP-712 type, domain or field encoding changed and old records no longer verify.
 KNOWN_SIGNATURE = (
-    "f692503b8e7eb185975ca76197c77ad856591761dc966fe29697c5d61c17daff"
-    "01005e72278b97b29f9dda6c244bc861257a892f9039ba87088fa7118c6e4195"
+    "1f3aa22ee5a3c67c76a9aab74d03fc6eebb1f52198c48d8265fa2e40793f4d8a"
+    "4bcea9d29448edd8206fd71fe036f5f334c8b28f0e89baed20bfd09de8cb9bc3"
     "1b"
 )
 KNOWN_LEAF = (
@@ -138,7 +139,7 @@ def test_signature_is_over_the_eip712_digest_a_contract_would_compute(
         + word(LEDGER)
     )
     record_type = (
-        b"UpdateRecord(uint256 jobId,uint64 round,address participant,bytes32 updateDigest,"
+        b"UpdateRecord(uint256 jobId,uint32 round,address participant,bytes32 updateDigest,"
         b"bytes32 baseModelDigest,uint64 numExamples,bytes32 metricsDigest)"
     )
     struct_hash = keccak(
@@ -276,6 +277,7 @@ BAD_JSON: list[tuple[str, object, str]] = [
     ("verifyingContract", LEDGER.lower(), r"'verifyingContract' must be an EIP-55 checksummed"),
     ("jobId", -1, r"'jobId' must be between 0 and 2\*\*53 - 1, not -1"),
     ("jobId", MAX_JSON_INTEGER + 1, r"'jobId' must be between 0 and 2\*\*53 - 1"),
+    ("round", MAX_ROUND + 1, r"'round' must be between 0 and 2\*\*32 - 1"),
     ("jobId", True, r"'jobId' must be an integer, not bool"),
     ("round", 3.0, r"'round' must be an integer, not float"),
     ("participant", ACCOUNT.address.lower(), r"'participant' must be an EIP-55 checksummed"),
@@ -323,7 +325,7 @@ def test_records_built_in_code_are_validated_too() -> None:
 RECORDS = st.builds(
     UpdateRecord,
     job_id=st.integers(0, MAX_JSON_INTEGER),
-    round=st.integers(0, MAX_JSON_INTEGER),
+    round=st.integers(0, MAX_ROUND),
     participant=st.binary(min_size=20, max_size=20).map(to_checksum_address),
     update_digest=st.binary(min_size=32, max_size=32),
     base_model_digest=st.binary(min_size=32, max_size=32),

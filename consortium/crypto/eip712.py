@@ -34,7 +34,7 @@ CONSENT_GRANT_TYPES: dict[str, list[dict[str, str]]] = {
 UPDATE_RECORD_TYPES: dict[str, list[dict[str, str]]] = {
     "UpdateRecord": [
         {"name": "jobId", "type": "uint256"},
-        {"name": "round", "type": "uint64"},
+        {"name": "round", "type": "uint32"},
         {"name": "participant", "type": "address"},
         {"name": "updateDigest", "type": "bytes32"},
         {"name": "baseModelDigest", "type": "bytes32"},

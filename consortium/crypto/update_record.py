@@ -33,6 +33,8 @@ UPDATE_RECORD_FORMAT = "consortium.update-record/1"
 # The JSON form carries integers as JSON numbers, and JCS (like I-JSON) carries those exactly
 # only up to 2**53 - 1; a larger jobId, round or numExamples would have no canonical leaf.
 MAX_JSON_INTEGER = 2**53 - 1
+# The ledger numbers rounds as uint32; a record for a round it cannot anchor is refused.
+MAX_ROUND = 2**32 - 1
 
 # Order of the secp256k1 group.
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -62,12 +64,15 @@ def _field_error(field: str, requirement: str) -> UsageError:
     return UsageError(f"update record field {field!r} must be {requirement}")
 
 
-def _check_integer(field: str, value: object, minimum: int = 0) -> None:
+def _check_integer(
+    field: str, value: object, minimum: int = 0, maximum: int = MAX_JSON_INTEGER
+) -> None:
     # bool is an int subclass, but True is not a round number.
     if isinstance(value, bool) or not isinstance(value, int):
         raise _field_error(field, f"an integer, not {type(value).__name__}")
-    if not minimum <= value <= MAX_JSON_INTEGER:
-        raise _field_error(field, f"between {minimum} and 2**53 - 1, not {value}")
+    if not minimum <= value <= maximum:
+        bound = f"2**{maximum.bit_length()} - 1"  # both bounds are one below a power of two
+        raise _field_error(field, f"between {minimum} and {bound}, not {value}")
 
 
 def _check_address(field: str, value: object) -> None:
@@ -98,7 +103,7 @@ class UpdateRecord:
 
     def __post_init__(self) -> None:
         _check_integer("jobId", self.job_id)
-        _check_integer("round", self.round)
+        _check_integer("round", self.round, maximum=MAX_ROUND)
         _check_address("participant", self.participant)
         _check_digest("updateDigest", self.update_digest)
         _check_digest("baseModelDigest", self.base_model_digest)
