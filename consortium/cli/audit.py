@@ -3,7 +3,10 @@
 ``consortium audit BUNDLE`` (short for ``consortium audit verify BUNDLE``) runs every check of
 :mod:`consortium.audit` and prints a table of checks per round and a verdict; it exits 0 when
 everything holds, 1 when anything does not (or could not be checked), and 2 when the bundle
-cannot be read at all. ``consortium audit model FILE_OR_DIGEST BUNDLE`` says whether a model
+cannot be read at all (or the ``--report`` file cannot be written: refused before the
+audit). ``--report FILE`` also writes the audit as a self-contained HTML page
+(:mod:`consortium.audit.report`) without changing the verdict or the exit code.
+``consortium audit model FILE_OR_DIGEST BUNDLE`` says whether a model
 is one that a verified round produced, and which round.
 """
 
@@ -27,6 +30,7 @@ from consortium.audit import (
     open_chain,
     verify_bundle,
 )
+from consortium.audit.report import AuditReport, check_report_path, write_report
 from consortium.chain.backend import Chain
 from consortium.cli.context import CliContext, pass_context
 from consortium.cli.output import WIDTH_WHEN_PIPED, emit_json
@@ -35,6 +39,11 @@ from consortium.ledger.values import address
 
 _CHAIN_HELP = (
     "JSON-RPC URL of the chain the job ran on [default: network.url of the configuration]."
+)
+_REPORT_HELP = (
+    "Also write a self-contained HTML report to FILE: the checks per round, plots of the "
+    "training metrics, gas and participants per round, and a timeline of membership and "
+    "consent events beside the rounds. It does not change the verdict or the exit code."
 )
 _LEDGER_HELP = (
     "TrainingLedger address the auditor trusts; the manifest's must be the same "
@@ -73,6 +82,13 @@ def _ledger(value: str | None) -> str | None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--chain", "chain_url", metavar="URL", help=_CHAIN_HELP)
 @click.option("--ledger", "ledger", metavar="ADDRESS", help=_LEDGER_HELP)
+@click.option(
+    "--report",
+    "report_path",
+    metavar="FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=_REPORT_HELP,
+)
 @json_option
 @pass_context
 @click.pass_context
@@ -82,15 +98,26 @@ def verify(
     bundle: Path,
     chain_url: str | None,
     ledger: str | None,
+    report_path: Path | None,
     as_json: bool,
 ) -> None:
     """Run every check of the job in BUNDLE (a directory or .tar.gz) against the chain."""
     pinned = _ledger(ledger)
+    if report_path is not None:
+        check_report_path(report_path)  # a report that cannot be written fails before the audit
     verdict = Verdict()
+    page: str | None = None
     with open_bundle(bundle) as opened:
         chain = _chain(obj, chain_url)
         try:
-            results = [verdict.add(r) for r in verify_bundle(opened, chain, ledger=pinned)]
+            if report_path is None:
+                results = [verdict.add(r) for r in verify_bundle(opened, chain, ledger=pinned)]
+            else:
+                report = AuditReport(opened, ledger=pinned)
+                results = [
+                    report.add(verdict.add(r)) for r in verify_bundle(opened, chain, ledger=pinned)
+                ]
+                page = _render(report, chain)
         finally:
             chain.close()
         job_id, chain_id, trusted = (
@@ -112,7 +139,25 @@ def verify(
     else:
         _print_table(f"audit of job {job_id} on chain {chain_id}, ledger {trusted}", results)
         click.echo(verdict.describe())
+    if report_path is not None and page is not None:
+        try:
+            write_report(report_path, page)
+        except OSError as exc:
+            # The verdict stands whatever happens to the report: say so, keep its exit code.
+            click.echo(f"error: cannot write the report to {report_path}: {exc}", err=True)
     ctx.exit(verdict.exit_code)
+
+
+def _render(report: AuditReport, chain: Chain) -> str | None:
+    """The report's page, rendered while the bundle and the chain are still open (it reads
+    both); None, with a one-line error, if it cannot be made. Deliberately broad: whatever
+    goes wrong in a plot or a log scan, the verdict already reached must still be printed
+    and must still decide the exit code."""
+    try:
+        return report.render(chain)
+    except Exception as exc:
+        click.echo(f"error: the report could not be generated: {exc}", err=True)
+        return None
 
 
 @audit.command("model", short_help="Tell which verified round produced a model.")
