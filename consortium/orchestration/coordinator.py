@@ -273,7 +273,10 @@ class Coordinator:
         ]
         receipt = self._settle(journaled) if journaled else None
         if receipt is None:
-            if self.ledger.jobs.get(job.id).last_round >= round_number:
+            # Without earlier attempts the job as read at the start of this round is current;
+            # after them, the chain may have moved since.
+            latest = self.ledger.jobs.get(job.id) if journaled else job
+            if latest.last_round >= round_number:
                 raise JournalMismatch(
                     f"round {round_number} of job {job.id} is anchored on chain by a "
                     "transaction this coordinator's journal does not know"
