@@ -23,6 +23,7 @@ from consortium.cli.consent import consent
 from consortium.cli.context import CliContext
 from consortium.cli.dataset import dataset
 from consortium.cli.deploy import deploy_command
+from consortium.cli.export import export
 from consortium.cli.member import member
 from consortium.cli.simulate import simulate
 from consortium.errors import ConsortiumError
@@ -84,6 +85,7 @@ for command in (
     audit,
     compile_command,
     deploy_command,
+    export,
     member,
     dataset,
     consent,
