@@ -47,9 +47,11 @@ def anvil_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
         find_anvil()
     except UsageError as exc:
         pytest.skip(str(exc))
+    # Every test funds fresh accounts from one faucet: far more than anvil's default 10,000.
     node = AnvilNode(
-        tmp_path_factory.mktemp("anvil-session"), port=free_port(), chain_id=ANVIL_CHAIN_ID
-    )
+        tmp_path_factory.mktemp("anvil-session"), port=free_port(), chain_id=ANVIL_CHAIN_ID,
+        balance_ether=10**9,
+    )  # fmt: skip
     node.start()
     yield node
     node.stop()

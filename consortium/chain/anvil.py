@@ -49,8 +49,12 @@ class AnvilNode:
         host: str = "127.0.0.1",
         port: int = 8545,
         chain_id: int = DEFAULT_CHAIN_ID,
+        balance_ether: int | None = None,
     ) -> None:
+        """``balance_ether`` overrides anvil's 10,000 ether per development account, for
+        long test sessions that fund many fresh accounts from one faucet."""
         self.dir = Path(data_dir) / "anvil"
+        self.balance_ether = balance_ether
         self.host = host
         self.port = port
         self.chain_id = chain_id
@@ -81,6 +85,7 @@ class AnvilNode:
             "--chain-id", str(self.chain_id),
             "--state", str(self.state_file),
             "--state-interval", "1",
+            *(["--balance", str(self.balance_ether)] if self.balance_ether else []),
         ]  # fmt: skip
         with self.log_file.open("ab") as log:
             log.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(command)}\n".encode())
