@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: setup demo test lint bench-gas bench-anchoring clean
+.PHONY: setup demo test lint bench-gas bench-anchoring bench-audit clean
 
 setup: $(STAMP_PY) $(STAMP_NPM)
 
@@ -38,6 +38,9 @@ bench-gas: setup
 
 bench-anchoring: setup
 	$(BIN)/python scripts/bench/anchoring.py
+
+bench-audit: setup
+	$(BIN)/python scripts/bench/audit.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
