@@ -385,7 +385,11 @@ def test_an_older_attempt_mined_after_all_is_recognised(
         coordinator = on_chain.ledger.as_signer(run.institute.account)
         (first,) = entries(out, "signed", CRASH_ROUND)
         (intent,) = entries(out, "intent", CRASH_ROUND)
-        rpc(node, "evm_mine")  # a new base fee, so the second attempt differs from the first
+        # A new base fee, so that the second attempt's fees, and so its hash, differ from the
+        # first's (idle blocks alone leave it unchanged once it reached its floor).
+        base_fee = on_chain.ledger.chain.w3.eth.get_block("latest")["baseFeePerGas"]
+        rpc(node, "anvil_setNextBlockBaseFeePerGas", hex(2 * base_fee + 1_000_000_000))
+        rpc(node, "evm_mine")
         second = coordinator.jobs.sign_anchor(
             run.job_id, CRASH_ROUND, from_hex32(intent["root"]), intent["count"],
             from_hex32(intent["model"]), from_hex32(intent["metrics"]),
