@@ -86,6 +86,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any, cast
 
 import click
+from profile_parts import Key, ProfileLine, cumulative
 from rich.console import Console
 from rich.table import Table
 
@@ -506,36 +507,6 @@ TOUCHPOINTS = (
     ),
 )
 
-Key = tuple[str, int, str]
-
-
-def _matches(key: Key, where: tuple[str, str]) -> bool:
-    return key[0].replace("\\", "/").endswith(where[0]) and key[2] == where[1]
-
-
-def _cumulative(
-    stats: dict[Key, Any], callee: tuple[str, str], caller: tuple[str, str] | None
-) -> tuple[int, float]:
-    """Calls and cumulative seconds of ``callee`` (only those from ``caller`` if given)."""
-    calls, seconds = 0, 0.0
-    for key, (_, ncalls, _, cumtime, callers) in stats.items():
-        if not _matches(key, callee):
-            continue
-        if caller is None:
-            calls, seconds = calls + ncalls, seconds + cumtime
-            continue
-        for from_key, entry in callers.items():
-            if _matches(from_key, caller):
-                calls, seconds = calls + entry[0], seconds + entry[3]
-    return calls, seconds
-
-
-@dataclass(frozen=True)
-class ProfileLine:
-    what: str
-    calls: int
-    seconds: float
-
 
 @dataclass(frozen=True)
 class Profile:
@@ -579,9 +550,9 @@ def profile_runs(directory: Path, settings: aml.AmlSettings) -> Profile:
     baseline, baseline_stats = _profiled(lambda: measure_baseline(job, directory / "baseline"))
     lines = []
     for point in TOUCHPOINTS:
-        calls, seconds = _cumulative(anchored_stats, point.callee, point.caller)
+        calls, seconds = cumulative(anchored_stats, point.callee, point.caller)
         if point.minus is not None:
-            seconds -= _cumulative(anchored_stats, *point.minus)[1]
+            seconds -= cumulative(anchored_stats, *point.minus)[1]
         lines.append(ProfileLine(point.what, calls, seconds))
     drivers = ("run", "run_round", "run_rounds", "<lambda>", "_with_wall", "measure_baseline")
     return Profile(

@@ -81,6 +81,7 @@ from typing import Any
 
 import click
 import numpy as np
+from profile_parts import ProfileLine, cumulative
 from rich.console import Console
 from rich.table import Table
 
@@ -350,36 +351,6 @@ PARTS = (
     ),
 )
 
-Key = tuple[str, int, str]
-
-
-def _matches(key: Key, where: tuple[str, str]) -> bool:
-    return key[0].replace("\\", "/").endswith(where[0]) and key[2] == where[1]
-
-
-def _cumulative(
-    stats: dict[Key, Any], callee: tuple[str, str], caller: tuple[str, str] | None
-) -> tuple[int, float]:
-    """Calls and cumulative seconds of ``callee`` (only those from ``caller`` if given)."""
-    calls, seconds = 0, 0.0
-    for key, (_, ncalls, _, cumtime, callers) in stats.items():
-        if not _matches(key, callee):
-            continue
-        if caller is None:
-            calls, seconds = calls + ncalls, seconds + cumtime
-            continue
-        for from_key, entry in callers.items():
-            if _matches(from_key, caller):
-                calls, seconds = calls + entry[1], seconds + entry[3]
-    return calls, seconds
-
-
-@dataclass(frozen=True)
-class ProfileLine:
-    what: str
-    calls: int
-    seconds: float
-
 
 def profile_audit(bundle: Path, chain: Chain) -> tuple[list[ProfileLine], float]:
     """The audit under cProfile, its time split into :data:`PARTS` and the rest."""
@@ -396,7 +367,7 @@ def profile_audit(bundle: Path, chain: Chain) -> tuple[list[ProfileLine], float]
     for part in PARTS:
         calls, seconds = 0, 0.0
         for callee, caller in part.functions:
-            more_calls, more_seconds = _cumulative(stats, callee, caller)
+            more_calls, more_seconds = cumulative(stats, callee, caller)
             calls, seconds = calls + more_calls, seconds + more_seconds
         lines.append(ProfileLine(part.what, calls, seconds))
     rest = total - sum(line.seconds for line in lines)
