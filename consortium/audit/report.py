@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from consortium.audit.bundle import AuditBundle, parse_round
 from consortium.audit.chainview import ChainView
-from consortium.audit.results import FAIL, PASS, UNVERIFIABLE, CheckResult, Verdict
+from consortium.audit.results import FAIL, PASS, UNVERIFIABLE, CheckResult, Tally, Verdict
 from consortium.audit.timeline import (
     CHAIN_ERRORS,
     LOG_CHUNK,
@@ -63,24 +63,8 @@ _KIND_ROWS = {"membership": 2, "consent": 1, "job": 0}
 
 
 @dataclass
-class CheckTally:
+class CheckTally(Tally):
     """How one check fared for the subjects of one round (or of the job)."""
-
-    passed: int = 0
-    failed: int = 0
-    unverifiable: int = 0
-
-    def add(self, result: CheckResult) -> None:
-        if result.ok:
-            self.passed += 1
-        elif result.unverifiable:
-            self.unverifiable += 1
-        else:
-            self.failed += 1
-
-    @property
-    def total(self) -> int:
-        return self.passed + self.failed + self.unverifiable
 
     @property
     def status(self) -> str:
@@ -101,7 +85,7 @@ class ScopeChecks:
     omitted: int = 0
 
     def add(self, result: CheckResult) -> None:
-        self.tallies.setdefault(result.name, CheckTally()).add(result)
+        self.tallies.setdefault(result.name, CheckTally()).count(result)
         if not result.ok:
             if len(self.problems) < MAX_PROBLEMS_PER_ROUND:
                 self.problems.append(result)

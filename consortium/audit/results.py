@@ -95,22 +95,35 @@ class Scope:
 
 
 @dataclass
-class Verdict:
-    """Running totals of an audit; the audit holds when nothing failed or stayed undecided."""
+class Tally:
+    """Counts of passed, failed and undecided results."""
 
     passed: int = 0
     failed: int = 0
     unverifiable: int = 0
-    rounds: int = 0
 
-    def add(self, result: CheckResult) -> CheckResult:
-        """Counts ``result`` and returns it, so a stream can be counted as it passes by."""
+    def count(self, result: CheckResult) -> None:
         if result.ok:
             self.passed += 1
         elif result.unverifiable:
             self.unverifiable += 1
         else:
             self.failed += 1
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.failed + self.unverifiable
+
+
+@dataclass
+class Verdict(Tally):
+    """Running totals of an audit; the audit holds when nothing failed or stayed undecided."""
+
+    rounds: int = 0
+
+    def add(self, result: CheckResult) -> CheckResult:
+        """Counts ``result`` and returns it, so a stream can be counted as it passes by."""
+        self.count(result)
         if result.round is not None:
             self.rounds = max(self.rounds, result.round)
         return result
