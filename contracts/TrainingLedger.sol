@@ -214,13 +214,7 @@ contract TrainingLedger {
         if (participantCount == 0 || participantCount > job.participants.length) {
             revert InvalidParticipantCount(participantCount, job.participants.length);
         }
-        if (
-            job.checkedMembershipEpoch != registry.membershipEpoch()
-                || job.checkedConsentEpoch != consents.consentEpoch() || block.timestamp < job.windowStart
-                || block.timestamp > job.windowEnd
-        ) {
-            _revalidate(jobId, job);
-        }
+        if (!_checkStillHolds(job)) _revalidate(jobId, job);
 
         bytes32 previousModelDigest = job.headModelDigest;
         uint256 previousAnchorBlock = job.lastAnchorBlock;
@@ -272,6 +266,20 @@ contract TrainingLedger {
         return _jobs[jobId];
     }
 
+    /// @notice Where job `jobId` stands before its next round, in one call: its status, latest
+    /// round and head model, and whether its last full check of membership and consent still
+    /// holds (no membership or consent change anywhere since, and now inside the consents'
+    /// common window), in which case the next anchor skips that check.
+    function jobProgress(uint256 jobId)
+        external
+        view
+        returns (JobStatus status, uint32 lastRound, bytes32 headModelDigest, bool checkStillHolds)
+    {
+        Job storage job = _jobs[jobId];
+        if (job.status == JobStatus.None) revert UnknownJob(jobId);
+        return (job.status, job.lastRound, job.headModelDigest, _checkStillHolds(job));
+    }
+
     /// @notice The stored commitment of round `round` of job `jobId`.
     function roundCommitment(uint256 jobId, uint32 round) external view returns (bytes32 commitment) {
         commitment = _rounds[jobId][round];
@@ -291,6 +299,13 @@ contract TrainingLedger {
     }
 
     // ----------------------------------------------------------------- internals
+
+    /// @dev Whether the job's last full check still holds: nothing it read can have changed.
+    function _checkStillHolds(Job storage job) private view returns (bool) {
+        return job.checkedMembershipEpoch == registry.membershipEpoch()
+            && job.checkedConsentEpoch == consents.consentEpoch() && block.timestamp >= job.windowStart
+            && block.timestamp <= job.windowEnd;
+    }
 
     /// @dev Full check of everything a job depends on; caches the epochs and the consent window
     /// so that later anchors can skip it while nothing changes.

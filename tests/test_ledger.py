@@ -1106,6 +1106,14 @@ def test_anchor_reverts_and_close(chain: Chain) -> None:
         {"jobId": job, "lastRound": 1, "modelDigest": digest("model-1")}
     ]
     assert s.c.reader.jobs.get(job).status == "closed"
+    progress = s.c.reader.jobs.progress(job)
+    assert (progress.status, progress.last_round, progress.head_model_digest) == (
+        "closed",
+        1,
+        digest("model-1"),
+    )
+    with reverts("UnknownJob", jobId=99):
+        s.c.reader.jobs.progress(99)
     with reverts("JobNotOpen", jobId=job):
         anchor(s, 2)
     with reverts("JobNotOpen", jobId=job):
@@ -1165,8 +1173,10 @@ def test_anchor_rechecks_consent_window(chain: Chain) -> None:
     s = job_setup(chain, valid_for=2_000)
     _, receipt = anchor(s, 1)
     assert revalidated(s, receipt) == []
+    assert s.c.reader.jobs.progress(s.job).check_still_holds
     chain.increase_time(3_000)  # past validUntil; no epoch moved
     assert s.c.consent_epoch() == 0 and s.c.membership_epoch() == 0
+    assert not s.c.reader.jobs.progress(s.job).check_still_holds
     with reverts(
         "ConsentNotValid", datasetId=s.shipments, grantee=s.bank.address, purpose=PURPOSE32
     ):
@@ -1186,8 +1196,18 @@ def test_slow_path_only_when_an_epoch_moved(chain: Chain) -> None:
     rounds = iter(range(1, 100))
 
     def anchored_with_check() -> bool:
+        """Anchors the next round; whether the contract re-checked in full, which
+        ``jobProgress`` must have predicted."""
+        before = c.reader.jobs.progress(s.job)
         _, receipt = anchor(s, next(rounds))
         checks = revalidated(s, receipt)
+        assert before.check_still_holds == (not checks)
+        after = c.reader.jobs.progress(s.job)
+        assert (after.status, after.last_round, after.check_still_holds) == (
+            "open",
+            before.last_round + 1,
+            True,
+        )
         if checks:
             (check,) = checks
             assert check["membershipEpoch"] == c.membership_epoch()

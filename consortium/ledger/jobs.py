@@ -65,6 +65,16 @@ class Job:
     dataset_ids: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class JobProgress:
+    """What changes of a job between rounds, read in one call before each round."""
+
+    status: str
+    last_round: int
+    head_model_digest: bytes
+    check_still_holds: bool  # the next anchor may skip the full membership and consent check
+
+
 class Jobs:
     """Job creation, round anchoring and job reads of one :class:`Ledger`."""
 
@@ -201,18 +211,14 @@ class Jobs:
             dataset_ids=tuple(dataset_ids),
         )
 
-    def still_valid(self, job: Job) -> bool:
-        """Whether nothing the job depends on can have changed since the chain last checked
-        it: the contract's own fast path (no membership or consent change anywhere since,
-        and now inside the consents' common window). False means: check in full."""
-        registry = self._ledger.registry.functions
-        consents = self._ledger.consent_registry.functions
-        start, end = job.consent_window
-        return (
-            int(self._ledger.call(registry.membershipEpoch())) == job.checked_membership_epoch
-            and int(self._ledger.call(consents.consentEpoch())) == job.checked_consent_epoch
-            and start <= self._ledger.now() <= end
+    def progress(self, job_id: int) -> JobProgress:
+        """Where the job stands before its next round: the contract's ``jobProgress``, which
+        also tells whether the job's last full check of membership and consent still holds
+        (no change anywhere since, and now inside the consents' common window)."""
+        status, last_round, head, holds = self._ledger.call(
+            self._contract.functions.jobProgress(job_id)
         )
+        return JobProgress(_JOB_STATUS[status], last_round, bytes(head), bool(holds))
 
     def count(self) -> int:
         return int(self._ledger.call(self._contract.functions.jobCount()))

@@ -29,7 +29,7 @@ from consortium.fl.aggregation import fedavg
 from consortium.fl.metrics import binary_metrics
 from consortium.fl.model import Model, predict_proba
 from consortium.ledger.client import Ledger
-from consortium.ledger.jobs import Job, RoundAnchor
+from consortium.ledger.jobs import Job, JobProgress, RoundAnchor
 from consortium.orchestration.checks import (
     RoundContext,
     Standing,
@@ -106,6 +106,7 @@ class Coordinator:
         self.transport = transport
         self.validation = validation
         self.domain = Domain(ledger.chain.chain_id, ledger.deployment.ledger)
+        self._terms: Job | None = None
         self._owners: dict[int, str] | None = None
 
     def run(
@@ -125,23 +126,23 @@ class Coordinator:
     def run_round(self, round_number: int) -> RoundResult:
         """Runs one round to the end, resuming whatever an earlier attempt left."""
         timings: dict[str, float] = {}
-        job = self.ledger.jobs.get(self.job_id)
-        if job.last_round < round_number - 1:
+        progress = self.ledger.jobs.progress(self.job_id)
+        if progress.last_round < round_number - 1:
             raise RoundRefused(
-                f"round {round_number} of job {self.job_id}: round {job.last_round + 1} "
+                f"round {round_number} of job {self.job_id}: round {progress.last_round + 1} "
                 "is not anchored yet"
             )
         intent = self.journal.last("intent", round=round_number)
         resumed = intent is not None or bool(self.journal.last("opened", round=round_number))
-        if job.last_round >= round_number and intent is None:
+        if progress.last_round >= round_number and intent is None:
             raise JournalMismatch(
                 f"round {round_number} of job {self.job_id} is anchored on chain, but this "
                 "coordinator's journal never meant to anchor it"
             )
         if intent is None:
-            intent = self._prepare(job, round_number, timings)
+            intent = self._prepare(progress, round_number, timings)
         with _timed(timings, "anchor"):
-            anchor, tx_hash, gas_used = self._anchor(job, intent)
+            anchor, tx_hash, gas_used = self._anchor(progress, intent)
         with _timed(timings, "receipts"):
             failures = self._deliver(anchor, intent)
         self.journal.append("delivered", round=round_number, failures=failures)
@@ -158,10 +159,13 @@ class Coordinator:
 
     # ------------------------------------------------------------------ steps 1-5
 
-    def _prepare(self, job: Job, round_number: int, timings: dict[str, float]) -> dict[str, Any]:
+    def _prepare(
+        self, progress: JobProgress, round_number: int, timings: dict[str, float]
+    ) -> dict[str, Any]:
         """Opens the round, collects and checks updates, aggregates; journals the intent."""
-        standing = self._preflight(job)
-        base_digest = job.head_model_digest
+        job = self._job_terms()
+        standing = self._preflight(job, progress)
+        base_digest = progress.head_model_digest
         base = get_model(self.store, base_digest)
         self.journal.append("opened", round=round_number, base=hex32(base_digest))
         crash_point("opened", round_number)
@@ -228,12 +232,19 @@ class Coordinator:
         crash_point("intent", round_number)
         return intent
 
-    def _preflight(self, job: Job) -> Standing:
+    def _job_terms(self) -> Job:
+        """The job as created: participants, datasets, consumer and purpose never change, so
+        they are read once; what does change comes from :meth:`Jobs.progress` every round."""
+        if self._terms is None:
+            self._terms = self.ledger.jobs.get(self.job_id)
+        return self._terms
+
+    def _preflight(self, job: Job, progress: JobProgress) -> Standing:
         """The job's standing on chain now; refuses a round whose anchor the contract would
         reject, saying why."""
-        if job.status != "open":
-            raise RoundRefused(f"job {job.id} is {job.status}")
-        if self.ledger.jobs.still_valid(job):
+        if progress.status != "open":
+            raise RoundRefused(f"job {job.id} is {progress.status}")
+        if progress.check_still_holds:
             return Standing.unchanged(job)
         owners = self._dataset_owners(job)
         standing = Standing.read(self.ledger, job, owners)
@@ -249,7 +260,7 @@ class Coordinator:
         ]
         if problems:
             raise RoundRefused(
-                f"round {job.last_round + 1} refused: {'; '.join(problems)}; the contract "
+                f"round {progress.last_round + 1} refused: {'; '.join(problems)}; the contract "
                 f"accepts no anchor for job {job.id} until this is undone (close the job and "
                 "create a new one without them otherwise)"
             )
@@ -263,7 +274,9 @@ class Coordinator:
 
     # ------------------------------------------------------------------ step 5: anchor
 
-    def _anchor(self, job: Job, intent: dict[str, Any]) -> tuple[RoundAnchor, str, int]:
+    def _anchor(
+        self, progress: JobProgress, intent: dict[str, Any]
+    ) -> tuple[RoundAnchor, str, int]:
         """The round's anchor on chain: found if already mined, else (re)sent and awaited."""
         round_number = intent["round"]
         transactor = self.ledger.transactor
@@ -273,16 +286,16 @@ class Coordinator:
         ]
         receipt = self._settle(journaled) if journaled else None
         if receipt is None:
-            # Without earlier attempts the job as read at the start of this round is current;
-            # after them, the chain may have moved since.
-            latest = self.ledger.jobs.get(job.id) if journaled else job
+            # Without earlier attempts the progress read at the start of this round is
+            # current; after them, the chain may have moved since.
+            latest = self.ledger.jobs.progress(self.job_id) if journaled else progress
             if latest.last_round >= round_number:
                 raise JournalMismatch(
-                    f"round {round_number} of job {job.id} is anchored on chain by a "
+                    f"round {round_number} of job {self.job_id} is anchored on chain by a "
                     "transaction this coordinator's journal does not know"
                 )
             signed = self.ledger.jobs.sign_anchor(
-                job.id, round_number, from_hex32(intent["root"]), intent["count"],
+                self.job_id, round_number, from_hex32(intent["root"]), intent["count"],
                 from_hex32(intent["model"]), from_hex32(intent["metrics"]),
             )  # fmt: skip
             self.journal.append(
@@ -329,14 +342,15 @@ class Coordinator:
         return transactor.confirm(newest.tx_hash)
 
     def _check_anchor(self, anchor: RoundAnchor, intent: dict[str, Any]) -> None:
-        """The mined anchor is the intended one, and the chain stores its commitment."""
+        """The mined anchor is the intended one. The anchor comes from the contract's own
+        ``RoundAnchored`` event, emitted with the commitment it stored in the same call, so no
+        read-back is needed; every participant reads the stored commitment anyway."""
         intended = (intent["root"], intent["count"], intent["model"], intent["metrics"])
         mined = (
             hex32(anchor.merkle_root), anchor.participant_count,
             hex32(anchor.model_digest), hex32(anchor.metrics_digest),
         )  # fmt: skip
-        stored = self.ledger.jobs.round_commitment(anchor.job_id, anchor.round)
-        if mined != intended or stored != anchor.commitment():
+        if mined != intended:
             raise JournalMismatch(
                 f"round {anchor.round} of job {anchor.job_id}: the chain holds another anchor "
                 "than the journal's intent"

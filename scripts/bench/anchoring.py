@@ -8,7 +8,8 @@ the figures this script prints, each against a baseline measured in the same run
   embedded chain with 4 banks x 20 rounds; measured (without a target) on anvil too.
 - **Round latency split**: mean and p95 (nearest rank) over the rounds of each phase that
   ``RoundResult.timings`` records (train, verify, aggregate, anchor, receipts), plus "other"
-  (the rest of a round's wall time: job read, preflight, journal) and the round's wall time.
+  (the rest of a round's wall time: progress read, preflight, journal) and the round's wall
+  time.
 - **Gas per anchored round** at 2, 10 and 100 participants: at most 80,000 each, and flat in the
   number of participants (fast-path spread at most 1 % of the largest). Measured with the
   functions of ``scripts/bench/gas.py`` (imported, not copied) on a fresh embedded chain; the
@@ -43,14 +44,13 @@ It *includes*, timed from the same start point as the anchored run:
 - the coordinator's journal entries a ledger-off coordinator also needs to resume a job
   ("opened", "intent" with the same fields, "delivered"), each fsynced.
 
-It *excludes* everything that touches a chain: the job read at the start of each round, the
-preflight's epoch reads (and, when an epoch moved, its membership, consent and dataset-owner
-reads), signing, sending
-and awaiting the anchor transaction (gas estimate, nonce, fees, receipt), decoding its event
-and reading its block, the commitment read-back, the participants' reads of the anchored
-commitment (``Participant.check_receipt``), and the anchor-only journal entries ("signed",
-"anchored"). Its receipts carry a ``RoundAnchor`` filled from local values (block 0, time 0)
-only as the message's container.
+It *excludes* everything that touches a chain: the job's terms and dataset owners (read once
+per coordinator), the ``jobProgress`` read at the start of each round (and, when the job's last
+full check no longer holds, the membership and consent reads), signing, sending and awaiting
+the anchor transaction (gas estimate, nonce, fees, receipt), decoding its event and reading its
+block, the participants' reads of the anchored commitment (``Participant.check_receipt``), and
+the anchor-only journal entries ("signed", "anchored"). Its receipts carry a ``RoundAnchor``
+filled from local values (block 0, time 0) only as the message's container.
 
 Wall times suffer when other processes compete for the CPU: the overhead table also gives this
 process's CPU time per run (a node's own work excluded) and the output the load average at the
@@ -482,8 +482,9 @@ COORD = "orchestration/coordinator.py"
 SIGN = ("chain/transact.py", "sign")
 ESTIMATE = ("web3/contract/contract.py", "estimate_gas")
 TOUCHPOINTS = (
-    Touchpoint("job reads (Jobs.get: round start, before signing)", ("ledger/jobs.py", "get")),
-    Touchpoint("preflight: epochs (membership, consents when moved)", (COORD, "_preflight")),
+    Touchpoint("job terms (Jobs.get, once per coordinator)", ("ledger/jobs.py", "get")),
+    Touchpoint("job progress (jobProgress, every round)", ("ledger/jobs.py", "progress")),
+    Touchpoint("preflight: membership and consent, when re-checked", (COORD, "_preflight")),
     Touchpoint(
         "dataset-owner reads for the checks", (COORD, "_dataset_owners"), (COORD, "_prepare")
     ),
@@ -494,7 +495,6 @@ TOUCHPOINTS = (
     ),
     Touchpoint("anchor tx: wait for receipt", ("chain/transact.py", "confirm"), (COORD, "_anchor")),
     Touchpoint("anchor event decode + block read", ("ledger/jobs.py", "anchor_in")),
-    Touchpoint("anchor read-back (round_commitment)", (COORD, "_check_anchor")),
     Touchpoint(
         "participants' commitment reads",
         ("ledger/jobs.py", "round_commitment"),
