@@ -241,7 +241,7 @@ def coordinator_for(chain: Chain, run: AmlRun) -> Coordinator:
             bank_data,
             bank.store,
             bank.journal(),
-            Ledger(chain, run.deployment),
+            Ledger(chain, run.deployment, bank.account),  # reads the chain as itself
             plan,
         )
         for bank, bank_data in zip(run.banks, data, strict=True)
