@@ -31,7 +31,7 @@ from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.exceptions import TimeExhausted
-from web3.types import RPCEndpoint, RPCResponse, TxReceipt
+from web3.types import BlockData, RPCEndpoint, RPCResponse, TxReceipt
 
 from consortium.chain.reverts import ERROR_SELECTOR
 from consortium.crypto.devkeys import ANVIL_KEYS, ETH_TESTER_KEYS, LOCAL_CHAIN_IDS
@@ -100,11 +100,13 @@ class Chain(ABC):
             raise UsageError("the chain's clock only moves forward")
         self._advance_clock(seconds)
 
-    def fee_fields(self) -> dict[str, int]:
+    def fee_fields(self, latest: BlockData | None = None) -> dict[str, int]:
         """Fee fields for a transaction sent now: EIP-1559 where the chain has a base fee,
         else a legacy gas price (permissioned networks often run without the London fee market).
+        ``latest`` spares the read of the latest block to a caller that has just read it.
         """
-        base_fee = self.w3.eth.get_block("latest").get("baseFeePerGas")
+        block = self.w3.eth.get_block("latest") if latest is None else latest
+        base_fee = block.get("baseFeePerGas")
         if base_fee is None:
             return {"gasPrice": self.w3.eth.gas_price}
         tip = self.w3.eth.max_priority_fee

@@ -148,10 +148,11 @@ class Transactor:
                     raise revert from None
                 raise self._rejected(exc) from None
             # The margin never lifts a transaction that fits in a block above the block limit.
-            block_limit = int(w3.eth.get_block("latest")["gasLimit"])
+            latest = w3.eth.get_block("latest")
+            block_limit = int(latest["gasLimit"])
             params["gas"] = max(gas, min(gas + gas * GAS_MARGIN_PERCENT // 100, block_limit))
             params["nonce"] = w3.eth.get_transaction_count(address, "pending")
-            params.update(self.chain.fee_fields())  # type: ignore[typeddict-item]
+            params.update(self.chain.fee_fields(latest))  # type: ignore[typeddict-item]
             signed = self.account.sign_transaction(fn.build_transaction(params))
         return SignedTransaction(
             HexBytes(signed.hash), HexBytes(signed.raw_transaction), int(params["nonce"])
