@@ -49,6 +49,7 @@ from consortium.orchestration.checks import (
     Standing,
     UpdateRefused,
     check_submission,
+    update_allowance,
 )
 from consortium.orchestration.coordinator import Coordinator, ReceiptsFailed, RoundRefused
 from consortium.orchestration.messages import (
@@ -124,6 +125,7 @@ class Scenario:
         return RoundContext(
             job, round_number, job.head_model_digest, base, self.coordinator.domain, owners,
             Standing.read(self.ledger, job, owners),
+            update_allowance(self.round_open(round_number).objects),
         )  # fmt: skip
 
 
@@ -401,6 +403,19 @@ def non_canonical_tensor(p: Misbehaving, message: RoundOpen) -> UpdateSubmission
     return p.resubmit(UpdateSubmission(submission.record, objects), update_digest=digest)
 
 
+def oversized_update(p: Misbehaving, message: RoundOpen) -> UpdateSubmission:
+    """An honest update padded with a megabyte that no update of this model needs."""
+    submission = p.honest(message)
+    padding = bytes(1 << 20)
+    objects = {**submission.objects, hashlib.sha256(padding).digest(): padding}
+    size = sum(len(data) for data in objects.values())
+    allowed = update_allowance(message.objects)
+    p.expect = (
+        f"sent {size} bytes of objects, more than the {allowed} an update of this model can need"
+    )
+    return UpdateSubmission(submission.record, objects)
+
+
 def metrics_disagree(p: Misbehaving, message: RoundOpen) -> UpdateSubmission:
     submission = p.honest(message)
     n = submission.record.record.num_examples
@@ -458,6 +473,7 @@ FAULTS: list[Fault] = [
     bytes_not_matching_digest,
     update_not_sent,
     non_canonical_tensor,
+    oversized_update,
     metrics_disagree,
     metrics_not_an_object,
     zero_examples,
@@ -518,6 +534,14 @@ def test_a_bad_update_is_refused_recorded_and_the_job_goes_on(
     assert (second.anchor.participant_count, second.refused) == (3, {})
     assert second.anchor.previous_model_digest == first.anchor.model_digest
     assert len(scenario.transport.receipts[bad_address]) == 2
+
+
+def test_an_oversized_update_leaves_nothing_in_the_coordinators_store(scenario: Scenario) -> None:
+    bad = Misbehaving(scenario.participant(1), oversized_update)
+    scenario.transport.participants[scenario.address(1)] = bad
+    result = scenario.coordinator.run_round(1)
+    assert bad.expect in result.refused[scenario.address(1)]
+    assert hashlib.sha256(bytes(1 << 20)).digest() not in scenario.coordinator.store
 
 
 def test_the_coordinator_and_the_journal_name_the_refused_update_on_resume(

@@ -51,6 +51,11 @@ class Standing:
         )
 
 
+UPDATE_SLACK_BYTES = 64 * 1024
+"""What an update may carry beyond the size of its base model: its metrics object, and digits
+that a manifest or tensor header of the same model cannot really add."""
+
+
 @dataclass(frozen=True)
 class RoundContext:
     """What every update of one round is checked against."""
@@ -62,6 +67,13 @@ class RoundContext:
     domain: Domain
     dataset_owners: dict[int, str]
     standing: Standing
+    max_update_bytes: int  # see update_allowance
+
+
+def update_allowance(base_objects: Mapping[bytes, bytes]) -> int:
+    """The most bytes of objects an update of this base model can need: an update has the base
+    model's tensors, shapes and dtype, so its manifest and blobs are the base model's size."""
+    return sum(len(data) for data in base_objects.values()) + UPDATE_SLACK_BYTES
 
 
 def check_signature(record: SignedUpdateRecord, context: RoundContext) -> None:
@@ -107,6 +119,17 @@ def check_base_model(record: SignedUpdateRecord, context: RoundContext) -> None:
         )
 
 
+def check_size(submission: UpdateSubmission, context: RoundContext) -> None:
+    """Refuses oversized objects before anything of them is stored: a participant cannot fill
+    the coordinator's store with what no update needs."""
+    size = sum(len(data) for data in submission.objects.values())
+    if size > context.max_update_bytes:
+        raise UpdateRefused(
+            f"sent {size} bytes of objects, more than the {context.max_update_bytes} an update "
+            "of this model can need"
+        )
+
+
 def check_update(
     submission: UpdateSubmission, context: RoundContext, store: ArtifactStore
 ) -> Model:
@@ -142,4 +165,5 @@ def check_submission(
     check_participant(record, context)
     check_consent(record, context)
     check_base_model(record, context)
+    check_size(submission, context)
     return check_update(submission, context, store)

@@ -35,6 +35,7 @@ from consortium.orchestration.checks import (
     Standing,
     UpdateRefused,
     check_submission,
+    update_allowance,
 )
 from consortium.orchestration.faults import crash_point
 from consortium.orchestration.journal import Journal
@@ -183,8 +184,9 @@ class Coordinator:
                 except ConsortiumError as exc:
                     refused[participant] = _bounded(f"no update: {exc}")
         context = RoundContext(
-            job, round_number, base_digest, base, self.domain, self._dataset_owners(job), standing
-        )
+            job, round_number, base_digest, base, self.domain, self._dataset_owners(job), standing,
+            update_allowance(message.objects),
+        )  # fmt: skip
         accepted: list[tuple[SignedUpdateRecord, Model]] = []
         with _timed(timings, "verify"):
             for participant, submission in submissions.items():

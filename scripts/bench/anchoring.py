@@ -107,6 +107,7 @@ from consortium.orchestration.checks import (
     Standing,
     UpdateRefused,
     check_submission,
+    update_allowance,
 )
 from consortium.orchestration.coordinator import RoundResult
 from consortium.orchestration.journal import Journal
@@ -314,7 +315,7 @@ def measure_baseline(job: BaselineJob, out: Path) -> Run:
         local_job = _local_job(job, order, round_number, base_digest)
         context = RoundContext(
             local_job, round_number, base_digest, base, job.domain, {},
-            Standing.unchanged(local_job),
+            Standing.unchanged(local_job), update_allowance(message.objects),
         )  # fmt: skip
         accepted: list[tuple[SignedUpdateRecord, Model]] = []
         refused: dict[str, str] = {}
