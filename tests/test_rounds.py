@@ -51,7 +51,12 @@ from consortium.orchestration.checks import (
     check_submission,
     update_allowance,
 )
-from consortium.orchestration.coordinator import Coordinator, ReceiptsFailed, RoundRefused
+from consortium.orchestration.coordinator import (
+    Coordinator,
+    JournalMismatch,
+    ReceiptsFailed,
+    RoundRefused,
+)
 from consortium.orchestration.messages import (
     MalformedMessage,
     RoundOpen,
@@ -542,6 +547,25 @@ def test_an_oversized_update_leaves_nothing_in_the_coordinators_store(scenario: 
     result = scenario.coordinator.run_round(1)
     assert bad.expect in result.refused[scenario.address(1)]
     assert hashlib.sha256(bytes(1 << 20)).digest() not in scenario.coordinator.store
+
+
+def test_a_journal_serves_one_job_only(scenario: Scenario) -> None:
+    coordinator = scenario.coordinator
+    coordinator.run_round(1)
+    assert coordinator.journal.find("job") == [
+        {
+            "seq": 0,
+            "kind": "job",
+            "jobId": scenario.job_id,
+            "ledger": scenario.run.deployment.ledger,
+            "chainId": scenario.chain.chain_id,
+        }
+    ]
+    entries = len(list(coordinator.journal))
+    coordinator.job_id += 1  # the same journal, used for another job
+    with pytest.raises(JournalMismatch, match=f"belongs to job {scenario.job_id} of ledger"):
+        coordinator.run(2)
+    assert len(list(coordinator.journal)) == entries  # refused before writing anything
 
 
 def test_the_coordinator_and_the_journal_name_the_refused_update_on_resume(

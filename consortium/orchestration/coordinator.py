@@ -114,6 +114,7 @@ class Coordinator:
         self, rounds: int, on_round: Callable[[RoundResult], None] = lambda result: None
     ) -> list[RoundResult]:
         """Runs (or finishes) rounds 1..``rounds``; rounds already done are reported as such."""
+        self._bind_journal()
         results = []
         for round_number in range(1, rounds + 1):
             if self.journal.last("delivered", round=round_number):
@@ -126,6 +127,7 @@ class Coordinator:
 
     def run_round(self, round_number: int) -> RoundResult:
         """Runs one round to the end, resuming whatever an earlier attempt left."""
+        self._bind_journal()
         timings: dict[str, float] = {}
         progress = self.ledger.jobs.progress(self.job_id)
         if progress.last_round < round_number - 1:
@@ -157,6 +159,29 @@ class Coordinator:
             round_number, anchor, tx_hash, gas_used, self.store.get_json(anchor.metrics_digest),
             intent["refused"], timings, resumed,
         )  # fmt: skip
+
+    def _bind_journal(self) -> None:
+        """Ties the journal to this job, ledger and chain on first use, and refuses a journal
+        tied to another: its rounds would otherwise pass for this job's."""
+        job = {
+            "jobId": self.job_id,
+            "ledger": self.ledger.deployment.ledger,
+            "chainId": self.ledger.chain.chain_id,
+        }
+        bound = self.journal.last("job")
+        if bound is None and not list(self.journal):
+            self.journal.append("job", **job)
+        elif bound is None or {key: bound.get(key) for key in job} != job:
+            owner = (
+                "names no job"
+                if bound is None
+                else f"belongs to job {bound.get('jobId')} of ledger {bound.get('ledger')} "
+                f"on chain {bound.get('chainId')}"
+            )
+            raise JournalMismatch(
+                f"{self.journal.path} {owner}, not job {self.job_id} of ledger "
+                f"{job['ledger']} on chain {job['chainId']}: use one journal per job"
+            )
 
     # ------------------------------------------------------------------ steps 1-5
 
