@@ -28,6 +28,7 @@ from ledger_fixtures import (
     new_account,
     reverts,
 )
+from signatures import non_canonical_forms
 from web3.types import TxReceipt
 
 from consortium.chain.artifacts import load_artifact
@@ -728,7 +729,15 @@ def test_signed_grant_relayed_by_anyone(chain: Chain) -> None:
     assert (grant.nonce, grant.signer, grant.chain_id) == (0, owner.address, chain.chain_id)
     assert grant.verifying_contract == c.deployment.consents
     assert grant.recover() == owner.address
+    assert grant.is_authentic()
     assert SignedGrant.from_json(grant.to_json()) == grant
+    # Other spellings of the same signature are no grant, here as in the contract's ECDSA.
+    respelled = [
+        dataclasses.replace(grant, signature=s) for s in non_canonical_forms(grant.signature)
+    ]
+    assert [g.is_authentic() for g in respelled] == [False, False, False]
+    with reverts("ECDSAInvalidSignatureS"):
+        bank.consents.relay_grant(respelled[0])
 
     _, relayer = c.outsider()  # not even a member
     receipt = relayer.consents.relay_grant(grant)

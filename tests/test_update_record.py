@@ -14,6 +14,7 @@ from eth_keys import keys
 from eth_utils import keccak, to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from signatures import non_canonical_forms
 
 from consortium.crypto.devkeys import ANVIL_KEYS
 from consortium.crypto.eip712 import UPDATE_RECORD_TYPES, Domain, sign_typed
@@ -35,7 +36,6 @@ ACCOUNT = Account.from_key(KEY)
 OTHER = Account.from_key("0x" + "a1" * 32)
 LEDGER = to_checksum_address("0x5fbdb2315678afecb367f032d93f642f64180aa3")
 DOMAIN = Domain(31337, LEDGER)
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 def sha256(data: bytes) -> bytes:
@@ -211,16 +211,6 @@ def test_a_record_signed_by_another_key_fails() -> None:
         match=rf"^update record of participant {ACCOUNT.address} is signed by {OTHER.address}: ",
     ):
         forged.verify(DOMAIN)
-
-
-def non_canonical_forms(signature: bytes) -> list[bytes]:
-    """Other spellings of a valid signature that eth-account still recovers to the signer."""
-    r, s, v = signature[:32], int.from_bytes(signature[32:64]), signature[64]
-    return [
-        r + (SECP256K1_N - s).to_bytes(32) + bytes([55 - v]),  # high s, flipped parity
-        signature[:64] + bytes([v - 27]),  # v as 0/1
-        signature[:64] + bytes([v + 8]),  # v as EIP-155 35/36 for chain id 0
-    ]
 
 
 def test_non_canonical_spellings_of_a_valid_signature_are_refused(

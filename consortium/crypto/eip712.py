@@ -91,6 +91,23 @@ def sign_typed(
     return bytes(account.sign_message(signable).signature)
 
 
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def is_canonical_signature(signature: bytes) -> bool:
+    """Whether ``signature`` is in the one form eth-account produces and OpenZeppelin's ECDSA
+    accepts: 65 bytes, 0 < r < n, 0 < s <= n/2, v of 27 or 28.
+
+    The other spellings of a valid signature (high ``s``, ``v`` as 0 or 1) recover the same
+    signer, so without this rule one signed document would have several valid byte forms.
+    """
+    if len(signature) != 65:
+        return False
+    r = int.from_bytes(signature[:32])
+    s = int.from_bytes(signature[32:64])
+    return 0 < r < _SECP256K1_N and 0 < s <= _SECP256K1_N // 2 and signature[64] in (27, 28)
+
+
 def recover_typed(
     domain: Domain,
     types: dict[str, list[dict[str, str]]],

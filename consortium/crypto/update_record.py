@@ -25,7 +25,13 @@ from eth_utils import ValidationError, is_checksum_address
 from consortium.crypto.canonical import jcs
 from consortium.crypto.devkeys import refuse_dev_key
 from consortium.crypto.digests import from_hex32
-from consortium.crypto.eip712 import UPDATE_RECORD_TYPES, Domain, recover_typed, sign_typed
+from consortium.crypto.eip712 import (
+    UPDATE_RECORD_TYPES,
+    Domain,
+    is_canonical_signature,
+    recover_typed,
+    sign_typed,
+)
 from consortium.errors import ConsortiumError, UsageError
 
 UPDATE_RECORD_FORMAT = "consortium.update-record/1"
@@ -37,7 +43,6 @@ MAX_JSON_INTEGER = 2**53 - 1
 MAX_ROUND = 2**32 - 1
 
 # Order of the secp256k1 group.
-_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 _SIGNATURE_HEX = re.compile(r"[0-9a-f]{130}")
 
@@ -152,10 +157,7 @@ class SignedUpdateRecord:
         Raises:
             RecordSignatureError: if the signature is not a canonical secp256k1 signature.
         """
-        r = int.from_bytes(self.signature[:32])
-        s = int.from_bytes(self.signature[32:64])
-        v = self.signature[64]
-        if not (0 < r < _SECP256K1_N and 0 < s <= _SECP256K1_N // 2 and v in (27, 28)):
+        if not is_canonical_signature(self.signature):
             raise RecordSignatureError(
                 "update record signature is not a canonical secp256k1 signature "
                 "(needs 0 < r < n, 0 < s <= n/2, v of 27 or 28)"

@@ -11,7 +11,13 @@ from eth_typing import ChecksumAddress
 from eth_utils import ValidationError, to_checksum_address
 from web3.types import TxReceipt
 
-from consortium.crypto.eip712 import CONSENT_GRANT_TYPES, Domain, recover_typed, sign_typed
+from consortium.crypto.eip712 import (
+    CONSENT_GRANT_TYPES,
+    Domain,
+    is_canonical_signature,
+    recover_typed,
+    sign_typed,
+)
 from consortium.errors import UsageError
 from consortium.ledger.values import ZERO32, address, bytes32, decode_purpose, encode_purpose
 
@@ -91,12 +97,15 @@ class SignedGrant:
         return recover_typed(domain, CONSENT_GRANT_TYPES, self.message(), self.signature)
 
     def is_authentic(self) -> bool:
-        """Whether ``signer`` signed exactly these fields.
+        """Whether ``signer`` signed exactly these fields, in the canonical signature form.
 
-        False for a file edited after signing (any field), and for a signature that is not a
-        valid secp256k1 signature at all, which :meth:`recover` reports with one of several
-        unrelated exception types.
+        False for a file edited after signing (any field), for another spelling of the
+        signature (high ``s``, ``v`` as 0 or 1: the contract's ECDSA refuses those), and for a
+        signature that is not a valid secp256k1 signature at all, which :meth:`recover` reports
+        with one of several unrelated exception types.
         """
+        if not is_canonical_signature(self.signature):
+            return False
         try:
             return self.recover() == self.signer
         except (BadSignature, ValidationError, ValueError):
