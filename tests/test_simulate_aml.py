@@ -57,3 +57,25 @@ def test_resume_needs_the_run_and_its_node(tmp_path: Path) -> None:
     assert "--resume needs the --out" in simulate("--resume").stderr
     embedded = simulate("--resume", "--out", str(tmp_path))
     assert embedded.exit_code == 2 and "embedded chain" in embedded.stderr
+
+
+def test_local_epochs_are_part_of_the_job(tmp_path: Path) -> None:
+    """--epochs reaches every bank's training and the model spec the job commits to."""
+    models = {}
+    for epochs in (1, 3):
+        out = tmp_path / f"epochs-{epochs}"
+        result = simulate(
+            "--banks", "2", "--rounds", "1", "--epochs", str(epochs), "--out", str(out), "--json"
+        )
+        assert result.exit_code == 0, result.output
+        models[epochs] = json.loads(result.stdout)["rounds"][0]["anchor"]["modelDigest"]
+        scenario = json.loads((out / "scenario.json").read_text())
+        assert scenario["settings"]["epochs"] == epochs
+        manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+        spec = manifest["job"]["modelSpec"]
+        objects = out / "bundle" / "objects"
+        assert (
+            json.loads((objects / spec[:2] / spec[2:]).read_bytes())["training"]["epochs"] == epochs
+        )
+    assert models[1] != models[3]
+    assert "--epochs" in simulate("--epochs", "0").stderr

@@ -68,6 +68,13 @@ def governance(chain_url: str, as_json: bool) -> None:
 @click.option("--rounds", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=7, show_default=True)
 @click.option(
+    "--epochs",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Local training epochs per round.",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep every party's store and journal, and the job's bundle, here [default: a "
@@ -76,8 +83,8 @@ def governance(chain_url: str, as_json: bool) -> None:
 @click.option("--resume", is_flag=True, help="Finish the interrupted run recorded in --out.")
 @json_option
 def aml_command(
-    chain_url: str, banks: int, rounds: int, seed: int, out: Path | None, resume: bool,
-    as_json: bool,
+    chain_url: str, banks: int, rounds: int, seed: int, epochs: int, out: Path | None,
+    resume: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Banks train a shared AML risk model; every round is anchored and checked."""
     if resume and out is None:
@@ -96,7 +103,7 @@ def aml_command(
             if resume:
                 run = aml.load(chain, directory)
             else:
-                settings = aml.AmlSettings(banks=banks, rounds=rounds, seed=seed)
+                settings = aml.AmlSettings(banks, rounds, seed, epochs)
                 run = aml.set_up(chain, directory, settings, report=status.update)
         results = _run_with_progress(console, chain, run)
         ledger = Ledger(chain, run.deployment)

@@ -53,9 +53,19 @@ class AmlSettings:
     banks: int = 4
     rounds: int = 20
     seed: int = 7
+    epochs: int = 1  # local epochs per round
+
+    def plan(self) -> TrainingPlan:
+        """The training plan every bank follows; the job's model spec commits to it."""
+        return TrainingPlan(epochs=self.epochs, seed=self.seed)
 
     def to_json(self) -> dict[str, int]:
-        return {"banks": self.banks, "rounds": self.rounds, "seed": self.seed}
+        return {
+            "banks": self.banks,
+            "rounds": self.rounds,
+            "seed": self.seed,
+            "epochs": self.epochs,
+        }
 
 
 @dataclass
@@ -189,7 +199,7 @@ def set_up(chain: Chain, out: Path, settings: AmlSettings, report: Callable[[str
             "model": "logistic-regression",
             "features": list(FEATURE_NAMES),
             "aggregation": "fedavg-by-examples, participant address ascending, float64",
-            "training": TrainingPlan(seed=settings.seed).__dict__,
+            "training": settings.plan().__dict__,
         }
     )
     report("creating the job")
@@ -232,7 +242,7 @@ def load(chain: Chain, out: Path) -> AmlRun:
 
 def coordinator_for(chain: Chain, run: AmlRun) -> Coordinator:
     """The coordinator and the participants of ``run``, wired through the local transport."""
-    plan = TrainingPlan(seed=run.settings.seed)
+    plan = run.settings.plan()
     data = generate_banks(run.settings.banks, run.settings.seed)
     participants = {
         bank.account.address: Participant(
