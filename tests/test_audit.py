@@ -4,21 +4,23 @@ One AML scenario (3 banks, 3 rounds) runs once per module on the embedded chain;
 are pointed at that chain by replacing ``open_chain`` (the embedded chain lives in this
 process only, and the real ``open_chain`` rightly refuses it). The anvil tests run the same
 commands as separate processes against a real node, and show that state lost by a node
-restart makes the membership and consent checks "unverifiable", not failed or passed.
+restart makes the membership, consent and events checks "unverifiable", not failed or passed.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +30,9 @@ from conftest import ANVIL_CHAIN_ID, free_port
 import consortium.cli.audit as cli_audit
 from consortium.audit import (
     CHECK_NAMES,
+    AuditReport,
     BundleError,
+    CheckResult,
     Verdict,
     locate_model,
     model_digest_from,
@@ -36,12 +40,20 @@ from consortium.audit import (
     open_chain,
     verify_bundle,
 )
-from consortium.audit.chainview import ChainView, StateUnavailable
+from consortium.audit.chainview import ChainView, MemberState, StateUnavailable
+from consortium.audit.checks import JobFacts, check_events
+from consortium.audit.replay import ImpliedState
+from consortium.audit.results import Scope
+from consortium.audit.standing import Standing, StandingReader
+from consortium.audit.timeline import ChainEvent, TimelineReader
 from consortium.chain.anvil import AnvilNode
 from consortium.chain.backend import Chain, EmbeddedChain, RpcChain
 from consortium.cli.main import cli
-from consortium.errors import UsageError
+from consortium.crypto.eip712 import Domain
+from consortium.errors import ChainRevert, UsageError
 from consortium.ledger.client import Ledger
+from consortium.ledger.consents import Consent
+from consortium.ledger.roles import Role
 from consortium.orchestration.bundle import export_bundle
 from consortium.scenarios import aml
 from consortium.store.models import get_model
@@ -162,6 +174,14 @@ def test_unreadable_bundles_are_refused(tmp_path: Path, scenario: Scenario) -> N
     manifest.write_text("{")
     with pytest.raises(BundleError, match="is not JSON"), open_bundle(bundle):
         pass
+    manifest.write_text('{"chainId": ' + "9" * 5000 + "}")  # more digits than Python converts
+    with pytest.raises(BundleError, match="is not readable JSON"), open_bundle(bundle):
+        pass
+    too_big = scenario.manifest
+    too_big["job"]["id"] = 2**256  # getJob takes a uint256
+    manifest.write_text(json.dumps(too_big))
+    with pytest.raises(BundleError, match="field 'id' must be at most"), open_bundle(bundle):
+        pass
 
 
 def test_the_embedded_chain_is_refused_as_an_audit_endpoint() -> None:
@@ -172,14 +192,14 @@ def test_the_embedded_chain_is_refused_as_an_audit_endpoint() -> None:
 def test_a_node_without_the_past_state_makes_standing_unverifiable(
     scenario: Scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def pruned(self: ChainView, fn: object, block: int) -> object:
+    def pruned(self: ChainView, fn: object, block: int, **how: object) -> object:
         raise StateUnavailable(f"the node cannot serve the state of block {block}")
 
     monkeypatch.setattr(ChainView, "_past", pruned)
     verdict, results = audit(scenario.chain, scenario.bundle)
     assert verdict.status == "unverifiable" and verdict.exit_code == 1
     undecided = {r.name for r in results if r.unverifiable}
-    assert undecided == {"membership", "consent"}
+    assert undecided == {"membership", "consent", "events"}
     assert not verdict.failed
 
 
@@ -195,6 +215,248 @@ def test_a_node_answering_with_todays_state_is_caught_by_the_probe(
     # Today the job is at round 3; as of the block before round r's anchor it was at r - 1.
     assert {r.round for r in undecided} == {1, 2, 3}
     assert "does not serve that block's real state" in undecided[0].message
+
+
+def test_a_node_that_reports_no_job_before_its_anchor_is_caught_by_the_probe(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain's commitment says the round was anchored for this job in block B, so a node
+    saying the job did not exist as of block B - 1 is not serving that block's real state:
+    undecided (never an exception, and no verdict on the other checks lost)."""
+
+    def no_job(self: ChainView, job_id: int, block: int) -> int:
+        raise ChainRevert("UnknownJob", {"jobId": job_id}, f"Job {job_id} does not exist.")
+
+    monkeypatch.setattr(ChainView, "last_round_at", no_job)
+    verdict, results = audit(scenario.chain, scenario.bundle)
+    assert verdict.status == "unverifiable" and not verdict.failed
+    undecided = [r for r in results if r.unverifiable]
+    assert {r.round for r in undecided} == {1, 2, 3}
+    assert {r.name for r in undecided} == {"membership", "consent", "events"}
+    block = scenario.manifest["rounds"][0]["anchor"]["blockNumber"] - 1
+    assert f"the node reports no job 1 as of block {block}" in undecided[0].message
+    assert "round 1 was anchored" in undecided[0].message
+
+
+# ------------------------------------------------------------------------------ events and state
+
+
+@dataclass(frozen=True)
+class ReplayInputs:
+    """What the events check compares for round 1, read from the scenario's chain."""
+
+    events: list[ChainEvent]
+    standing: Standing
+    facts: JobFacts
+    start: int
+
+    def check(
+        self, events: list[ChainEvent], standing: Standing | None = None
+    ) -> list[CheckResult]:
+        implied = ImpliedState()
+        implied.apply(events)
+        scope = Scope(self.facts.id, 1)
+        return list(check_events(scope, implied, standing or self.standing, self.facts, self.start))
+
+
+@pytest.fixture(scope="module")
+def replay_inputs(scenario: Scenario) -> ReplayInputs:
+    """The registry events from the deployment block to the block before round 1's anchor,
+    and the state the registries hold as of that block."""
+    chain, deployment = scenario.chain, scenario.run.deployment
+    view = ChainView(chain, deployment.ledger, deployment)
+    job = view.job(scenario.run.job_id)
+    with open_bundle(scenario.bundle) as opened:
+        facts = JobFacts.of(opened.job, job, Domain(chain.chain_id, deployment.ledger))
+    block = scenario.manifest["rounds"][0]["anchor"]["blockNumber"] - 1
+    reader = TimelineReader(
+        chain,
+        registry=view.ledger.registry,
+        consents=view.ledger.consent_registry,
+        ledger=view.training,
+        job_id=job.id,
+        datasets=job.dataset_ids,
+    )
+    standing = StandingReader(view, job.id, job.consumer, job.purpose).read(
+        1, block, [job.coordinator, job.consumer, *job.participants], job.dataset_ids
+    )
+    events = reader.registry_events(deployment.block_number, block)
+    return ReplayInputs(events, standing, facts, deployment.block_number)
+
+
+def test_events_and_state_agree_on_a_real_job(
+    scenario: Scenario, replay_inputs: ReplayInputs
+) -> None:
+    (result,) = replay_inputs.check(replay_inputs.events)
+    assert result.ok and result.name == "events", result.message
+    assert f"events of blocks {replay_inputs.start} to {replay_inputs.standing.block}" in (
+        result.message
+    )
+    # In the audit: one passing events check per round.
+    _, results = audit(scenario.chain, scenario.bundle)
+    events = [r for r in results if r.name == "events"]
+    assert [(r.round, r.ok) for r in events] == [(n, True) for n in range(1, ROUNDS + 1)]
+
+
+def test_events_that_disagree_with_state_fail_naming_the_participant(
+    replay_inputs: ReplayInputs,
+) -> None:
+    events, facts = replay_inputs.events, replay_inputs.facts
+    participant = facts.participants[1]
+    # A node hiding a member's admission: the events say it never joined.
+    hidden = [
+        e for e in events if not (e.name == "MemberAdded" and e.args["account"] == participant)
+    ]
+    (result,) = replay_inputs.check(hidden)
+    assert not result.ok and result.participant == participant
+    assert result.message.startswith(f"job {facts.id}, round 1, participant {participant}: ")
+    assert f"the events make {participant} never a member, the registry holds an active" in (
+        result.message
+    )
+
+    # A revocation the state does not show: named by the dataset's owner.
+    granted = next(e for e in events if e.name == "ConsentGranted")
+    dataset = granted.args["datasetId"]
+    revoked = ChainEvent(
+        granted.block, granted.log_index + 1, "consent", "ConsentRevoked", "forged",
+        granted.transaction, args={**granted.args},
+    )  # fmt: skip
+    (result,) = replay_inputs.check([*events, revoked])
+    assert not result.ok and result.participant == replay_inputs.standing.owners[dataset]
+    assert f"dataset {dataset}: the events make the consent" in result.message
+    assert "revoked, the consent registry holds valid from" in result.message
+
+    # And the other way round: state that the events do not explain.
+    standing = replay_inputs.standing
+    demoted = {
+        **standing.members,
+        participant: replace(standing.members[participant], roles=Role(0)),
+    }
+    (result,) = replay_inputs.check(events, replace(standing, members=demoted))
+    assert not result.ok and result.participant == participant
+    assert "the registry holds an active member (no roles)" in result.message
+
+
+def test_rounds_out_of_block_order_are_read_again_and_not_replayed_backwards(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    bundle = copy_bundle(scenario, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["rounds"][0], manifest["rounds"][1] = manifest["rounds"][1], manifest["rounds"][0]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    _, results = audit(scenario.chain, bundle)
+    # Membership as of round 1's block is read again (not carried back from round 2's).
+    assert all(r.ok for r in results if r.name in ("membership", "consent"))
+    events = {r.round: r for r in results if r.name == "events"}
+    assert events[2].ok and events[3].ok and not events[1].ok
+    assert "the rounds are out of block order" in events[1].message
+
+
+# ------------------------------------------------------------------------------ standing reads
+
+
+def test_back_to_back_rounds_read_membership_and_consent_once(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each round's anchoring block holds only its anchor, so rounds 2 and 3 stand on the
+    state read for round 1: no probe, no epochs, no fact read twice."""
+    reads: Counter[str] = Counter()
+    real = ChainView._past
+
+    def counting(self: ChainView, fn: Any, block: int, **how: bool) -> Any:
+        reads[fn.fn_name] += 1
+        return real(self, fn, block, **how)
+
+    monkeypatch.setattr(ChainView, "_past", counting)
+    verdict, _ = audit(scenario.chain, scenario.bundle)
+    assert verdict.ok
+    job = scenario.manifest["job"]
+    accounts = {job["coordinator"], job["consumer"], *job["participants"]}
+    assert reads == {
+        "getJob": 1, "membershipEpoch": 1, "consentEpoch": 1, "getMember": len(accounts),
+        "getDataset": len(job["datasets"]), "getConsent": len(job["datasets"]) - 1,
+    }  # fmt: skip
+
+
+@dataclass
+class Era:
+    """The registries' state from ``block`` on, in a :class:`FakeRegistries`."""
+
+    block: int
+    epochs: tuple[int, int]
+    members: dict[str, MemberState]
+    consent: Consent
+
+
+class FakeRegistries:
+    """A ChainView stand-in whose state changes at the given eras; every read is counted."""
+
+    def __init__(self, eras: list[Era], owners: dict[int, str]) -> None:
+        self.eras = eras
+        self.owners = owners
+        self.reads: Counter[str] = Counter()
+        self.expected_round = 1  # the probe's answer is the round before this one
+
+    def era(self, block: int) -> Era:
+        return [e for e in self.eras if e.block <= block][-1]
+
+    def last_round_at(self, job_id: int, block: int) -> int:
+        self.reads["probe"] += 1
+        return self.expected_round - 1
+
+    def epochs_at(self, block: int) -> tuple[int, int]:
+        self.reads["epochs"] += 1
+        return self.era(block).epochs
+
+    def member_at(self, account: str, block: int) -> MemberState:
+        self.reads["member"] += 1
+        return self.era(block).members[account]
+
+    def dataset_owner_at(self, dataset_id: int, block: int) -> str:
+        self.reads["owner"] += 1
+        return self.owners[dataset_id]
+
+    def consent_at(self, dataset_id: int, grantee: str, purpose: str, block: int) -> Consent:
+        self.reads["consent"] += 1
+        return self.era(block).consent
+
+    def read(self, reader: StandingReader, round_number: int, block: int) -> Standing:
+        self.expected_round = round_number
+        self.reads.clear()
+        return reader.read(round_number, block, ["A", "B", "C"], [1, 2])
+
+
+def test_standing_reads_again_exactly_what_may_have_changed() -> None:
+    active = MemberState(active=True, roles=Role.PROVIDER | Role.CONSUMER, ever_joined=True)
+    never = MemberState(active=False, roles=Role(0), ever_joined=False)
+    granted = Consent(2, "A", "p", valid_from=0, valid_until=99, granted_at=5, revoked=False)
+    eras = [
+        Era(10, (1, 1), {"A": active, "B": active, "C": never}, granted),
+        Era(20, (1, 1), {"A": active, "B": active, "C": active}, granted),  # C joins: no bump
+        Era(30, (1, 2), {"A": active, "B": active, "C": active}, replace(granted, revoked=True)),
+    ]
+    chain = FakeRegistries(eras, owners={1: "A", 2: "B"})  # A is the consumer: no consent
+    reader = StandingReader(chain, 7, "A", "p")  # type: ignore[arg-type]
+
+    first = chain.read(reader, 1, 10)
+    assert chain.reads == {"probe": 1, "epochs": 1, "member": 3, "owner": 2, "consent": 1}
+    assert first.members["C"] == never and first.consents[2] == granted
+    # Same epochs: only what an addition could change (C, never a member) is read again.
+    second = chain.read(reader, 2, 20)
+    assert chain.reads == {"probe": 1, "epochs": 1, "member": 1}
+    assert second.members["C"] == active
+    # The consent epoch moved: the consent is read again, the members are not.
+    third = chain.read(reader, 3, 30)
+    assert chain.reads == {"probe": 1, "epochs": 1, "consent": 1}
+    assert third.consents[2].revoked
+    # Block 31 held only the anchor of round 3: round 4, anchored in block 32, reads nothing.
+    reader.unchanged_in(31)
+    assert chain.read(reader, 4, 31) == replace(third, block=31)
+    assert not chain.reads
+    # A block before those read (a damaged bundle's order): everything is read again.
+    back = chain.read(reader, 5, 15)
+    assert chain.reads == {"probe": 1, "epochs": 1, "member": 3, "owner": 2, "consent": 1}
+    assert back.members["C"] == never and not back.consents[2].revoked
 
 
 # ------------------------------------------------------------------------------ the CLI
@@ -348,7 +610,7 @@ def test_the_script_gives_the_same_verdict_and_exit_codes(
     assert (
         capsys.readouterr()
         .out.rstrip()
-        .endswith("VERIFIED: every check holds (108 passed, 0 failed, 0 unverifiable)")
+        .endswith("VERIFIED: every check holds (111 passed, 0 failed, 0 unverifiable)")
     )
 
     bundle = copy_bundle(scenario, tmp_path)
@@ -364,13 +626,80 @@ def test_the_script_gives_the_same_verdict_and_exit_codes(
     assert "no manifest.json" in capsys.readouterr().err
 
 
+def test_the_script_writes_the_report_consortium_audit_writes(
+    scenario: Scenario,
+    on_scenario_chain: Chain,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    script = load_script()
+    monkeypatch.setattr(script, "open_chain", lambda url: scenario.chain)
+    path = tmp_path / "out" / "script.html"  # a missing directory is created
+    args = [str(scenario.bundle), "--chain", "http://node", "--report"]
+    assert script.main([*args, str(path)]) == 0
+    verdict = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert verdict.startswith("VERIFIED")
+    page = path.read_text(encoding="utf-8")
+    assert f'<p class="verdict pass" id="verdict">{verdict}</p>' in page
+
+    cli_path = tmp_path / "cli.html"
+    assert invoke(*args, str(cli_path)).exit_code == 0
+
+    def undated(html: str) -> str:
+        return re.sub(r"<dt>generated at</dt><dd>[^<]*</dd>", "", html)
+
+    assert undated(page) == undated(cli_path.read_text(encoding="utf-8"))
+
+
+def test_the_script_refuses_an_unwritable_report_before_the_audit(
+    scenario: Scenario,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    script = load_script()
+
+    def no_audit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the audit ran")
+
+    monkeypatch.setattr(script, "verify_bundle", no_audit)
+    args = [str(scenario.bundle), "--chain", "http://node", "--report", str(tmp_path)]
+    assert script.main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"error: cannot write the report to {tmp_path}: it is a directory"]
+
+
+def test_the_script_keeps_the_verdict_when_the_report_fails(
+    scenario: Scenario,
+    on_scenario_chain: Chain,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    script = load_script()
+    monkeypatch.setattr(script, "open_chain", lambda url: scenario.chain)
+
+    def broken(self: AuditReport, chain: Chain) -> str:
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(AuditReport, "render", broken)
+    path = tmp_path / "audit.html"
+    assert script.main([str(scenario.bundle), "--chain", "x", "--report", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("VERIFIED") and not path.exists()
+    assert err.splitlines() == ["error: the report could not be generated: plot failed"]
+
+
 # ------------------------------------------------------------------------------ on anvil
 
 
 @pytest.mark.anvil
 def test_cli_and_script_against_anvil_and_after_a_restart(tmp_path: Path) -> None:
     """End to end as separate processes; then a restart loses the past state anvil does not
-    persist, and membership and consent become unverifiable while everything else holds."""
+    persist, and membership, consent and events become unverifiable while everything else
+    holds."""
     node = AnvilNode(tmp_path / "node", port=free_port(), chain_id=ANVIL_CHAIN_ID)
     try:
         node.start()
@@ -396,7 +725,7 @@ def test_cli_and_script_against_anvil_and_after_a_restart(tmp_path: Path) -> Non
         assert after.returncode == 1, after.stderr
         report = json.loads(after.stdout)
         assert report["status"] == "unverifiable" and report["failed"] == 0
-        assert {f["check"] for f in report["failures"]} == {"membership", "consent"}
+        assert {f["check"] for f in report["failures"]} == {"membership", "consent", "events"}
         assert all(f["status"] == "unverifiable" for f in report["failures"])
     finally:
         node.stop()

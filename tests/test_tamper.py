@@ -3,7 +3,8 @@
 A generator of damaged bundles (:func:`bundle_cases`) takes one honest AML job and damages a
 copy of its bundle in one way per case: one byte flipped in a file of every kind, records
 deleted, duplicated or reordered, updates swapped between participants, a model replaced, a
-round dropped, the ledger moved to another deployment. Dishonest coordinators need the chain
+round dropped, the ledger moved to another deployment, the rounds claimed for a job created
+after they were anchored, the deployment block moved. Dishonest coordinators need the chain
 too (:func:`chain_cases`): on a second job's chain the coordinator anchors rounds that include
 a non-member's record, train from a stale base, or claim a model FedAvg does not give; and a
 consent revoked before an anchoring block is shown to be refused by the contract and caught by
@@ -76,6 +77,7 @@ class Honest:
     run: aml.AmlRun
     bundle: Path
     other_deployment: Deployment
+    later_job: int  # a job of the same parties, created after the honest job's rounds
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -213,6 +215,14 @@ def move_ledger(bundle: Path, honest: Honest) -> None:
     write_manifest(bundle, manifest)
 
 
+def claim_later_job(bundle: Path, honest: Honest) -> None:
+    """The bundle claims its rounds for a job created after they were anchored (for another
+    job): identical on chain, but with no round of its own."""
+    manifest = read_manifest(bundle)
+    manifest["job"]["id"] = honest.later_job
+    write_manifest(bundle, manifest)
+
+
 def _ledger_is_another_contract(m: dict[str, Any]) -> None:
     m["deployment"]["ledger"] = m["deployment"]["consents"]
 
@@ -273,6 +283,14 @@ def _invent_refusal(m: dict[str, Any]) -> None:
 
 def _drop_participant(m: dict[str, Any]) -> None:
     m["job"]["participants"] = m["job"]["participants"][1:]
+
+
+def _round_beyond_uint32(m: dict[str, Any]) -> None:
+    m["rounds"][0]["anchor"]["round"] = 2**32  # anchorRound takes a uint32
+
+
+def _later_deployment_block(m: dict[str, Any]) -> None:
+    m["deployment"]["block_number"] += 1
 
 
 def _other_chain(m: dict[str, Any]) -> None:
@@ -361,6 +379,27 @@ def bundle_cases() -> list[Tamper]:
         ),
         Tamper("ledger moved to another deployment", move_ledger, "anchored", 1),
         Tamper(
+            "rounds claimed for a job created after them",
+            claim_later_job,
+            "anchored",
+            1,
+            mentions="the chain holds no anchor of this round",
+        ),
+        Tamper(
+            "anchor round beyond what the contract takes",
+            edit_manifest(_round_beyond_uint32),
+            "manifest",
+            1,
+            mentions="field 'round' must be at most 4294967295",
+        ),
+        Tamper(
+            "deployment block moved",
+            edit_manifest(_later_deployment_block),
+            "events",
+            1,
+            mentions="is not where registry",
+        ),
+        Tamper(
             "ledger moved, auditor pins the real one",
             move_ledger,
             "deployment",
@@ -444,7 +483,16 @@ def honest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Honest]:
         quorum_bps=5000,
         proposal_lifetime=86_400,
     )
-    yield Honest(chain, run, bundle, other)
+    job = Ledger(chain, run.deployment).jobs.get(run.job_id)
+    later = Ledger(chain, run.deployment, run.institute.account).jobs.create(
+        purpose=job.purpose,
+        model_spec_digest=job.model_spec_digest,
+        initial_model_digest=job.initial_model_digest,
+        consumer=job.consumer,
+        participants=job.participants,
+        dataset_ids=job.dataset_ids,
+    )
+    yield Honest(chain, run, bundle, other, later)
     chain.close()
 
 
@@ -649,7 +697,7 @@ def test_a_consent_revoked_before_an_anchoring_block_is_caught(dishonest: Dishon
         view.member_at(owner, block),
         view.consent_at(dataset_id, job.consumer, job.purpose, block),
         facts,
-        view.block_timestamp(block) + 1,
+        view.block(block).timestamp + 1,
         block,
     )
     detected = not result.ok and "the consent is revoked" in result.message

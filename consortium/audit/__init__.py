@@ -12,6 +12,10 @@ nothing else)::
         for result in verify_bundle(bundle, open_chain("http://127.0.0.1:8545")):
             verdict.add(result)
     print(verdict.describe())
+
+An :class:`AuditReport` fed the same results renders the audit as a self-contained HTML page
+(``check_report_path`` first refuses a path that cannot be written, ``write_report`` writes it
+atomically).
 """
 
 from consortium.audit.bundle import (
@@ -22,6 +26,7 @@ from consortium.audit.bundle import (
     read_bundle,
 )
 from consortium.audit.checks import CHECK_NAMES
+from consortium.audit.report import AuditReport, check_report_path, write_report
 from consortium.audit.results import CheckResult, Scope, Verdict
 from consortium.audit.verifier import (
     JobAudit,
@@ -37,6 +42,7 @@ __all__ = [
     "BUNDLE_FORMAT",
     "CHECK_NAMES",
     "AuditBundle",
+    "AuditReport",
     "BundleError",
     "CheckResult",
     "ConsortiumError",
@@ -44,10 +50,12 @@ __all__ = [
     "ModelProvenance",
     "Scope",
     "Verdict",
+    "check_report_path",
     "locate_model",
     "model_digest_from",
     "open_bundle",
     "open_chain",
     "read_bundle",
     "verify_bundle",
+    "write_report",
 ]

@@ -36,6 +36,10 @@ BUNDLE_FORMAT = "consortium.audit-bundle/1"
 MANIFEST = "manifest.json"
 
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
+UINT32_MAX = 2**32 - 1
+UINT256_MAX = 2**256 - 1
+"""Numbers the contracts take as ``uint32`` (rounds, counts) and ``uint256`` (ids, blocks): a
+manifest value outside its range is malformed, not something to send to the chain."""
 
 
 class BundleError(UsageError):
@@ -152,6 +156,8 @@ def read_bundle(directory: Path) -> AuditBundle:
         raise BundleError(
             f"{manifest_path} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
+    except ValueError as exc:  # e.g. a number too long for Python to convert
+        raise BundleError(f"{manifest_path} is not readable JSON: {exc}") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path} is not a JSON object")
     if manifest.get("format") != BUNDLE_FORMAT:
@@ -160,7 +166,7 @@ def read_bundle(directory: Path) -> AuditBundle:
             f"{BUNDLE_FORMAT!r} only"
         )
     try:
-        chain_id = _integer(manifest, "chainId", minimum=1)
+        chain_id = _integer(manifest, "chainId", minimum=1, maximum=UINT256_MAX)
         deployment = Deployment.from_json(manifest["deployment"], source="manifest deployment")
         job = parse_job(manifest["job"])
         rounds = manifest["rounds"]
@@ -187,12 +193,12 @@ def parse_job(obj: Any) -> ManifestJob:
     if not isinstance(purpose, str):
         raise UsageError("job field 'purpose' must be a string")
     return ManifestJob(
-        id=_integer(obj, "id", minimum=1),
+        id=_integer(obj, "id", minimum=1, maximum=UINT256_MAX),
         purpose=purpose,
         coordinator=_address(obj["coordinator"], "job coordinator"),
         consumer=_address(obj["consumer"], "job consumer"),
         participants=tuple(_address(p, "job participant") for p in participants),
-        datasets=tuple(_integer({"dataset": d}, "dataset") for d in datasets),
+        datasets=tuple(_integer({"dataset": d}, "dataset", maximum=UINT256_MAX) for d in datasets),
         model_spec=from_hex32(obj["modelSpec"], what="job modelSpec"),
         initial_model=from_hex32(obj["initialModel"], what="job initialModel"),
     )
@@ -215,7 +221,7 @@ def parse_round(obj: Any) -> RoundEntry:
         if not isinstance(transaction, str) or not _TX_HASH.fullmatch(transaction):
             raise UsageError("field 'transaction' must be a 0x-prefixed lowercase hash")
         return RoundEntry(
-            round=_integer(obj, "round", minimum=1),
+            round=_integer(obj, "round", minimum=1, maximum=UINT32_MAX),
             anchor=parse_anchor(obj["anchor"]),
             transaction=transaction,
             records=tuple(_record_entry(r) for r in records),
@@ -232,17 +238,17 @@ def parse_anchor(obj: Any) -> RoundAnchor:
     if not isinstance(obj, Mapping):
         raise UsageError("field 'anchor' must be an object")
     return RoundAnchor(
-        job_id=_integer(obj, "jobId"),
-        round=_integer(obj, "round"),
+        job_id=_integer(obj, "jobId", maximum=UINT256_MAX),
+        round=_integer(obj, "round", maximum=UINT32_MAX),
         merkle_root=from_hex32(obj["merkleRoot"], what="anchor merkleRoot"),
-        participant_count=_integer(obj, "participantCount"),
+        participant_count=_integer(obj, "participantCount", maximum=UINT32_MAX),
         model_digest=from_hex32(obj["modelDigest"], what="anchor modelDigest"),
         metrics_digest=from_hex32(obj["metricsDigest"], what="anchor metricsDigest"),
         previous_model_digest=from_hex32(
             obj["previousModelDigest"], what="anchor previousModelDigest"
         ),
-        block_number=_integer(obj, "blockNumber"),
-        timestamp=_integer(obj, "timestamp"),
+        block_number=_integer(obj, "blockNumber", maximum=UINT256_MAX),
+        timestamp=_integer(obj, "timestamp", maximum=UINT256_MAX),
     )
 
 
@@ -259,11 +265,15 @@ def _record_entry(obj: Any) -> RecordEntry:
     )
 
 
-def _integer(obj: Mapping[str, Any], field: str, minimum: int = 0) -> int:
+def _integer(
+    obj: Mapping[str, Any], field: str, minimum: int = 0, maximum: int | None = None
+) -> int:
     value = obj[field]
     # bool is an int subclass, but True is not a round number.
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UsageError(f"field {field!r} must be an integer >= {minimum}, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise UsageError(f"field {field!r} must be at most {maximum}, not {value}")
     return value
 
 

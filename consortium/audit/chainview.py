@@ -5,8 +5,10 @@ say-so. The ledger address is the one the auditor trusts (pinned, or the manifes
 registry and consent registry addresses are read from the ledger itself (its immutables), so
 a bundle cannot point the auditor at a look-alike registry.
 
-Reads only use view functions, single receipts and single blocks: the audit never scans logs,
-which on the embedded chain costs time quadratic in the number of events.
+Reads here only use view functions, single receipts and single blocks. The one scan of logs
+the audit makes, of the registries' events for the ``events`` check, goes through
+:mod:`consortium.audit.timeline` in bounded block ranges from the deployment block: on the
+embedded chain a scan costs time quadratic in the number of events.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from web3.types import TxReceipt
 
 from consortium.chain.artifacts import load_artifact
 from consortium.chain.backend import Chain
-from consortium.errors import ChainUnavailable, ConsortiumError
+from consortium.errors import ChainRevert, ChainUnavailable, ConsortiumError
 from consortium.ledger.client import Ledger
 from consortium.ledger.consents import Consent
 from consortium.ledger.deployment import Deployment
@@ -44,6 +46,15 @@ class MemberState:
     active: bool
     roles: Role
     ever_joined: bool
+
+
+@dataclass(frozen=True)
+class BlockFacts:
+    """What the audit needs of one block: its time and which transactions it holds."""
+
+    number: int
+    timestamp: int
+    transactions: tuple[str, ...]  # 0x-prefixed hashes, in block order
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ class ChainView:
             self.linked = False
             self.link_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             registry, consents = fallback.registry, fallback.consents
+        self._block: BlockFacts | None = None  # the last block read, asked for again
         self.deployment = Deployment(
             chain_id=chain.chain_id,
             registry=registry,
@@ -98,7 +110,10 @@ class ChainView:
 
     def code(self, address: str) -> bytes:
         """The runtime code at ``address`` now."""
-        return bytes(self.chain.w3.eth.get_code(to_checksum_address(address)))
+        try:
+            return bytes(self.chain.w3.eth.get_code(to_checksum_address(address)))
+        except (Web3Exception, ValueError, OSError) as exc:
+            raise ChainUnavailable(f"cannot read the code at {address}: {exc}") from None
 
     def job(self, job_id: int) -> Job:
         """The job as ``getJob`` returns it now (ChainRevert ``UnknownJob`` if it has none)."""
@@ -132,15 +147,31 @@ class ChainView:
             events=tuple(events),
         )
 
-    def block_timestamp(self, number: int) -> int:
-        return int(self.chain.w3.eth.get_block(number)["timestamp"])
+    def block(self, number: int) -> BlockFacts:
+        """Block ``number``'s time and transactions. The last block read is kept: the
+        transaction check reads an anchoring block and the standing reads then ask again
+        whether it held anything but the anchor."""
+        if self._block is not None and self._block.number == number:
+            return self._block
+        try:
+            raw = self.chain.w3.eth.get_block(number)
+        except (Web3Exception, ValueError, OSError) as exc:
+            raise ChainUnavailable(f"cannot read block {number}: {exc}") from None
+        self._block = BlockFacts(
+            number=number,
+            timestamp=int(raw["timestamp"]),
+            transactions=tuple(HexBytes(tx).to_0x_hex() for tx in raw["transactions"]),
+        )
+        return self._block
 
     # ---------------------------------------------------------------- past state
 
-    def _past(self, fn: Any, block: int) -> Any:
+    def _past(self, fn: Any, block: int, *, reverts: bool = False) -> Any:
         """``fn`` called as of ``block``; a node that cannot serve it is StateUnavailable.
 
-        Reverts (ChainRevert) are answers and pass through unchanged.
+        For a view that can revert (``reverts``), a revert (ChainRevert) is an answer and
+        passes through unchanged. The committed code of every other view never reverts, so a
+        revert from one is the node's doing and is StateUnavailable too.
         """
         try:
             return self.ledger.call(fn, block)
@@ -149,11 +180,19 @@ class ChainView:
                 f"the node cannot serve the state of block {block} (it needs the history an "
                 f"archive node keeps): {exc}"
             ) from None
+        except ChainRevert as exc:
+            if reverts:
+                raise
+            raise StateUnavailable(
+                f"the node answers {fn.fn_name} as of block {block} with a revert the "
+                f"committed contract cannot give ({exc})"
+            ) from None
 
     def last_round_at(self, job_id: int, block: int) -> int:
         """The job's last anchored round as of ``block``: the probe that tells a node serving
-        real past state from one that silently answers with today's (or an empty) state."""
-        raw = self._past(self.ledger.training.functions.getJob(job_id), block)
+        real past state from one that silently answers with today's (or an empty) state.
+        ChainRevert ``UnknownJob`` if the job did not exist as of ``block``."""
+        raw = self._past(self.ledger.training.functions.getJob(job_id), block, reverts=True)
         return int(raw[1])
 
     def epochs_at(self, block: int) -> tuple[int, int]:
@@ -168,8 +207,9 @@ class ChainView:
         return MemberState(active=bool(active), roles=Role(roles), ever_joined=epoch != 0)
 
     def dataset_owner_at(self, dataset_id: int, block: int) -> ChecksumAddress:
-        raw = self._past(self.ledger.consent_registry.functions.getDataset(dataset_id), block)
-        return to_checksum_address(raw[0])
+        """The dataset's owner as of ``block`` (ChainRevert ``UnknownDataset`` if it had none)."""
+        fn = self.ledger.consent_registry.functions.getDataset(dataset_id)
+        return to_checksum_address(self._past(fn, block, reverts=True)[0])
 
     def consent_at(self, dataset_id: int, grantee: str, purpose: str, block: int) -> Consent:
         """The consent record for the triple as of ``block`` (``granted_at`` 0: never granted)."""

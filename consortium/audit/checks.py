@@ -31,6 +31,7 @@ Check names, in the order an audit reports them:
 ``round-metrics``         the anchored round metrics list exactly the records and refusals
 ``membership``            at the anchoring block, every party was an active member in its role
 ``consent``               at the anchoring block, every dataset's consent was valid
+``events``                the registries' events up to the anchoring block imply the state read
 ``complete``              every round anchored on chain is in the bundle
 ``head-model``            the job's head model on chain is the bundle's last model
 ========================  ==================================================================
@@ -49,7 +50,9 @@ from eth_typing import ChecksumAddress
 
 from consortium.audit.bundle import ManifestJob, RecordEntry, RoundEntry
 from consortium.audit.chainview import ChainView, MemberState
+from consortium.audit.replay import ConsentTerms, ImpliedState
 from consortium.audit.results import CheckResult, Scope
+from consortium.audit.standing import Standing
 from consortium.chain.artifacts import Artifact
 from consortium.crypto.canonical import jcs
 from consortium.crypto.digests import from_hex32, model_digest
@@ -71,7 +74,7 @@ CHECK_NAMES = (
     "chain", "deployment", "code", "job", "objects", "manifest", "sequence", "anchored",
     "transaction", "record", "signature", "leaf-order", "merkle-root", "inclusion-proof",
     "base-model", "update", "aggregation", "lineage", "round-metrics", "membership", "consent",
-    "complete", "head-model",
+    "events", "complete", "head-model",
 )  # fmt: skip
 
 
@@ -104,6 +107,7 @@ class JobFacts:
     initial_model: bytes
     head_model: bytes | None
     last_round: int | None
+    last_anchor_block: int | None
     domain: Domain
 
     @classmethod
@@ -112,12 +116,13 @@ class JobFacts:
             return cls(
                 manifest.id, manifest.purpose, manifest.coordinator, manifest.consumer,
                 manifest.participants, manifest.datasets, manifest.initial_model, None, None,
-                domain,
+                None, domain,
             )  # fmt: skip
         return cls(
             chain_job.id, chain_job.purpose, chain_job.coordinator, chain_job.consumer,
             chain_job.participants, chain_job.dataset_ids, chain_job.initial_model_digest,
-            chain_job.head_model_digest, chain_job.last_round, domain,
+            chain_job.head_model_digest, chain_job.last_round, chain_job.last_anchor_block,
+            domain,
         )  # fmt: skip
 
 
@@ -430,20 +435,26 @@ def check_sequence(scope: Scope, round_number: int, expected: int) -> CheckResul
     )
 
 
-def check_anchored(scope: Scope, anchor: RoundAnchor, view: ChainView) -> CheckResult:
-    """``roundCommitment(job, round)`` on chain is keccak256 of the bundle's anchor."""
+def check_anchored(scope: Scope, entry: RoundEntry, job_id: int, view: ChainView) -> CheckResult:
+    """``roundCommitment`` of this job and the entry's round is keccak256 of the bundle's anchor.
+
+    The commitment covers the anchor's job, round and block, so an anchor that holds here is
+    this job's round, anchored in the block it names; another job's anchor does not hold,
+    whatever that job's chain record says.
+    """
+    anchor = entry.anchor
     try:
-        stored = view.round_commitment(anchor.job_id, anchor.round)
+        stored = view.round_commitment(job_id, entry.round)
     except ChainRevert as exc:
-        return scope.failed("anchored", f"the chain has no anchor for round {anchor.round}: {exc}")
+        return scope.failed("anchored", f"the chain holds no anchor of this round: {exc}")
     commitment = anchor.commitment()
     return scope.outcome(
         "anchored",
         stored == commitment,
-        f"round {anchor.round} is anchored on chain with commitment 0x{stored.hex()} "
+        f"round {entry.round} is anchored on chain with commitment 0x{stored.hex()} "
         f"(block {anchor.block_number})",
-        f"round {anchor.round}'s anchor in the bundle has commitment 0x{commitment.hex()}, "
-        f"the chain stores 0x{stored.hex()}",
+        f"round {entry.round}'s anchor in the bundle has commitment 0x{commitment.hex()}, "
+        f"the chain stores 0x{stored.hex()} for job {job_id} round {entry.round}",
     )
 
 
@@ -489,7 +500,7 @@ def check_transaction(
             else "it emitted the anchor's RoundAnchored event more than once"
         )
     if not problems:
-        timestamp = view.block_timestamp(anchor.block_number)
+        timestamp = view.block(anchor.block_number).timestamp
         if timestamp != anchor.timestamp:
             problems.append(f"block {anchor.block_number} has timestamp {timestamp}")
     return scope.outcome(
@@ -799,6 +810,92 @@ def check_consent(
         f"dataset {dataset_id} of {owner}, consent to {facts.consumer} for {facts.purpose!r} "
         f"as of block {block}: " + "; ".join(problems),
     )
+
+
+def check_events(
+    scope: Scope, implied: ImpliedState, standing: Standing, facts: JobFacts, start: int
+) -> Iterator[CheckResult]:
+    """As of the block the standing checks read, the membership and consent events from the
+    deployment block ``start`` on imply exactly the state the registries hold, for every
+    account and dataset read: the chain's two records of the same history agree.
+
+    One passing result per round; a failed one per account or dataset that disagrees, about
+    the member, or about the dataset's owner.
+    """
+    problems = list(_member_disagreements(implied, standing))
+    problems += _dataset_disagreements(implied, standing, facts)
+    block = standing.block
+    if not problems:
+        yield scope.passed(
+            "events",
+            f"the membership and consent events of blocks {start} to {block} imply the state "
+            f"the registries hold as of block {block} for {len(standing.members)} accounts and "
+            f"{len(facts.datasets)} datasets",
+        )
+    for participant, text in problems:
+        yield scope.at(participant).failed(
+            "events", f"events of blocks {start} to {block} and state disagree: {text}"
+        )
+
+
+def _member_disagreements(
+    implied: ImpliedState, standing: Standing
+) -> Iterator[tuple[str | None, str]]:
+    for account, state in standing.members.items():
+        replayed = implied.member(account)
+        if replayed != state:
+            text = (
+                f"the events make {account} {_member_text(replayed)}, the registry holds "
+                f"{_member_text(state)}"
+            )
+            yield account, text
+
+
+def _dataset_disagreements(
+    implied: ImpliedState, standing: Standing, facts: JobFacts
+) -> Iterator[tuple[str | None, str]]:
+    for dataset_id in facts.datasets:
+        owner = standing.owners.get(dataset_id)
+        replayed = implied.owners.get(dataset_id)
+        if replayed != owner:
+            text = (
+                f"dataset {dataset_id}: the events name owner {replayed or 'none'}, the consent "
+                f"registry {owner or 'none'}"
+            )
+            yield owner or replayed, text
+        consent = standing.consents.get(dataset_id)
+        if consent is None:
+            continue  # the consumer's own dataset, or unknown: no consent was read
+        held = _terms(consent)
+        terms = implied.consent(dataset_id, facts.consumer, facts.purpose)
+        if terms != held:
+            text = (
+                f"dataset {dataset_id}: the events make the consent to {facts.consumer} for "
+                f"{facts.purpose!r} {_consent_text(terms)}, the consent registry holds "
+                f"{_consent_text(held)}"
+            )
+            yield owner, text
+
+
+def _terms(consent: Consent) -> ConsentTerms | None:
+    """A consent as read, in the terms its events carry (None: never granted)."""
+    if not consent.granted_at:
+        return None
+    return ConsentTerms(consent.valid_from, consent.valid_until, consent.revoked)
+
+
+def _member_text(state: MemberState) -> str:
+    if not state.ever_joined:
+        return "never a member"
+    roles = state.roles.describe() or "no roles"
+    return f"{'an active' if state.active else 'a former'} member ({roles})"
+
+
+def _consent_text(terms: ConsentTerms | None) -> str:
+    if terms is None:
+        return "never granted"
+    revoked = ", revoked" if terms.revoked else ""
+    return f"valid from {terms.valid_from} until {terms.valid_until}{revoked}"
 
 
 def undecided_standing(

@@ -41,6 +41,7 @@ from consortium.audit.timeline import (
     TimelineReader,
     anchor_gas,
     deployed_at,
+    first_line,
 )
 from consortium.chain.backend import Chain
 from consortium.errors import ConsortiumError, UsageError
@@ -201,7 +202,7 @@ class AuditReport:
                 if gas is None:
                     notes.append(f"the chain knows no transaction {entry.transaction}")
             except CHAIN_ERRORS as exc:
-                notes.append(f"cannot read the receipt of {entry.transaction}: {_line(exc)}")
+                notes.append(f"cannot read the receipt of {entry.transaction}: {first_line(exc)}")
         return RoundFacts(
             position=position,
             round=entry.round,
@@ -232,7 +233,7 @@ class AuditReport:
             if job.last_anchor_block:
                 ends = [job.last_anchor_block]
         except CHAIN_ERRORS as exc:
-            notes.append(f"the ledger has no job {self.bundle.job.id}: {_line(exc)}")
+            notes.append(f"the ledger has no job {self.bundle.job.id}: {first_line(exc)}")
         if not ends:
             return Timeline(notes=(*notes, "no round of the job is anchored on chain"))
         end = max(ends)
@@ -298,7 +299,7 @@ class AuditReport:
             try:
                 timeline = self.timeline(usable, facts, chunk)
             except CHAIN_ERRORS as exc:
-                timeline = Timeline(notes=(f"the events could not be read: {_line(exc)}",))
+                timeline = Timeline(notes=(f"the events could not be read: {first_line(exc)}",))
         stamps = _timestamps(usable, timeline.events) if usable is not None else {}
         parts = [
             self._header(generated, notes),
@@ -637,11 +638,6 @@ def _timeline_plot(events: Sequence[ChainEvent], status: Callable[[int], str | N
 def _e(value: object) -> str:
     """HTML-escapes anything for text and attribute values alike (quotes included)."""
     return html.escape(str(value), quote=True)
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _number(value: Any) -> float | None:

@@ -1,22 +1,25 @@
-"""What the audit report reads from the chain besides the checks: gas and a timeline of events.
+"""The registries' and the job's events, read in bounded block ranges: for the ``events``
+check and for the report's timeline, besides the gas of each anchoring transaction.
 
-The checks never scan logs (see :mod:`consortium.audit.chainview`); the report's timeline has
-to, because membership and consent changes between rounds are only visible as events. So the
-scan is bounded on both sides and done in fixed-size block ranges: it starts at the
-deployment block (never at block 0, which on the embedded chain costs time quadratic in the
-number of events and on a public node means millions of empty blocks) and stops at the job's
-last anchoring block. Each range costs two ``eth_getLogs`` calls: one for the two registries,
-one for the ledger's events of this job (filtered by the indexed job id on the node).
+Membership and consent changes are only visible as events, so both the check that events and
+state agree and the report's timeline scan logs. The scan is bounded on both sides and done in
+fixed-size block ranges: it starts at the deployment block (never at block 0, which on the
+embedded chain costs time quadratic in the number of events and on a public node means
+millions of empty blocks) and stops at the job's last anchoring block. Each range costs one
+``eth_getLogs`` call for the two registries and, for the timeline only, one for the ledger's
+events of this job (filtered by the indexed job id on the node). The audit reads the registry
+events once, forward, as its rounds advance (:class:`RegistryEvents`); the report reads its
+timeline afterwards, and nothing it reads feeds the verdict.
 
-Everything here is for people to read next to the verdict; nothing here feeds the verdict.
 Addresses come from the trusted ledger's immutables, not from the bundle, so a bundle cannot
-make the timeline show another registry's history.
+make the audit or the timeline read another registry's history.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,8 +41,20 @@ MEMBERSHIP_EVENTS = ("MemberAdded", "MemberRemoved", "MemberLeft", "RolesChanged
 CONSENT_EVENTS = ("DatasetRegistered", "SubjectsRootUpdated", "ConsentGranted", "ConsentRevoked")
 JOB_EVENTS = ("JobCreated", "RoundAnchored", "JobRevalidated", "JobClosed")
 
-#: Exceptions a read from a node can end in; the report shows them instead of failing.
+#: Exceptions a read from a node can end in: the report shows them instead of failing, and the
+#: ``events`` check makes them an undecided result.
 CHAIN_ERRORS = (Web3Exception, ValueError, OSError, ConsortiumError)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error as one line: its message's first line, or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class ReplayError(ConsortiumError):
+    """The events cannot be replayed to the block asked for: the bundle's fault, not the node's
+    (a deployment block the chain contradicts, rounds whose blocks go backwards)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,7 @@ class ChainEvent:
     detail: str
     transaction: str
     round: int | None = None  # for RoundAnchored: the round it anchored
+    args: Mapping[str, Any] = field(default_factory=dict)  # decoded, for replaying state
 
 
 @dataclass(frozen=True)
@@ -142,23 +158,33 @@ class TimelineReader:
     def read(self, start: int, end: int) -> list[ChainEvent]:
         """The events of blocks ``start..end`` (inclusive), ordered by block and log index."""
         events: list[ChainEvent] = []
-        job_topic = "0x" + self.job_id.to_bytes(32, "big").hex()
         for first, last in block_ranges(start, end, self.chunk):
-            for log in self._logs(
-                first, last, self._registry_addresses, [_topics(self._registries)]
-            ):
-                kind, event = self._registries[bytes(log["topics"][0])]
-                decoded = event.process_log(log)
-                args = decoded["args"]
-                if kind == "consent" and int(args["datasetId"]) not in self.datasets:
-                    continue
-                events.append(_event(kind, decoded["event"], args, log))
-            for log in self._logs(
-                first, last, [self._ledger_address], [_topics(self._jobs), job_topic]
-            ):
-                decoded = self._jobs[bytes(log["topics"][0])].process_log(log)
-                events.append(_event("job", decoded["event"], decoded["args"], log))
-        events.sort(key=lambda e: (e.block, e.log_index))
+            events += self.registry_events(first, last)
+            events += self.job_events(first, last)
+        events.sort(key=_order)
+        return events
+
+    def registry_events(self, first: int, last: int) -> list[ChainEvent]:
+        """Membership events and the job's datasets' consent events of blocks ``first..last``,
+        in order: one ``eth_getLogs`` call, so the range must be a bounded one."""
+        events = []
+        for log in self._logs(first, last, self._registry_addresses, [_topics(self._registries)]):
+            kind, event = self._registries[bytes(log["topics"][0])]
+            decoded = event.process_log(log)
+            args = decoded["args"]
+            if kind == "consent" and int(args["datasetId"]) not in self.datasets:
+                continue
+            events.append(_event(kind, decoded["event"], args, log))
+        events.sort(key=_order)
+        return events
+
+    def job_events(self, first: int, last: int) -> list[ChainEvent]:
+        """The ledger's events of this job in blocks ``first..last``: one ``eth_getLogs`` call."""
+        topics = [_topics(self._jobs), "0x" + self.job_id.to_bytes(32, "big").hex()]
+        events = []
+        for log in self._logs(first, last, [self._ledger_address], topics):
+            decoded = self._jobs[bytes(log["topics"][0])].process_log(log)
+            events.append(_event("job", decoded["event"], decoded["args"], log))
         return events
 
     def _logs(
@@ -170,6 +196,53 @@ class TimelineReader:
                 {"fromBlock": first, "toBlock": last, "address": list(addresses), "topics": topics}
             )
         )
+
+
+class RegistryEvents:
+    """The registry events from block ``start`` on, handed out in block order as far as each
+    call asks: every block range is read once per audit, however many rounds there are.
+
+    Ranges are read ahead up to ``horizon`` (the job's last anchoring block), so a job whose
+    rounds sit in one range costs one ``eth_getLogs`` call; only the events not yet handed out
+    are kept. The audit asks for ever later blocks; asking for an earlier one is refused,
+    since its events have been handed out already.
+    """
+
+    def __init__(self, reader: TimelineReader, start: int, horizon: int) -> None:
+        self.reader = reader
+        self.start = start
+        self.horizon = horizon
+        self.through = start - 1  # events of blocks up to here have been handed out
+        self._read_through = start - 1
+        self._pending: deque[ChainEvent] = deque()
+
+    def until(self, block: int) -> list[ChainEvent]:
+        """The events of blocks ``through + 1 .. block`` (none if ``block`` is ``through``).
+
+        Raises:
+            ReplayError: ``block`` is before blocks already handed out.
+            Web3Exception, ValueError, OSError: the node did not answer a range.
+        """
+        if block < self.through:
+            raise ReplayError(
+                f"block {block} comes before block {self.through}, up to which the events "
+                "have been replayed already (the rounds are out of block order)"
+            )
+        end = max(block, self.horizon)
+        while self._read_through < block:
+            first = self._read_through + 1
+            last = min(first + self.reader.chunk - 1, end)
+            self._pending.extend(self.reader.registry_events(first, last))
+            self._read_through = last
+        handed: list[ChainEvent] = []
+        while self._pending and self._pending[0].block <= block:
+            handed.append(self._pending.popleft())
+        self.through = block
+        return handed
+
+
+def _order(event: ChainEvent) -> tuple[int, int]:
+    return event.block, event.log_index
 
 
 def _topic(event: Any) -> bytes:
@@ -192,6 +265,7 @@ def _event(kind: str, name: str, args: Any, log: Any) -> ChainEvent:
         detail=detail,
         transaction=HexBytes(log["transactionHash"]).to_0x_hex(),
         round=round_number,
+        args=dict(args),
     )
 
 

@@ -9,9 +9,11 @@ The audit streams. Results are yielded as they are found, one round at a time; a
 objects are read, checked and dropped before the next round is touched, and what is carried
 from round to round is a few digests and block numbers. Only the list of round numbers and
 model digests grows with the rounds (for the completeness check and model look-ups).
-Membership and consent are read as of the block before each anchoring block; when the
-registries' epochs show nothing was taken away since the previous round, the previous round's
-reads are reused, so an audit costs a handful of calls per round.
+Membership and consent are read as of the block before each anchoring block, each fact once
+for as long as the chain shows it cannot have changed (:mod:`consortium.audit.standing`), so
+an audit costs a handful of calls per round, often none. The registries' events are read
+once, forward, in bounded block ranges as the rounds advance, and replayed
+(:mod:`consortium.audit.replay`) to compare with that state.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from eth_typing import ChecksumAddress
 
 from consortium.audit.bundle import AuditBundle, RoundEntry, parse_round
-from consortium.audit.chainview import ChainView, MemberState, StateUnavailable
+from consortium.audit.chainview import ChainView, StateUnavailable
 from consortium.audit.checks import (
     Evidence,
     JobFacts,
@@ -40,6 +42,7 @@ from consortium.audit.checks import (
     check_complete,
     check_consent,
     check_deployment,
+    check_events,
     check_head_model,
     check_inclusion_proof,
     check_job,
@@ -57,7 +60,17 @@ from consortium.audit.checks import (
     check_update,
     undecided_standing,
 )
+from consortium.audit.replay import ImpliedState
 from consortium.audit.results import CheckResult, Scope
+from consortium.audit.standing import Standing, StandingReader
+from consortium.audit.timeline import (
+    CHAIN_ERRORS,
+    RegistryEvents,
+    ReplayError,
+    TimelineReader,
+    deployed_at,
+    first_line,
+)
 from consortium.chain.artifacts import load_artifact
 from consortium.chain.backend import EMBEDDED, Chain, connect
 from consortium.crypto.canonical import jcs
@@ -65,7 +78,6 @@ from consortium.crypto.digests import from_hex32, model_digest
 from consortium.crypto.eip712 import Domain
 from consortium.crypto.update_record import SignedUpdateRecord
 from consortium.errors import ChainRevert, ConsortiumError, UsageError
-from consortium.ledger.consents import Consent
 from consortium.ledger.jobs import Job
 from consortium.ledger.roles import Role
 from consortium.ledger.values import address
@@ -93,23 +105,6 @@ def verify_bundle(
     return JobAudit(bundle, chain, ledger=ledger).run()
 
 
-@dataclass
-class _Standing:
-    """Membership and consent reads, valid for as long as the registries' epochs stay put.
-
-    Both registries bump their epoch on every change that can take a right away (removal,
-    role change, revocation, a replaced consent); additions do not. So facts that all held as
-    of one block still hold at a later block with the same epochs, and are reused. A snapshot
-    with any failed fact is not reused: a right added since could have cured it.
-    """
-
-    epochs: tuple[int, int]
-    members: dict[str, MemberState] = field(default_factory=dict)
-    owners: dict[int, ChecksumAddress] = field(default_factory=dict)
-    consents: dict[int, Consent] = field(default_factory=dict)
-    clean: bool = True
-
-
 class JobAudit:
     """One audit of one bundle against one chain.
 
@@ -132,8 +127,9 @@ class JobAudit:
         self._previous_model: bytes | None = None
         self._previous_source = "the job's initial model"
         self._previous_block: int | None = 0
-        self._standing: _Standing | None = None
         self._in_rounds = False
+        self._events: RegistryEvents | ConsortiumError | None = None  # see _registry_events
+        self._implied = ImpliedState()
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -207,6 +203,7 @@ class JobAudit:
             bundle.job, chain_job, Domain(self.chain.chain_id, ledger_address)
         )
         self._previous_model = facts.initial_model
+        self.standing = StandingReader(view, facts.id, facts.consumer, facts.purpose)
         evidence = Evidence(bundle.objects)
         evidence.model(facts.initial_model, scope, "initial model (base of round 1)")
         spec = chain_job.model_spec_digest if chain_job else bundle.job.model_spec
@@ -235,9 +232,10 @@ class JobAudit:
         anchor = entry.anchor
         yield check_manifest_entry(scope, entry, facts.id)
         yield check_sequence(scope, entry.round, self._previous_round + 1)
-        anchored = check_anchored(scope, anchor, self.view)
+        anchored = check_anchored(scope, entry, facts.id, self.view)
         yield anchored
-        yield check_transaction(scope, entry, self._previous_block, self.view)
+        transaction = check_transaction(scope, entry, self._previous_block, self.view)
+        yield transaction
 
         evidence = Evidence(self.bundle.objects)
         records = self._load_records(scope, entry, evidence)
@@ -296,10 +294,12 @@ class JobAudit:
         ]
         if anchored.ok:
             yield from self._standing_checks(scope, entry, outsiders)
+            if transaction.ok:
+                self._note_anchor_block(entry)
         else:
             reason = "cannot check: the bundle's anchor is not the chain's, so its block is unknown"
-            yield scope.failed("membership", reason)
-            yield scope.failed("consent", reason)
+            for name in ("membership", "consent", "events"):
+                yield scope.failed(name, reason)
         self._advance(
             entry.round,
             anchor.model_digest,
@@ -343,78 +343,115 @@ class JobAudit:
         windows evaluated at the anchor's timestamp: exactly what ``anchorRound`` saw, as
         the anchoring transaction ran first in its block on an auto-mining chain; on a chain
         with several transactions per block, state changed earlier in the same block would
-        have made the contract refuse the anchor.
+        have made the contract refuse the anchor. Then the events against that state.
         """
         facts = self.facts
-        view = self.view
-        anchor = entry.anchor
-        block = anchor.block_number - 1
+        block = entry.anchor.block_number - 1
         accounts: list[tuple[str, Role | None, str]] = [
             (facts.coordinator, Role.COORDINATOR, "coordinator"),
             (facts.consumer, Role.CONSUMER, "consumer"),
             *((p, None, "participant") for p in facts.participants),
-            *((p, None, "record's participant") for p in outsiders),
+            *((p, None, "record's participant") for p in dict.fromkeys(outsiders)),
         ]
         try:
-            last = view.last_round_at(facts.id, block)
-            if last != anchor.round - 1:
-                raise StateUnavailable(
-                    f"the node reports job {facts.id} at round {last} as of block {block}, "
-                    f"though round {anchor.round} was anchored in block {anchor.block_number}: "
-                    "it does not serve that block's real state"
-                )
-            epochs = view.epochs_at(block)
-            standing = self._standing
-            if standing is None or standing.epochs != epochs or not standing.clean:
-                standing = self._standing = _Standing(epochs)
-            for account, _, _ in accounts:
-                if account not in standing.members:
-                    standing.members[account] = view.member_at(account, block)
-            unknown: dict[int, str] = {}
-            for dataset_id in facts.datasets:
-                if dataset_id in standing.owners:
-                    continue
-                try:
-                    owner = view.dataset_owner_at(dataset_id, block)
-                except ChainRevert as exc:
-                    unknown[dataset_id] = str(exc)
-                    continue
-                standing.owners[dataset_id] = owner
-                if owner not in standing.members:
-                    standing.members[owner] = view.member_at(owner, block)
-                if owner != facts.consumer:
-                    standing.consents[dataset_id] = view.consent_at(
-                        dataset_id, facts.consumer, facts.purpose, block
-                    )
+            standing = self.standing.read(
+                entry.round, block, (a for a, _, _ in accounts), facts.datasets
+            )
         except StateUnavailable as exc:
-            self._standing = None
             subjects = [("membership", a, f"the {label}") for a, _, label in accounts]
             subjects += [("consent", None, f"dataset {d}") for d in facts.datasets]
+            subjects += [("events", None, "the registry events against the registries' state")]
             yield from undecided_standing(scope, subjects, str(exc))
             return
-
-        results = [
-            check_membership(scope.at(account), standing.members[account], role, label, block)
-            for account, role, label in accounts
-        ]
+        for account, role, label in accounts:
+            yield check_membership(scope.at(account), standing.members[account], role, label, block)
         for dataset_id in facts.datasets:
-            if dataset_id in unknown:
-                results.append(
-                    scope.failed(
-                        "consent", f"dataset {dataset_id} is unknown as of block {block}: "
-                        f"{unknown[dataset_id]}",
-                    )
-                )  # fmt: skip
-                continue
-            owner = standing.owners[dataset_id]
-            results.append(
-                check_consent(
-                    scope.at(owner), dataset_id, owner, standing.members.get(owner),
-                    standing.consents.get(dataset_id), facts, anchor.timestamp, block,
-                )
-            )  # fmt: skip
-        standing.clean = standing.clean and all(r.ok for r in results)
-        yield from results
+            yield self._consent_check(scope, dataset_id, standing, entry.anchor.timestamp)
+        yield from self._events_check(scope, standing)
+
+    def _consent_check(
+        self, scope: Scope, dataset_id: int, standing: Standing, timestamp: int
+    ) -> CheckResult:
+        block = standing.block
+        if dataset_id in standing.unknown:
+            return scope.failed(
+                "consent",
+                f"dataset {dataset_id} is unknown as of block {block}: "
+                f"{standing.unknown[dataset_id]}",
+            )
+        owner = standing.owners[dataset_id]
+        return check_consent(
+            scope.at(owner), dataset_id, owner, standing.members[owner],
+            standing.consents.get(dataset_id), self.facts, timestamp, block,
+        )  # fmt: skip
+
+    def _note_anchor_block(self, entry: RoundEntry) -> None:
+        """When the round's anchoring block held nothing but its anchoring transaction (which
+        only reads the registries), the registries' state after it is the state just read:
+        the next round, if anchored in the next block, needs no reads of its own."""
+        block = entry.anchor.block_number
+        if self.view.block(block).transactions == (entry.transaction,):
+            self.standing.unchanged_in(block)
+
+    # ------------------------------------------------------------------ events
+
+    def _open_events(self) -> RegistryEvents | ConsortiumError:
+        """The replay of the registries' events from the deployment block, or why there is
+        none: ReplayError when the chain contradicts that block, StateUnavailable when it
+        cannot tell. Every round's ``events`` check then says so.
+
+        The deployment block is the manifest's word, and where the replay starts decides what
+        it sees: it must be where the trusted registry appeared (code there, none the block
+        before).
+        """
+        view, facts = self.view, self.facts
+        start = self.bundle.deployment.block_number
+        registry = view.deployment.registry
+        confirmed = deployed_at(self.chain, registry, start)
+        if confirmed is None:
+            return StateUnavailable(
+                f"the node cannot tell whether registry {registry} was deployed in block "
+                f"{start}, the manifest's deployment block, where the replay would start"
+            )
+        if not confirmed:
+            return ReplayError(
+                f"the manifest's deployment block {start} is not where registry {registry} "
+                "was deployed"
+            )
+        reader = TimelineReader(
+            self.chain,
+            registry=view.ledger.registry,
+            consents=view.ledger.consent_registry,
+            ledger=view.training,
+            job_id=facts.id,
+            datasets=facts.datasets,
+        )
+        return RegistryEvents(reader, start, horizon=facts.last_anchor_block or start)
+
+    def _events_check(self, scope: Scope, standing: Standing) -> Iterator[CheckResult]:
+        """The events up to the standing's block, replayed onto the state they implied so far,
+        against the standing."""
+        try:
+            events = self._registry_events()
+            self._implied.apply(events.until(standing.block))
+        except ReplayError as exc:
+            yield scope.failed("events", f"cannot replay the registry events: {exc}")
+            return
+        except CHAIN_ERRORS as exc:
+            yield scope.undecided(
+                "events",
+                f"cannot read the registry events up to block {standing.block}: {first_line(exc)}",
+            )
+            return
+        yield from check_events(scope, self._implied, standing, self.facts, events.start)
+
+    def _registry_events(self) -> RegistryEvents:
+        """The replay's events, set up by the first round that needs them (or why not)."""
+        if self._events is None:
+            self._events = self._open_events()
+        if isinstance(self._events, ConsortiumError):
+            raise self._events.with_traceback(None)
+        return self._events
 
 
 def _claimed_round(raw: object, position: int) -> int:
