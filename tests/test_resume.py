@@ -39,7 +39,7 @@ from consortium.crypto.digests import from_hex32, hex32
 from consortium.crypto.merkle import MerkleTree
 from consortium.errors import UsageError
 from consortium.ledger.client import Ledger
-from consortium.orchestration.bundle import check_roots, export_bundle
+from consortium.orchestration.bundle import export_bundle
 from consortium.orchestration.faults import KILL_AT_ENV, POINTS
 from consortium.orchestration.journal import Journal
 from consortium.orchestration.messages import anchor_from_json
@@ -109,9 +109,18 @@ def killed(result: subprocess.CompletedProcess[str], where: str) -> None:
     )
 
 
-def finished(result: subprocess.CompletedProcess[str], where: str) -> dict[str, Any]:
-    assert result.returncode == 0, f"{where}: exit {result.returncode}\n{result.stderr}"
-    return json.loads(result.stdout)
+def finished(
+    result: subprocess.CompletedProcess[str], where: str, *, history: bool = True
+) -> dict[str, Any]:
+    """The report of a run that completed, with every round of the job audited. Without the
+    node's ``history`` (a restarted anvil keeps no past state), the audit cannot check the
+    standing at past blocks: it says so, and the run exits 1 as ``consortium audit`` would."""
+    report = json.loads(result.stdout)
+    audit = report["audit"]
+    assert (audit["rounds"], audit["failed"]) == (ROUNDS, 0), f"{where}: {audit}"
+    expected = ("pass", 0) if history else ("unverifiable", 1)
+    assert (audit["status"], result.returncode) == expected, f"{where}: {result.stderr}"
+    return report
 
 
 def with_keys(out: Path, keys_from: Path) -> Path:
@@ -188,7 +197,6 @@ def check_completed(out: Path, on_chain: OnChain, reference: Reference, where: s
         assert on_chain.ledger.jobs.round_commitment(job.id, r) == anchor.commitment(), where
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     assert [r["round"] for r in manifest["rounds"]] == list(range(1, ROUNDS + 1)), where
-    assert check_roots(on_chain.ledger, out / "bundle") == list(range(1, ROUNDS + 1)), where
 
 
 # ---------------------------------------------------------------------------------- fixtures
@@ -213,7 +221,6 @@ def reference(node: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> Refe
     """An uninterrupted run."""
     out = tmp_path_factory.mktemp("reference") / "run"
     report = finished(simulate(node, out), "reference run")
-    assert report["checkedRounds"] == list(range(1, ROUNDS + 1))
     assert not any(r["resumed"] for r in report["rounds"])
     return Reference(out, [r["anchor"]["modelDigest"] for r in report["rounds"]])
 
@@ -259,7 +266,6 @@ def test_killed_at_any_step_the_job_resumes(
         report = finished(simulate(node, out, resume=True), f"{where}, then resumed")
         assert [r["round"] for r in report["rounds"]] == list(range(1, ROUNDS + 1)), where
         assert report["rounds"][-1]["anchor"]["modelDigest"] == reference.models[-1], where
-        assert report["checkedRounds"] == list(range(1, ROUNDS + 1)), where
         assert report["rounds"][CRASH_ROUND - 2]["resumed"], where  # taken from the journal
         assert not report["rounds"][-1]["resumed"], where
         check_completed(out, on_chain, reference, where)
@@ -298,7 +304,9 @@ def test_an_anchor_lost_with_the_nodes_pool_is_sent_again(
         assert on_chain.ledger.jobs.get(on_chain.job_id).last_round == CRASH_ROUND - 1
         check_write_ahead(out, on_chain, "after the node restart")
 
-        report = finished(simulate(own_node, out, resume=True), "resumed after the loss")
+        report = finished(
+            simulate(own_node, out, resume=True), "resumed after the loss", history=False
+        )
         assert report["rounds"][CRASH_ROUND - 1]["transaction"] == tx_hash
         check_completed(out, on_chain, reference, "lost anchor")
         # The very same signed transaction was sent again: one signature, mined as signed.

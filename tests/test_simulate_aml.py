@@ -21,7 +21,13 @@ def test_every_round_is_anchored_and_bundled(tmp_path: Path) -> None:
     result = simulate("--banks", "3", "--rounds", "3", "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["checkedRounds"] == [1, 2, 3]
+    audit = report["audit"]
+    assert (audit["status"], audit["rounds"], audit["failed"], audit["unverifiable"]) == (
+        "pass",
+        3,
+        0,
+        0,
+    )
     rounds = report["rounds"]
     assert [r["anchor"]["round"] for r in rounds] == [1, 2, 3]
     assert all(r["anchor"]["participantCount"] == 3 and not r["refused"] for r in rounds)
@@ -48,9 +54,8 @@ def test_the_human_report_is_a_round_table() -> None:
     assert result.exit_code == 0, result.output
     for column in ("round", "loss", "AUC", "participants", "root", "gas", "tx"):
         assert column in result.stdout
-    assert result.stdout.rstrip().endswith(
-        "audit check passed: 2 anchored roots match the stored records"
-    )
+    last = result.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("audit of 2 rounds: VERIFIED: every check holds (")
 
 
 def test_resume_needs_the_run_and_its_node(tmp_path: Path) -> None:

@@ -9,12 +9,13 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 
+from consortium.audit import Verdict, open_bundle, verify_bundle
 from consortium.chain.backend import Chain, connect
 from consortium.cli.output import emit_json, emit_table
 from consortium.cli.params import json_option
 from consortium.errors import UsageError
 from consortium.ledger.client import Ledger
-from consortium.orchestration.bundle import check_roots, export_bundle
+from consortium.orchestration.bundle import export_bundle
 from consortium.orchestration.coordinator import RoundResult
 from consortium.orchestration.messages import anchor_to_json
 from consortium.scenarios import aml
@@ -110,7 +111,7 @@ def aml_command(
         bundle = export_bundle(
             ledger, run.job_id, run.institute.store, run.institute.journal(), directory
         )
-        checked = check_roots(ledger, bundle)
+        verdict = _audit(chain, bundle)
         if as_json:
             emit_json(
                 {
@@ -119,19 +120,28 @@ def aml_command(
                     "deployment": run.deployment.to_json(),
                     "rounds": [_round_json(r) for r in results],
                     "bundle": str(bundle) if out else None,
-                    "checkedRounds": checked,
+                    "audit": {**verdict.to_json(), "rounds": verdict.rounds},
                 }
             )
-            return
+            click.get_current_context().exit(verdict.exit_code)
         emit_table(
             f"AML job {run.job_id}: {len(run.banks)} banks, chain {chain.chain_id}",
             ("round", "loss", "AUC", "participants", "root", "gas", "tx"),
             [_round_row(r) for r in results],
         )
         where = f"; bundle in {bundle}" if out else ""
-        click.echo(
-            f"audit check passed: {len(checked)} anchored roots match the stored records{where}"
-        )
+        click.echo(f"audit of {verdict.rounds} rounds: {verdict.describe()}{where}")
+        click.get_current_context().exit(verdict.exit_code)
+
+
+def _audit(chain: Chain, bundle: Path) -> Verdict:
+    """The auditor's full verification of the exported bundle against the chain, run while
+    the chain (the embedded one lives only as long as this process) is still there."""
+    verdict = Verdict()
+    with open_bundle(bundle) as opened:
+        for result in verify_bundle(opened, chain):
+            verdict.add(result)
+    return verdict
 
 
 def _run_with_progress(console: Console, chain: Chain, run: aml.AmlRun) -> list[RoundResult]:

@@ -16,7 +16,6 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
-from typing import Any
 
 from consortium.crypto.digests import from_hex32, hex32
 from consortium.crypto.merkle import MerkleTree
@@ -29,10 +28,6 @@ from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import model_objects
 
 BUNDLE_FORMAT = "consortium.audit-bundle/1"
-
-
-class RootMismatch(ConsortiumError):
-    """A stored round does not reproduce the root or commitment anchored on chain."""
 
 
 def export_bundle(
@@ -123,28 +118,3 @@ def _pack(directory: Path, archive: Path) -> None:
             arcname = str(path.relative_to(directory.parent))
             tar.add(path, arcname=arcname, recursive=False, filter=normalise)
     os.replace(partial, archive)
-
-
-def check_roots(ledger: Ledger, bundle: Path) -> list[int]:
-    """Re-derives every round's Merkle root from the bundled records and checks it, and the
-    anchor's commitment, against the chain; returns the rounds checked.
-
-    This is the scenario's closing check; the auditor verifies much more (signatures,
-    consents, the aggregation itself).
-    """
-    manifest: dict[str, Any] = json.loads((bundle / "manifest.json").read_text())
-    objects = ArtifactStore(bundle)
-    checked = []
-    for entry in manifest["rounds"]:
-        anchor = anchor_from_json(entry["anchor"])
-        leaves = [objects.get(from_hex32(r["digest"])) for r in entry["records"]]
-        root = MerkleTree(leaves).root
-        if root != anchor.merkle_root or len(leaves) != anchor.participant_count:
-            raise RootMismatch(
-                f"round {anchor.round}: the bundled records give root {root.hex()}, "
-                f"the anchor says {anchor.merkle_root.hex()}"
-            )
-        if ledger.jobs.round_commitment(anchor.job_id, anchor.round) != anchor.commitment():
-            raise RootMismatch(f"round {anchor.round}: the chain holds another commitment")
-        checked.append(anchor.round)
-    return checked
