@@ -19,6 +19,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -95,11 +96,12 @@ def test_opening_a_store_creates_nothing_until_the_first_put(tmp_path: Path) -> 
     assert (tmp_path / "nowhere" / "objects").is_dir()
 
 
-def test_missing_object(store: ArtifactStore) -> None:
+@pytest.mark.parametrize("read", ["get", "get_view"])
+def test_missing_object(store: ArtifactStore, read: str) -> None:
     digest = hashlib.sha256(b"never stored").digest()
     assert not store.has(digest)
     with pytest.raises(MissingArtifact, match=f"^artifact {digest.hex()} is not in the store "):
-        store.get(digest)
+        getattr(store, read)(digest)
 
 
 @pytest.mark.parametrize(
@@ -112,18 +114,55 @@ def test_missing_object(store: ArtifactStore) -> None:
     ],
     ids=["flipped", "truncated", "empty", "appended"],
 )
-def test_damaged_object_is_refused_by_name(store: ArtifactStore, how) -> None:
+@pytest.mark.parametrize("read", ["get", "get_view"])
+def test_damaged_object_is_refused_by_name(store: ArtifactStore, how, read: str) -> None:
     data = os.urandom(1000)
     digest = store.put(data)
     path = store.path(digest)
     damage(path, how(data))
     with pytest.raises(CorruptArtifact) as info:
-        store.get(digest)
+        getattr(store, read)(digest)
     message = str(info.value)
     assert "\n" not in message
     assert digest.hex() in message and str(path) in message
     assert isinstance(info.value, ConsortiumError)
     assert store.verify_all() == [digest]
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 4096, (1 << 22) + 3])
+def test_get_view_is_a_read_only_view_of_private_memory(store: ArtifactStore, size: int) -> None:
+    data = os.urandom(size)
+    digest = store.put(data)
+    view = store.get_view(digest)
+    assert view.readonly and view.format == "B" and view == data == store.get(digest)
+    with pytest.raises(TypeError):
+        view[:1] = b"x"
+    # It ends on a 64-byte boundary, so a payload behind a header is aligned for its dtype
+    # (numpy gives an empty buffer an address of its own).
+    assert size == 0 or (np.frombuffer(view, dtype=np.uint8).ctypes.data + size) % 64 == 0
+    # Nobody writes through the buffer behind it either.
+    assert not view.obj.flags.writeable
+    # Its bytes are the ones verified, not the file's: rewriting the file changes nothing.
+    damage(store.path(digest), bytes(size))
+    assert view == data
+
+
+def test_get_view_refuses_a_file_that_grew_after_it_was_sized(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(1000)
+    digest = store.put(data)
+    damage(store.path(digest), data + b"appended while being read")
+    real_fstat = os.fstat
+
+    def stale_fstat(fd: int) -> os.stat_result:
+        fields = list(real_fstat(fd))
+        fields[stat.ST_SIZE] = len(data)
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(os, "fstat", stale_fstat)
+    with pytest.raises(CorruptArtifact, match=digest.hex()):
+        store.get_view(digest)
 
 
 def test_put_repairs_a_damaged_object_and_nothing_else(store: ArtifactStore) -> None:

@@ -36,9 +36,11 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from consortium.crypto.canonical import jcs
 from consortium.errors import ConsortiumError, UsageError
@@ -50,6 +52,9 @@ TEMP_PREFIX = ".tmp-"
 _FANOUT = re.compile(r"[0-9a-f]{2}")
 _REST = re.compile(r"[0-9a-f]{62}")
 _CHUNK = 1 << 20
+# A cache line, and more than any numpy element size.
+_ALIGNMENT = 64
+_Bytes = TypeVar("_Bytes", bytes, memoryview)
 # errnos with which link(2) says "this filesystem has no hard links" rather than "no".
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
 
@@ -128,9 +133,26 @@ class ArtifactStore:
         if its bytes are damaged; bad bytes are never returned, because a caller would go on to
         aggregate, sign or anchor them.
         """
+        return self._verified(digest, Path.read_bytes)
+
+    def get_view(self, digest: bytes) -> memoryview:
+        """The object's bytes, verified like :meth:`get`, as a read-only view of private memory.
+
+        For large objects that are parsed in place rather than kept as bytes (tensors, which
+        :func:`~consortium.store.models.parse_tensor_blob` turns into arrays over this memory
+        without a copy). The file is read once into a buffer allocated for it alone, so the
+        bytes hashed are the bytes handed out, whatever later happens to the file or to its
+        page cache (which is why this is not an ``mmap`` of the file). The buffer is a numpy
+        allocation, which asks the kernel for huge pages, so reading a large object costs about
+        half of what filling a ``bytes`` object of the same size does (fewer page faults).
+        """
+        return self._verified(digest, _read_private)
+
+    def _verified(self, digest: bytes, read: Callable[[Path], _Bytes]) -> _Bytes:
+        """``read`` of the object's file, refused unless it hashes to ``digest``."""
         path = self.path(digest)
         try:
-            data = path.read_bytes()
+            data = read(path)
         except FileNotFoundError:
             raise MissingArtifact(
                 f"artifact {digest.hex()} is not in the store {self.root}"
@@ -192,7 +214,11 @@ class ArtifactStore:
         writers of the same bytes, in threads or processes, both succeed and leave one intact
         object.
         """
-        digest = hashlib.sha256(data).digest()
+        return self._put(hashlib.sha256(data).digest(), data)
+
+    def _put(self, digest: bytes, data: bytes | memoryview) -> bytes:
+        """:meth:`put` of ``data`` whose SHA-256 the caller knows to be ``digest`` (it has just
+        computed or verified it), so that copying a verified object does not hash it twice."""
         final = self.path(digest)
         try:
             if _compare(final, data) == "intact":
@@ -222,15 +248,15 @@ class ArtifactStore:
     def export(self, digests: Iterable[bytes], dest_dir: Path) -> ArtifactStore:
         """Copy the given objects into a store at ``dest_dir`` (same ``objects/`` layout).
 
-        Each object is verified on the way out (:meth:`get`) and written with the same atomic,
-        non-overwriting :meth:`put`, so an audit bundle never receives a damaged object; the
-        first damaged or missing one raises. Objects copied before that stay, and are valid:
-        whoever builds a bundle writes its manifest only after ``export`` returns. Returns the
-        destination store.
+        Each object is verified on the way out (:meth:`get_view`, whose check also provides its
+        digest, so it is hashed once) and written with the same atomic, non-overwriting
+        :meth:`put`, so an audit bundle never receives a damaged object; the first damaged or
+        missing one raises. Objects copied before that stay, and are valid: whoever builds a
+        bundle writes its manifest only after ``export`` returns. Returns the destination store.
         """
         dest = ArtifactStore(dest_dir)
         for digest in dict.fromkeys(digests):
-            dest.put(self.get(digest))
+            dest._put(digest, self.get_view(digest))
         return dest
 
     # ----------------------------------------------------------------------------- recovery
@@ -292,7 +318,7 @@ class ArtifactStore:
             finally:
                 os.close(fd)
 
-    def _publish(self, temporary: Path, final: Path, data: bytes) -> None:
+    def _publish(self, temporary: Path, final: Path, data: bytes | memoryview) -> None:
         """Give the complete, synced temporary file its final name without replacing an object."""
         for _ in range(3):
             try:
@@ -345,7 +371,7 @@ def _hex(digest: bytes) -> str:
     return digest.hex()
 
 
-def _compare(path: Path, data: bytes) -> str:
+def _compare(path: Path, data: bytes | memoryview) -> str:
     """``"missing"``, ``"intact"`` (the file holds exactly ``data``) or ``"damaged"``.
 
     Comparing with bytes known to hash to the digest is as strong as hashing the file, and
@@ -398,6 +424,27 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
     opened = os.fstat(fd)
     return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _read_private(path: Path) -> memoryview:
+    """The file's bytes in a new numpy buffer, as a read-only view that ends on a multiple of
+    :data:`_ALIGNMENT`.
+
+    Ending there, not starting there, is what aligns a payload behind a header of any length
+    whose size is a multiple of its element size (a tensor's numbers): numpy computes on
+    misaligned arrays about twice as slowly. Spare bytes follow the end: a file that grew
+    after it was sized fills some, and then its bytes hash to something else and are refused,
+    as a file read whole would be.
+    """
+    with path.open("rb", buffering=0) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        buffer = np.empty(size + _ALIGNMENT + 1, dtype=np.uint8)
+        start = -(buffer.ctypes.data + size) % _ALIGNMENT
+        filled = 0
+        while count := handle.readinto(buffer[start + filled :]):
+            filled += count
+    buffer.flags.writeable = False
+    return memoryview(buffer[start : start + filled])
 
 
 def _file_digest(path: Path) -> bytes:

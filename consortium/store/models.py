@@ -10,6 +10,7 @@ model from any store and knows, by the store's check on every read, that it is t
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -24,6 +25,8 @@ Model = dict[str, np.ndarray]
 # The dtype kinds whose bytes are the numbers, as for tensor digests (bool, ints, floats,
 # complex): an object array's bytes would be pointers.
 _NUMERIC_KINDS = frozenset("biufc")
+# More than the header of any numeric array numpy can make (at most 64 dimensions).
+_HEADER_LIMIT = 4096
 
 
 def _header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
@@ -43,18 +46,27 @@ def tensor_blob(array: np.ndarray) -> bytes:
     return _header(array.dtype, array.shape) + b"\x00" + array.tobytes(order="C")
 
 
-def parse_tensor_blob(blob: bytes) -> np.ndarray:
-    """The read-only array a tensor blob holds; a malformed blob is a UsageError.
+def parse_tensor_blob(blob: bytes | memoryview) -> np.ndarray:
+    """The array a tensor blob holds, as a read-only view of ``blob``; a malformed blob is a
+    UsageError.
+
+    The numbers are not copied (a large model's tensors are most of what an audit reads), so
+    the array lives as long as the blob's memory and must not be written through: it is
+    marked read-only even when ``blob`` is writable. Pass ``bytes`` or what
+    :meth:`ArtifactStore.get_view` returns, memory nobody else writes to.
 
     Only the one encoding :func:`tensor_blob` writes is accepted: a blob with another header
     spelling (key order, spaces, ``"float64"`` for ``"<f8"``) decodes to an array whose tensor
     digest is not the blob's address, so a model digest naming it would not be the digest of
     the model anyone recomputes from the numbers.
     """
-    header, separator, data = blob.partition(b"\x00")
     try:
+        view = memoryview(blob).cast("B")
+        # The first zero byte ends the header: JCS text has none, and the header of a numeric
+        # array numpy can make is far shorter than _HEADER_LIMIT.
+        header, separator, _ = bytes(view[:_HEADER_LIMIT]).partition(b"\x00")
         if not separator:
-            raise ValueError("no header separator")
+            raise ValueError(f"no header separator in its first {_HEADER_LIMIT} bytes")
         fields = json.loads(header)
         dtype = np.dtype(fields["dtype"])
         shape = tuple(int(n) for n in fields["shape"])
@@ -64,9 +76,23 @@ def parse_tensor_blob(blob: bytes) -> np.ndarray:
             raise ValueError(f"negative dimension in shape {list(shape)}")
         if header != _header(dtype, shape):
             raise ValueError("header is not the canonical JCS of its dtype and shape")
-        array = np.frombuffer(data, dtype=dtype).reshape(shape)
+        array = _array(view, len(header) + 1, dtype, shape)
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError, UsageError) as exc:
         raise UsageError(f"malformed tensor blob: {exc}") from None
+    return array
+
+
+def _array(view: memoryview, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """The read-only array of ``shape`` over ``view[offset:]``, which must hold it exactly."""
+    count = math.prod(shape)
+    size = count * dtype.itemsize
+    if len(view) - offset != size:
+        raise ValueError(
+            f"{len(view) - offset} data bytes, but dtype {dtype.str} and shape {list(shape)} "
+            f"need {size}"
+        )
+    array = np.frombuffer(view, dtype=dtype, count=count, offset=offset).reshape(shape)
+    array.flags.writeable = False
     return array
 
 
@@ -84,7 +110,7 @@ def put_model(store: ArtifactStore, model: Mapping[str, np.ndarray]) -> bytes:
 def get_model(store: ArtifactStore, digest: bytes) -> Model:
     """The model whose digest is ``digest``, every tensor verified on read."""
     return {
-        name: parse_tensor_blob(store.get(tensor))
+        name: parse_tensor_blob(store.get_view(tensor))
         for name, tensor in _manifest(store, digest).items()
     }
 

@@ -307,16 +307,22 @@ class Part:
     functions: tuple[tuple[tuple[str, str], tuple[str, str] | None], ...]
 
 
-GET = ("store/artifacts.py", "get")
+VERIFIED = ("store/artifacts.py", "_verified")
 AGGREGATION = ("audit/checks.py", "check_aggregation")
 PARTS = (
-    Part("objects: read (ArtifactStore.get: read_bytes)", ((("pathlib.py", "read_bytes"), GET),)),
     Part(
-        "objects: SHA-256 (ArtifactStore.get)",
-        ((("~", "<built-in method _hashlib.openssl_sha256>"), GET),),
+        "objects: read (ArtifactStore.get into bytes, get_view into numpy)",
+        (
+            (("pathlib.py", "read_bytes"), VERIFIED),
+            (("store/artifacts.py", "_read_private"), None),
+        ),
     ),
     Part(
-        "tensors: parse_tensor_blob (bytes.partition copies the data)",
+        "objects: SHA-256 (ArtifactStore.get, get_view)",
+        ((("~", "<built-in method _hashlib.openssl_sha256>"), VERIFIED),),
+    ),
+    Part(
+        "tensors: parse_tensor_blob (header only; arrays are views)",
         ((("store/models.py", "parse_tensor_blob"), None),),
     ),
     Part(
