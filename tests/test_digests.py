@@ -12,26 +12,13 @@ import pytest
 import rfc8785
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
+from tensor_strategies import ARRAYS, NONEMPTY_ARRAYS
 
 from consortium.crypto.digests import from_hex32, hex32, model_digest, tensor_digest
 from consortium.errors import UsageError
 
 FAST = settings(max_examples=60, deadline=None)
 
-NUMERIC_DTYPES = st.one_of(
-    hnp.boolean_dtypes(),
-    hnp.integer_dtypes(endianness="?"),
-    hnp.unsigned_integer_dtypes(endianness="?"),
-    hnp.floating_dtypes(endianness="?"),
-    hnp.complex_number_dtypes(endianness="?"),
-)
-SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
-ARRAYS = hnp.arrays(dtype=NUMERIC_DTYPES, shape=SHAPES)
-# Non-empty arrays of at least one dimension, for tests that flip a byte or slice.
-NONEMPTY_ARRAYS = hnp.arrays(
-    dtype=NUMERIC_DTYPES, shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)
-)
 NAMES = st.text(min_size=1, max_size=8)
 
 KNOWN = np.array([[1.0, 2.5, -0.0], [3.0, -4.25, 1e-300]], dtype="<f8")

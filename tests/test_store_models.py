@@ -9,24 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
+from tensor_strategies import ARRAYS
 
 from consortium.crypto.digests import model_digest, tensor_digest
 from consortium.errors import UsageError
 from consortium.store.artifacts import ArtifactStore, CorruptArtifact
 from consortium.store.models import get_model, parse_tensor_blob, put_model, tensor_blob
 
-NUMERIC_DTYPES = st.one_of(
-    hnp.boolean_dtypes(),
-    hnp.integer_dtypes(endianness="?"),
-    hnp.unsigned_integer_dtypes(endianness="?"),
-    hnp.floating_dtypes(endianness="?"),
-    hnp.complex_number_dtypes(endianness="?"),
-)
-ARRAYS = hnp.arrays(
-    dtype=NUMERIC_DTYPES, shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)
-)
 HEADER = b'{"dtype":"<f8","shape":[2]}\x00'
 
 
