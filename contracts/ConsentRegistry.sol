@@ -202,6 +202,28 @@ contract ConsentRegistry is EIP712, Nonces {
         return _consents[consentKey(datasetId, grantee, purpose)];
     }
 
+    /// @notice The stored consents of each of `datasetIds` for `grantee` and `purpose`, in their
+    /// order (all zero where never granted): one call where a reader needs many.
+    function getConsents(uint256[] calldata datasetIds, address grantee, bytes32 purpose)
+        external
+        view
+        returns (Consent[] memory list)
+    {
+        list = new Consent[](datasetIds.length);
+        for (uint256 i = 0; i < datasetIds.length; ++i) {
+            list[i] = _consents[consentKey(datasetIds[i], grantee, purpose)];
+        }
+    }
+
+    /// @notice The owner of each of `datasetIds`, in their order; the zero address for an id that
+    /// is not registered (where `getDataset` reverts), so that one unknown id spoils no batch.
+    function ownersOf(uint256[] calldata datasetIds) external view returns (address[] memory owners) {
+        owners = new address[](datasetIds.length);
+        for (uint256 i = 0; i < datasetIds.length; ++i) {
+            owners[i] = _datasets[datasetIds[i]].owner;
+        }
+    }
+
     /// @notice Dataset `datasetId`.
     function getDataset(uint256 datasetId) external view returns (Dataset memory) {
         return _dataset(datasetId);

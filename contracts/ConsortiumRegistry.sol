@@ -240,6 +240,15 @@ contract ConsortiumRegistry {
         return _members[account];
     }
 
+    /// @notice The records of `accounts`, in their order (an empty record for an address that never
+    /// joined): one call where a reader needs many, such as an auditor checking a round's parties.
+    function getMembers(address[] calldata accounts) external view returns (Member[] memory records) {
+        records = new Member[](accounts.length);
+        for (uint256 i = 0; i < accounts.length; ++i) {
+            records[i] = _members[accounts[i]];
+        }
+    }
+
     /// @notice Every address that was ever a member, in the order they first joined.
     function memberAddresses() external view returns (address[] memory) {
         return _everMembers;

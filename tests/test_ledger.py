@@ -1300,3 +1300,32 @@ def test_ledger_refuses_development_keys_on_other_chains(chain: Chain) -> None:
     fresh = Account.create()
     assert Ledger(remote, _fake_deployment(1), fresh).address == fresh.address  # type: ignore[arg-type]
     refuse_dev_key(fresh.address, 1)
+
+
+def test_batch_views_answer_as_the_single_ones_do(chain: Chain) -> None:
+    """getMembers, ownersOf and getConsents give, in one call, what the single views give."""
+    c = deploy_consortium(chain)
+    bank, logistics, institute = c.ledgers
+    ds = logistics.consents.register("shipments", digest("schema"))
+    other = bank.consents.register("ledger", digest("schema-2"))
+    now = logistics.now()
+    logistics.consents.grant(ds, institute.address, PURPOSE, now, now + DAY)
+    stranger, _ = c.outsider()
+
+    accounts = [institute.address, stranger.address, bank.address]
+    assert c.call("registry", "getMembers", accounts) == [
+        c.call("registry", "getMember", a) for a in accounts
+    ]
+    assert c.call("registry", "getMembers", []) == []
+    assert c.call("consents", "ownersOf", [other, 99, ds]) == [
+        bank.address,
+        ZERO_ADDRESS,
+        logistics.address,
+    ]
+    assert c.call("consents", "getConsents", [ds, other, 99], institute.address, PURPOSE32) == [
+        c.call("consents", "getConsent", d, institute.address, PURPOSE32) for d in (ds, other, 99)
+    ]
+    granted, never, _ = c.call(
+        "consents", "getConsents", [ds, other, 99], institute.address, PURPOSE32
+    )
+    assert granted[4] != 0 and never[4] == 0  # grantedAt
