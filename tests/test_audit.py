@@ -9,12 +9,15 @@ restart makes the membership, consent and events checks "unverifiable", not fail
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -24,6 +27,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bundle_files import (
+    edit_document,
+    read_manifest,
+    read_rounds,
+    write_manifest,
+    write_rounds,
+)
 from click.testing import CliRunner, Result
 from conftest import ANVIL_CHAIN_ID, free_port
 
@@ -40,6 +50,7 @@ from consortium.audit import (
     open_chain,
     verify_bundle,
 )
+from consortium.audit.bundle import MAX_MANIFEST_BYTES
 from consortium.audit.chainview import ChainView, MemberState, StateUnavailable
 from consortium.audit.checks import JobFacts, check_events
 from consortium.audit.replay import ImpliedState
@@ -71,8 +82,12 @@ class Scenario:
     bundle: Path
 
     @property
-    def manifest(self) -> dict:
-        return json.loads((self.bundle / "manifest.json").read_text())
+    def manifest(self) -> dict[str, Any]:
+        return read_manifest(self.bundle)
+
+    @property
+    def rounds(self) -> list[dict[str, Any]]:
+        return read_rounds(self.bundle)
 
 
 def run_scenario(chain: Chain, out: Path, rounds: int = ROUNDS) -> Scenario:
@@ -148,6 +163,61 @@ def test_results_stream_round_by_round(scenario: Scenario) -> None:
     assert rounds == sorted(rounds)
 
 
+PADDING = 200_000
+"""Bytes of an unknown field (readers ignore those) added to each round of :func:`many_rounds`:
+the size of a round of some 250 participants, so that holding the rounds would show at once."""
+
+
+def many_rounds(scenario: Scenario, directory: Path, count: int) -> Path:
+    """A copy of the scenario's bundle whose rounds.jsonl holds ``count`` rounds: round 1's
+    entry, numbered 1 to ``count`` and padded. Every line is read, parsed and checked (most
+    checks fail, as these are not the chain's rounds): the path whose memory is measured."""
+    bundle = Path(shutil.copytree(scenario.bundle, directory / "bundle"))
+    first, padding = scenario.rounds[0], "x" * PADDING
+    write_rounds(bundle, [{**first, "round": n, "padding": padding} for n in range(1, count + 1)])
+    return bundle
+
+
+def audit_peak(chain: Chain, bundle: Path) -> tuple[int, Verdict]:
+    """The peak of the Python memory the audit holds (tracemalloc), and its verdict.
+
+    Garbage is collected as each round starts: a reverted call leaves a reference cycle (its
+    exception and traceback) that the collector frees whenever it next runs, and that timing
+    is not the audit's. What exists before the audit is frozen out of those collections,
+    which keeps them quick.
+    """
+    verdict = Verdict()
+    gc.collect()
+    gc.freeze()
+    tracemalloc.start()
+    try:
+        with open_bundle(bundle) as opened:
+            for result in verify_bundle(opened, chain):
+                if result.round is not None and result.round > verdict.rounds:
+                    gc.collect()
+                verdict.add(result)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.unfreeze()
+    return peak, verdict
+
+
+def test_the_audit_memory_is_flat_in_the_number_of_rounds(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """rounds.jsonl is read a line at a time and each round dropped once checked: auditing four
+    times as many rounds takes less extra memory than one more round's line would."""
+    audit_peak(scenario.chain, many_rounds(scenario, tmp_path / "warm-up", 1))  # lazy caches
+    peaks = {}
+    for count in (4, 16):
+        bundle = many_rounds(scenario, tmp_path / str(count), count)
+        peaks[count], verdict = audit_peak(scenario.chain, bundle)
+        assert verdict.rounds == count and verdict.failed  # every line was read and checked
+    assert peaks[4] > PADDING  # a line is in memory while it is checked
+    assert peaks[16] - peaks[4] < PADDING, peaks
+
+
 def test_the_archive_and_the_output_directory_are_bundles_too(scenario: Scenario) -> None:
     for path in (scenario.out / "bundle.tar.gz", scenario.out):
         verdict, _ = audit(scenario.chain, path)
@@ -163,25 +233,64 @@ def test_a_pinned_ledger_must_be_the_manifests(scenario: Scenario) -> None:
     assert not deployment.ok and f"the auditor trusts {other}" in deployment.message
 
 
-def test_unreadable_bundles_are_refused(tmp_path: Path, scenario: Scenario) -> None:
-    with pytest.raises(BundleError, match=r"has no manifest\.json"), open_bundle(tmp_path):
+def assert_refused(bundle: Path, text: str) -> None:
+    """Opening ``bundle`` is refused with one line holding ``text``."""
+    with pytest.raises(BundleError, match=re.escape(text)) as refusal, open_bundle(bundle):
         pass
+    assert "\n" not in str(refusal.value)
+
+
+def test_unreadable_bundles_are_refused(tmp_path: Path, scenario: Scenario) -> None:
+    assert_refused(tmp_path, "has no manifest.json")
     bundle = copy_bundle(scenario, tmp_path)
     manifest = bundle / "manifest.json"
-    manifest.write_text(manifest.read_text().replace("audit-bundle/1", "audit-bundle/9"))
-    with pytest.raises(BundleError, match="audit-bundle/9"), open_bundle(bundle):
-        pass
+    header = manifest.read_text()
+    manifest.write_text(header.replace("audit-bundle/2", "audit-bundle/9"))
+    assert_refused(bundle, "audit-bundle/9")
     manifest.write_text("{")
-    with pytest.raises(BundleError, match="is not JSON"), open_bundle(bundle):
-        pass
+    assert_refused(bundle, "is not JSON")
     manifest.write_text('{"chainId": ' + "9" * 5000 + "}")  # more digits than Python converts
-    with pytest.raises(BundleError, match="is not readable JSON"), open_bundle(bundle):
-        pass
-    too_big = scenario.manifest
+    assert_refused(bundle, "is not readable JSON")
+    manifest.write_text("[" * 100_000 + "]" * 100_000)  # deeper than json can recurse
+    assert_refused(bundle, "is not readable JSON: it nests arrays and objects more than 64 deep")
+    manifest.write_text(" " * MAX_MANIFEST_BYTES + header)
+    assert_refused(
+        bundle,
+        "is larger than 1,048,576 bytes, so not the header of a 'consortium.audit-bundle/2' "
+        "bundle, the only format this auditor reads",
+    )
+    too_big = json.loads(header)
     too_big["job"]["id"] = 2**256  # getJob takes a uint256
     manifest.write_text(json.dumps(too_big))
-    with pytest.raises(BundleError, match="field 'id' must be at most"), open_bundle(bundle):
-        pass
+    assert_refused(bundle, "field 'id' must be at most")
+
+
+def test_format_1_and_bundles_without_their_rounds_file_are_refused(
+    tmp_path: Path, scenario: Scenario
+) -> None:
+    bundle = copy_bundle(scenario, tmp_path)
+    header = read_manifest(bundle)
+    uncounted = {k: v for k, v in header.items() if k != "roundCount"}
+    # Format 1 held the rounds in the manifest.
+    write_manifest(
+        bundle, {**uncounted, "format": "consortium.audit-bundle/1", "rounds": scenario.rounds}
+    )
+    assert_refused(
+        bundle,
+        "has format 'consortium.audit-bundle/1'; this auditor reads "
+        "'consortium.audit-bundle/2' only",
+    )
+    write_manifest(bundle, uncounted)
+    assert_refused(bundle, "lacks field 'roundCount'")
+    write_manifest(bundle, header)
+    rounds = bundle / "rounds.jsonl"
+    rounds.unlink()
+    assert_refused(bundle, f"{bundle} is not a complete audit bundle: it has no rounds.jsonl")
+    rounds.mkdir()
+    assert_refused(bundle, f"{rounds} is not a regular file")
+    rounds.rmdir()
+    os.mkfifo(rounds)  # reading it would block the audit
+    assert_refused(bundle, f"{rounds} is not a regular file")
 
 
 def test_the_embedded_chain_is_refused_as_an_audit_endpoint() -> None:
@@ -233,7 +342,7 @@ def test_a_node_that_reports_no_job_before_its_anchor_is_caught_by_the_probe(
     undecided = [r for r in results if r.unverifiable]
     assert {r.round for r in undecided} == {1, 2, 3}
     assert {r.name for r in undecided} == {"membership", "consent", "events"}
-    block = scenario.manifest["rounds"][0]["anchor"]["blockNumber"] - 1
+    block = scenario.rounds[0]["anchor"]["blockNumber"] - 1
     assert f"the node reports no job 1 as of block {block}" in undecided[0].message
     assert "round 1 was anchored" in undecided[0].message
 
@@ -268,7 +377,7 @@ def replay_inputs(scenario: Scenario) -> ReplayInputs:
     job = view.job(scenario.run.job_id)
     with open_bundle(scenario.bundle) as opened:
         facts = JobFacts.of(opened.job, job, Domain(chain.chain_id, deployment.ledger))
-    block = scenario.manifest["rounds"][0]["anchor"]["blockNumber"] - 1
+    block = scenario.rounds[0]["anchor"]["blockNumber"] - 1
     reader = TimelineReader(
         chain,
         registry=view.ledger.registry,
@@ -341,9 +450,11 @@ def test_rounds_out_of_block_order_are_read_again_and_not_replayed_backwards(
     scenario: Scenario, tmp_path: Path
 ) -> None:
     bundle = copy_bundle(scenario, tmp_path)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["rounds"][0], manifest["rounds"][1] = manifest["rounds"][1], manifest["rounds"][0]
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+    def swap(rounds: list[dict[str, Any]]) -> None:
+        rounds[0], rounds[1] = rounds[1], rounds[0]
+
+    edit_document(bundle, lambda m: swap(m["rounds"]))
     _, results = audit(scenario.chain, bundle)
     # Membership as of round 1's block is read again (not carried back from round 2's).
     assert all(r.ok for r in results if r.name in ("membership", "consent"))
@@ -490,7 +601,7 @@ def test_audit_json_lists_every_result(scenario: Scenario, on_scenario_chain: Ch
 
 def test_audit_exit_codes(scenario: Scenario, on_scenario_chain: Chain, tmp_path: Path) -> None:
     bundle = copy_bundle(scenario, tmp_path)
-    metrics = scenario.manifest["rounds"][1]["metrics"]
+    metrics = scenario.rounds[1]["metrics"]
     damaged = next(bundle.rglob(metrics[2:]))
     damaged.chmod(0o644)
     damaged.write_bytes(damaged.read_bytes() + b" ")
@@ -525,7 +636,7 @@ def test_audit_refuses_the_embedded_chain(scenario: Scenario) -> None:
 def test_audit_model_names_the_round_that_produced_a_model(
     scenario: Scenario, on_scenario_chain: Chain, tmp_path: Path
 ) -> None:
-    rounds = scenario.manifest["rounds"]
+    rounds = scenario.rounds
     by_digest = invoke("model", rounds[1]["model"], str(scenario.bundle), "--chain", "http://n")
     assert by_digest.exit_code == 0, by_digest.output
     assert "is the model round 2 of job 1 produced, verified" in by_digest.stdout
@@ -557,18 +668,14 @@ def test_a_model_from_an_unverified_round_is_not_vouched_for(
     scenario: Scenario, tmp_path: Path
 ) -> None:
     bundle = copy_bundle(scenario, tmp_path)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    tensor = next(
-        iter(
-            json.loads(next(bundle.rglob(manifest["rounds"][1]["model"][2:])).read_text()).values()
-        )
-    )
+    rounds = read_rounds(bundle)
+    tensor = next(iter(json.loads(next(bundle.rglob(rounds[1]["model"][2:])).read_text()).values()))
     damaged = next(bundle.rglob(tensor[2:]))
     damaged.chmod(0o644)
     damaged.write_bytes(b"\x00" + damaged.read_bytes()[1:])
     with open_bundle(bundle) as opened:
         for number in (1, 2, 3):
-            digest = bytes.fromhex(manifest["rounds"][number - 1]["model"])
+            digest = bytes.fromhex(rounds[number - 1]["model"])
             provenance, problems = locate_model(opened, scenario.chain, digest)
             assert provenance.round == number
             # Round 1 precedes the damage; rounds 2 and 3 depend on it.
@@ -610,13 +717,11 @@ def test_the_script_gives_the_same_verdict_and_exit_codes(
     assert (
         capsys.readouterr()
         .out.rstrip()
-        .endswith("VERIFIED: every check holds (111 passed, 0 failed, 0 unverifiable)")
+        .endswith("VERIFIED: every check holds (112 passed, 0 failed, 0 unverifiable)")
     )
 
     bundle = copy_bundle(scenario, tmp_path)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    del manifest["rounds"][1]
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    edit_document(bundle, lambda m: m["rounds"].pop(1))
     assert script.main([str(bundle), "--chain", "http://node", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "fail"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bundle_files import edit_document, read_manifest, read_rounds
 from click.testing import CliRunner, Result
 
 import consortium.cli.audit as cli_audit
@@ -44,7 +45,11 @@ class Scenario:
 
     @property
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.bundle / "manifest.json").read_text())
+        return read_manifest(self.bundle)
+
+    @property
+    def rounds(self) -> list[dict[str, Any]]:
+        return read_rounds(self.bundle)
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +78,6 @@ def invoke(*args: str) -> Result:
 
 def copy_bundle(scenario: Scenario, tmp_path: Path) -> Path:
     return Path(shutil.copytree(scenario.bundle, tmp_path / "bundle"))
-
-
-def edit_manifest(bundle: Path, change: Any) -> None:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    change(manifest)
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
 
 
 def round_rows(page: str) -> list[tuple[str, int]]:
@@ -136,7 +135,7 @@ def test_the_report_of_an_untouched_bundle(
     names = [name for _, name in events]
     assert {"MemberAdded", "ConsentGranted", "DatasetRegistered", "JobCreated"} <= set(names)
     anchors = [block for block, name in events if name == "RoundAnchored"]
-    assert anchors == [r["anchor"]["blockNumber"] for r in manifest["rounds"]]
+    assert anchors == [r["anchor"]["blockNumber"] for r in scenario.rounds]
     assert blocks[-1] == anchors[-1]  # the scan stops at the last anchor
     # Membership and consent came before the rounds that depended on them.
     assert max(b for b, n in events if n in ("MemberAdded", "ConsentGranted")) < anchors[0]
@@ -167,7 +166,7 @@ def test_log_scans_are_bounded_and_start_at_the_deployment(
     monkeypatch.setattr(eth, "get_logs", recording)
     deployment = scenario.manifest["deployment"]
     start = deployment["block_number"]
-    end = scenario.manifest["rounds"][-1]["anchor"]["blockNumber"]
+    end = scenario.rounds[-1]["anchor"]["blockNumber"]
     with open_bundle(scenario.bundle) as bundle:
         report = AuditReport(bundle)
         for result in verify_bundle(bundle, scenario.chain):
@@ -190,7 +189,7 @@ def test_a_deployment_block_the_chain_contradicts_does_not_start_the_scan_at_zer
     scenario: Scenario, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     bundle_dir = copy_bundle(scenario, tmp_path)
-    edit_manifest(bundle_dir, lambda m: m["deployment"].update(block_number=0))
+    edit_document(bundle_dir, lambda m: m["deployment"].update(block_number=0))
     eth = scenario.chain.w3.eth
     starts: list[int] = []
     real = eth.get_logs
@@ -218,7 +217,7 @@ def test_a_tampered_bundle_shows_its_failure_and_keeps_exit_code_1(
     scenario: Scenario, on_scenario_chain: Chain, tmp_path: Path
 ) -> None:
     bundle = copy_bundle(scenario, tmp_path)
-    metrics = scenario.manifest["rounds"][1]["metrics"]
+    metrics = scenario.rounds[1]["metrics"]
     damaged = next(bundle.rglob(metrics[2:]))
     damaged.chmod(0o644)
     damaged.write_bytes(damaged.read_bytes() + b" ")
@@ -247,7 +246,7 @@ def test_bundle_strings_are_escaped(
         manifest["job"]["purpose"] = SCRIPT
         manifest["rounds"][0]["refused"] = {participant: f'"><img src=x onerror=alert(1)>{SCRIPT}'}
 
-    edit_manifest(bundle, inject)
+    edit_document(bundle, inject)
     path = tmp_path / "audit.html"
     result = invoke(str(bundle), "--report", str(path))
     assert result.exit_code == 1, result.output

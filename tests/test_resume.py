@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import requests
+from bundle_files import read_rounds
 from conftest import ANVIL_CHAIN_ID, free_port
 from hexbytes import HexBytes
 
@@ -195,8 +196,7 @@ def check_completed(out: Path, on_chain: OnChain, reference: Reference, where: s
         (anchored,) = entries(out, "anchored", r)
         anchor = anchor_from_json(anchored["anchor"])
         assert on_chain.ledger.jobs.round_commitment(job.id, r) == anchor.commitment(), where
-    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
-    assert [r["round"] for r in manifest["rounds"]] == list(range(1, ROUNDS + 1)), where
+    assert [r["round"] for r in read_rounds(out / "bundle")] == list(range(1, ROUNDS + 1)), where
 
 
 # ---------------------------------------------------------------------------------- fixtures

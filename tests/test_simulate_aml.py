@@ -6,6 +6,7 @@ import json
 from itertools import pairwise
 from pathlib import Path
 
+from bundle_files import read_manifest, read_rounds
 from click.testing import CliRunner, Result
 
 from consortium.cli.main import cli
@@ -38,8 +39,9 @@ def test_every_round_is_anchored_and_bundled(tmp_path: Path) -> None:
     assert rounds[-1]["metrics"]["validation"]["roc_auc"] > 0.75
     assert set(rounds[0]["timings"]) == {"train", "verify", "aggregate", "anchor", "receipts"}
 
-    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
-    assert manifest["format"] == BUNDLE_FORMAT and len(manifest["rounds"]) == 3
+    manifest = read_manifest(out / "bundle")
+    assert manifest["format"] == BUNDLE_FORMAT and manifest["roundCount"] == 3
+    assert [r["round"] for r in read_rounds(out / "bundle")] == [1, 2, 3]
     assert (out / "bundle.tar.gz").stat().st_size > 0
     for party in ("institute", "bank-0", "bank-1", "bank-2", "regulator"):
         assert (out / "parties" / party / "key.json").is_file()
@@ -76,8 +78,7 @@ def test_local_epochs_are_part_of_the_job(tmp_path: Path) -> None:
         models[epochs] = json.loads(result.stdout)["rounds"][0]["anchor"]["modelDigest"]
         scenario = json.loads((out / "scenario.json").read_text())
         assert scenario["settings"]["epochs"] == epochs
-        manifest = json.loads((out / "bundle" / "manifest.json").read_text())
-        spec = manifest["job"]["modelSpec"]
+        spec = read_manifest(out / "bundle")["job"]["modelSpec"]
         objects = out / "bundle" / "objects"
         assert (
             json.loads((objects / spec[:2] / spec[2:]).read_bytes())["training"]["epochs"] == epochs

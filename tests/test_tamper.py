@@ -4,12 +4,14 @@ A generator of damaged bundles (:func:`bundle_cases`) takes one honest AML job a
 copy of its bundle in one way per case: one byte flipped in a file of every kind, records
 deleted, duplicated or reordered, updates swapped between participants, a model replaced, a
 round dropped, the ledger moved to another deployment, the rounds claimed for a job created
-after they were anchored, the deployment block moved. Dishonest coordinators need the chain
-too (:func:`chain_cases`): on a second job's chain the coordinator anchors rounds that include
-a non-member's record, train from a stale base, or claim a model FedAvg does not give; and a
-consent revoked before an anchoring block is shown to be refused by the contract and caught by
-the consent check. Every case must fail the intended check with a message naming the round,
-an untouched bundle must pass, and the detection rate is printed at the end.
+after they were anchored, the deployment block moved; and the layout of ``rounds.jsonl``
+damaged: a line that is not JSON, not an object, blank, too long or nested too deeply, rounds
+swapped or repeated, the file cut short, a header that miscounts. Dishonest coordinators need
+the chain too (:func:`chain_cases`): on a second job's chain the coordinator anchors rounds
+that include a non-member's record, train from a stale base, or claim a model FedAvg does not
+give; and a consent revoked before an anchoring block is shown to be refused by the contract
+and caught by the consent check. Every case must fail the intended check with a message
+naming the round, an untouched bundle must pass, and the detection rate is printed at the end.
 """
 
 from __future__ import annotations
@@ -23,10 +25,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bundle_files import (
+    ROUNDS_FILE,
+    Document,
+    edit_document,
+    read_document,
+    read_manifest,
+    read_rounds,
+    write_document,
+    write_manifest,
+    write_rounds,
+)
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from consortium.audit import CheckResult, Scope, Verdict, open_bundle, verify_bundle
+from consortium.audit.bundle import MAX_ROUND_LINE_BYTES
 from consortium.audit.chainview import ChainView
 from consortium.audit.checks import JobFacts, check_consent
 from consortium.chain.backend import EmbeddedChain
@@ -92,15 +106,6 @@ def object_path(bundle: Path, digest: str) -> Path:
     return store_of(bundle).path(bytes.fromhex(digest))
 
 
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    return json.loads((bundle / "manifest.json").read_text())
-
-
-def write_manifest(bundle: Path, manifest: dict[str, Any]) -> None:
-    # The exporter's own spelling, so that a one-character change is a one-byte change.
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-
-
 def record_of(bundle: Path, digest: str) -> dict[str, Any]:
     return json.loads(object_path(bundle, digest).read_bytes())
 
@@ -119,54 +124,62 @@ def flip_byte(path: Path, offset: int | None = None) -> None:
 
 
 def flip_hex(text: str) -> str:
-    """The same hex string with its first digit changed: one byte of the manifest."""
+    """The same hex string with its first digit changed: one byte of the bundle's index."""
     first = "1" if text[0] == "0" else "0"
     return first + text[1:]
 
 
-def edit_manifest(change: Callable[[dict[str, Any]], None]) -> Callable[[Path, Honest], None]:
+def edit_manifest(change: Callable[[Document], None]) -> Callable[[Path, Honest], None]:
+    """Damage to the manifest and its rounds, edited as one document (bundle_files)."""
+    return lambda bundle, honest: edit_document(bundle, change)
+
+
+def edit_lines(change: Callable[[list[bytes]], None]) -> Callable[[Path, Honest], None]:
+    """Damage to the raw lines of rounds.jsonl (each with its newline); the header stays."""
+
     def damage(bundle: Path, honest: Honest) -> None:
-        manifest = read_manifest(bundle)
-        change(manifest)
-        write_manifest(bundle, manifest)
+        path = bundle / ROUNDS_FILE
+        lines = path.read_bytes().splitlines(keepends=True)
+        change(lines)
+        path.write_bytes(b"".join(lines))
 
     return damage
 
 
-def flip_object(pick: Callable[[Path, dict[str, Any]], str]) -> Callable[[Path, Honest], None]:
+def flip_object(pick: Callable[[Path, Document], str]) -> Callable[[Path, Honest], None]:
     def damage(bundle: Path, honest: Honest) -> None:
-        flip_byte(object_path(bundle, pick(bundle, read_manifest(bundle))))
+        flip_byte(object_path(bundle, pick(bundle, read_document(bundle))))
 
     return damage
 
 
-def record_digest(round_number: int, index: int) -> Callable[[Path, dict[str, Any]], str]:
+def record_digest(round_number: int, index: int) -> Callable[[Path, Document], str]:
     return lambda bundle, m: m["rounds"][round_number - 1]["records"][index]["digest"]
 
 
-def update_manifest(round_number: int, index: int) -> Callable[[Path, dict[str, Any]], str]:
+def update_manifest(round_number: int, index: int) -> Callable[[Path, Document], str]:
     return lambda bundle, m: record_of(bundle, record_digest(round_number, index)(bundle, m))[
         "updateDigest"
     ]
 
 
 def first_tensor(
-    model: Callable[[Path, dict[str, Any]], str],
-) -> Callable[[Path, dict[str, Any]], str]:
+    model: Callable[[Path, Document], str],
+) -> Callable[[Path, Document], str]:
     return lambda bundle, m: next(iter(model_manifest(bundle, model(bundle, m)).values()))
 
 
-def participant_metrics(round_number: int, index: int) -> Callable[[Path, dict[str, Any]], str]:
+def participant_metrics(round_number: int, index: int) -> Callable[[Path, Document], str]:
     return lambda bundle, m: record_of(bundle, record_digest(round_number, index)(bundle, m))[
         "metricsDigest"
     ]
 
 
-def global_model(round_number: int) -> Callable[[Path, dict[str, Any]], str]:
+def global_model(round_number: int) -> Callable[[Path, Document], str]:
     return lambda bundle, m: m["rounds"][round_number - 1]["model"]
 
 
-def round_metrics(round_number: int) -> Callable[[Path, dict[str, Any]], str]:
+def round_metrics(round_number: int) -> Callable[[Path, Document], str]:
     return lambda bundle, m: m["rounds"][round_number - 1]["metrics"]
 
 
@@ -175,7 +188,7 @@ def swap_updates(round_number: int) -> Callable[[Path, Honest], None]:
     records are re-stored and re-listed, so only their signatures can tell."""
 
     def damage(bundle: Path, honest: Honest) -> None:
-        manifest = read_manifest(bundle)
+        manifest = read_document(bundle)
         entries = manifest["rounds"][round_number - 1]["records"]
         first, second = (record_of(bundle, entries[i]["digest"]) for i in (0, 1))
         first["updateDigest"], second["updateDigest"] = (
@@ -185,7 +198,7 @@ def swap_updates(round_number: int) -> Callable[[Path, Honest], None]:
         store = store_of(bundle)
         for entry, record in zip(entries, (first, second), strict=False):
             entry["digest"] = store.put(jcs(record)).hex()
-        write_manifest(bundle, manifest)
+        write_document(bundle, manifest)
 
     return damage
 
@@ -195,7 +208,7 @@ def replace_model(round_number: int) -> Callable[[Path, Honest], None]:
     manifest names it (entry, anchor, the next round's predecessor)."""
 
     def damage(bundle: Path, honest: Honest) -> None:
-        manifest = read_manifest(bundle)
+        manifest = read_document(bundle)
         entry = manifest["rounds"][round_number - 1]
         store = store_of(bundle)
         model = get_model(store, bytes.fromhex(entry["model"]))
@@ -204,7 +217,7 @@ def replace_model(round_number: int) -> Callable[[Path, Honest], None]:
         entry["model"] = entry["anchor"]["modelDigest"] = digest
         if round_number < len(manifest["rounds"]):
             manifest["rounds"][round_number]["anchor"]["previousModelDigest"] = digest
-        write_manifest(bundle, manifest)
+        write_document(bundle, manifest)
 
     return damage
 
@@ -296,6 +309,66 @@ def _later_deployment_block(m: dict[str, Any]) -> None:
 def _other_chain(m: dict[str, Any]) -> None:
     m["chainId"] += 1
     m["deployment"]["chain_id"] += 1
+
+
+def _swap_rounds(m: dict[str, Any]) -> None:
+    rounds = m["rounds"]
+    rounds[0], rounds[1] = rounds[1], rounds[0]
+
+
+def _repeat_round(m: dict[str, Any]) -> None:
+    m["rounds"].insert(2, m["rounds"][1])
+
+
+def _garble_line(lines: list[bytes]) -> None:
+    lines[1] = lines[1][: len(lines[1]) // 2] + b"\n"
+
+
+def _array_line(lines: list[bytes]) -> None:
+    lines[1] = b"[2]\n"
+
+
+def _blank_line(lines: list[bytes]) -> None:
+    lines.insert(1, b"\n")
+
+
+def _trailing_blank_line(lines: list[bytes]) -> None:
+    lines.append(b"\n")
+
+
+def _cut_last_line(lines: list[bytes]) -> None:
+    del lines[-1]
+
+
+def _overlong_line(lines: list[bytes]) -> None:
+    """Round 2's line padded with an unknown field to one byte beyond the reader's bound."""
+    padding = b',"padding":"' + b"x" * MAX_ROUND_LINE_BYTES + b'"}\n'
+    lines[1] = lines[1].rstrip(b"\n")[:-1] + padding
+
+
+def _nested_line(lines: list[bytes]) -> None:
+    """A line that is one array inside the next, deeper than Python's recursion limit."""
+    lines[1] = b"[" * 100_000 + b"]" * 100_000 + b"\n"
+
+
+def nested_record(bundle: Path, honest: Honest) -> None:
+    """Round 2's first record is swapped for an object of arrays nested deeper than Python's
+    parser can recurse, stored under its own digest."""
+    document = read_document(bundle)
+    nested = store_of(bundle).put(b"[" * 100_000 + b"]" * 100_000)
+    document["rounds"][1]["records"][0]["digest"] = nested.hex()
+    write_document(bundle, document)
+
+
+def announce_rounds(change: int) -> Callable[[Path, Honest], None]:
+    """The header's roundCount moved by ``change``; rounds.jsonl stays as exported."""
+
+    def damage(bundle: Path, honest: Honest) -> None:
+        manifest = read_manifest(bundle)
+        manifest["roundCount"] += change
+        write_manifest(bundle, manifest)
+
+    return damage
 
 
 def bundle_cases() -> list[Tamper]:
@@ -420,6 +493,83 @@ def bundle_cases() -> list[Tamper]:
             "chain",
             None,
             mentions="the bundle is for chain",
+        ),
+        Tamper(
+            "rounds swapped in rounds.jsonl",
+            edit_manifest(_swap_rounds),
+            "sequence",
+            2,
+            mentions="round 1 is missing",
+        ),
+        Tamper(
+            "round repeated in rounds.jsonl",
+            edit_manifest(_repeat_round),
+            "sequence",
+            2,
+            mentions="round 2 comes after round 2 in the bundle: repeated",
+        ),
+        Tamper(
+            "a line of rounds.jsonl cut in half",
+            edit_lines(_garble_line),
+            "manifest",
+            2,
+            mentions="round entry 2 of rounds.jsonl is malformed: the line is not JSON",
+        ),
+        Tamper(
+            "a line of rounds.jsonl that is not an object",
+            edit_lines(_array_line),
+            "manifest",
+            2,
+            mentions="round entry 2 of rounds.jsonl is malformed: a round entry must be an object",
+        ),
+        Tamper(
+            "a blank line in rounds.jsonl",
+            edit_lines(_blank_line),
+            "manifest",
+            2,
+            mentions="round entry 2 of rounds.jsonl is malformed: the line is blank",
+        ),
+        Tamper(
+            "a trailing blank line in rounds.jsonl",
+            edit_lines(_trailing_blank_line),
+            "manifest",
+            4,
+            mentions="round entry 4 of rounds.jsonl is malformed: the line is blank",
+        ),
+        Tamper(
+            "a line of rounds.jsonl beyond the reader's bound",
+            edit_lines(_overlong_line),
+            "manifest",
+            2,
+            mentions=f"the line is longer than {MAX_ROUND_LINE_BYTES:,} bytes",
+        ),
+        Tamper(
+            "a line of rounds.jsonl nested too deeply",
+            edit_lines(_nested_line),
+            "manifest",
+            2,
+            mentions="the line is not readable JSON",
+        ),
+        Tamper(
+            "a record object nested too deeply",
+            nested_record,
+            "record",
+            2,
+            mentions="record 0 is unusable: it is not an update record: not readable JSON",
+        ),
+        Tamper(
+            "rounds.jsonl cut short",
+            edit_lines(_cut_last_line),
+            "manifest",
+            None,
+            mentions="rounds.jsonl holds 2 line(s), the manifest announces 3 round entries",
+        ),
+        Tamper(
+            "header announcing fewer rounds than rounds.jsonl holds",
+            announce_rounds(-1),
+            "manifest",
+            None,
+            mentions="rounds.jsonl holds 3 line(s), the manifest announces 2 round entries",
         ),
     ]
 
@@ -610,8 +760,8 @@ def forge_round(
     anchor, receipt = ledger.jobs.anchor(
         run.job_id, round_number, tree.root, tree.size, model_digest, round_metrics
     )
-    manifest = read_manifest(bundle)
-    manifest["rounds"].append(
+    rounds = read_rounds(bundle)
+    rounds.append(
         {
             "round": round_number,
             "anchor": anchor_to_json(anchor),
@@ -629,7 +779,7 @@ def forge_round(
             "metrics": round_metrics.hex(),
         }
     )
-    write_manifest(bundle, manifest)
+    write_rounds(bundle, rounds)
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,27 @@
-"""Reading an audit bundle (``consortium.audit-bundle/1``, docs/audit-bundle.md) as evidence.
+"""Reading an audit bundle (``consortium.audit-bundle/2``, docs/audit-bundle.md) as evidence.
 
 The reader is written apart from the exporter on purpose: it shares the protocol's formats
 (crypto, ledger types) but none of the coordinator's code, so a bug in how a coordinator writes
 bundles cannot be mirrored by the same bug in how the auditor reads them.
 
+The reader streams: ``manifest.json`` is a small header (read whole, up to
+:data:`MAX_MANIFEST_BYTES`), and the rounds are the lines of ``rounds.jsonl``, handed out one
+at a time by :meth:`AuditBundle.rounds` as the audit reaches them, none longer than
+:data:`MAX_ROUND_LINE_BYTES`. So the memory an audit needs does not grow with the number of
+rounds, and no line of a hostile bundle can make it grow either.
+
 Two kinds of damage are told apart. A bundle whose header cannot be read (no manifest, not
-JSON, another format, no job or deployment) is not evidence of anything and is refused with
-:class:`BundleError` (exit 2). A round entry that is malformed is evidence of a bad bundle
-and becomes a failed ``manifest`` check of that round (exit 1), so one damaged round does
-not hide the verdict on the others.
+JSON, another format, no job or deployment, no ``rounds.jsonl``) is not evidence of anything
+and is refused with :class:`BundleError` (exit 2). A line of ``rounds.jsonl`` that is not a
+well-formed round entry (blank, not JSON, too long, a field missing or out of range) is
+evidence of a bad bundle and becomes a failed ``manifest`` check of that round (exit 1), so
+one damaged round does not hide the verdict on the others.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import tarfile
@@ -21,7 +29,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from eth_typing import ChecksumAddress
 from eth_utils import is_checksum_address
@@ -32,8 +40,27 @@ from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import RoundAnchor
 from consortium.store.artifacts import ArtifactStore
 
-BUNDLE_FORMAT = "consortium.audit-bundle/1"
+BUNDLE_FORMAT = "consortium.audit-bundle/2"
 MANIFEST = "manifest.json"
+ROUNDS = "rounds.jsonl"
+
+MAX_MANIFEST_BYTES = 2**20
+"""The largest ``manifest.json`` read. The header takes a few hundred bytes plus about 45 per
+participant and dataset, so this is room for some 20,000 of them; anything larger is not a
+header (a format-1 manifest holding its rounds, or an attempt to exhaust memory)."""
+MAX_ROUND_LINE_BYTES = 8 * 2**20
+"""The longest line of ``rounds.jsonl`` read as a round entry. A round of 1,000 participants
+takes about 0.8 MB (each record's entry, with its 10-hash inclusion proof, 773 bytes), so
+this is ten times that. A longer line is skipped unread and fails its round's ``manifest``
+check, so that no line can make the audit hold more than this much of the file at once."""
+_SKIP_CHUNK = 2**20  # how much of an over-long line is read at a time while skipping it
+MAX_JSON_DEPTH = 64
+"""How deeply bundle JSON may nest arrays and objects; a round entry nests four deep. Python's
+``json`` recurses on the C stack once per level, and py_ecc (imported with the chain code)
+raises the recursion limit to 100,000, so some 60,000 nested ``[`` (120 kB) would crash the
+auditor rather than raise RecursionError: deeper text is refused before it is parsed."""
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
 UINT32_MAX = 2**32 - 1
@@ -82,7 +109,7 @@ class RecordEntry:
 
 @dataclass(frozen=True)
 class RoundEntry:
-    """One parsed ``rounds[]`` entry of the manifest."""
+    """One parsed round entry (a line of ``rounds.jsonl``)."""
 
     round: int
     anchor: RoundAnchor
@@ -94,18 +121,49 @@ class RoundEntry:
 
 
 @dataclass(frozen=True)
+class RoundLine:
+    """One line of ``rounds.jsonl``: its position (1-based: the entry's place in the bundle)
+    and the JSON value it holds, or why it holds none (``error``)."""
+
+    position: int
+    value: Any = None
+    error: str = ""
+
+    def entry(self) -> RoundEntry:
+        """The round entry on this line; any defect is a UsageError saying what is wrong."""
+        if self.error:
+            raise UsageError(self.error)
+        return parse_round(self.value)
+
+    @property
+    def claimed_round(self) -> int:
+        """The round number the line claims, or its position if it claims none: where the
+        results about a malformed entry are filed."""
+        claimed = self.value.get("round") if isinstance(self.value, dict) else None
+        if isinstance(claimed, int) and not isinstance(claimed, bool):
+            return claimed
+        return self.position
+
+
+@dataclass(frozen=True)
 class AuditBundle:
-    """An opened bundle: its header parsed, its rounds still raw until each is audited."""
+    """An opened bundle: its header parsed; its rounds read from ``rounds.jsonl`` a line at a
+    time, afresh each time :meth:`rounds` is iterated, and never held together."""
 
     path: Path
     chain_id: int
     deployment: Deployment
     job: ManifestJob
-    raw_rounds: tuple[Any, ...]
+    round_count: int
     objects: ArtifactStore
 
     def __len__(self) -> int:
-        return len(self.raw_rounds)
+        """The number of rounds the header announces (the audit holds the lines to it)."""
+        return self.round_count
+
+    def rounds(self) -> Iterator[RoundLine]:
+        """The lines of ``rounds.jsonl`` in order, each read when the caller asks for it."""
+        return read_round_lines(self.path / ROUNDS)
 
 
 @contextlib.contextmanager
@@ -117,7 +175,7 @@ def open_bundle(path: Path) -> Iterator[AuditBundle]:
     refuses links, devices and paths outside the directory) that is removed on exit.
 
     Raises:
-        BundleError: if there is no readable manifest of a known format.
+        BundleError: if there is no readable manifest of a known format, or no rounds file.
     """
     path = Path(path)
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
@@ -138,28 +196,15 @@ def open_bundle(path: Path) -> Iterator[AuditBundle]:
 
 
 def read_bundle(directory: Path) -> AuditBundle:
-    """Parses the manifest header of the bundle directory ``directory``.
+    """Parses the manifest header of the bundle directory ``directory``; the rounds are read
+    later, by :meth:`AuditBundle.rounds`.
 
     Raises:
-        BundleError: no manifest, not JSON, an unknown ``format``, or a malformed header.
+        BundleError: no manifest, not JSON, an unknown ``format``, a malformed header, or no
+            ``rounds.jsonl`` (as a regular file).
     """
     manifest_path = directory / MANIFEST
-    try:
-        text = manifest_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BundleError(f"{directory} is not an audit bundle: it has no {MANIFEST}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"cannot read {manifest_path}: {exc}") from None
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BundleError(
-            f"{manifest_path} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from None
-    except ValueError as exc:  # e.g. a number too long for Python to convert
-        raise BundleError(f"{manifest_path} is not readable JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{manifest_path} is not a JSON object")
+    manifest = _read_manifest(manifest_path, directory)
     if manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(
             f"{manifest_path} has format {manifest.get('format')!r}; this auditor reads "
@@ -169,16 +214,114 @@ def read_bundle(directory: Path) -> AuditBundle:
         chain_id = _integer(manifest, "chainId", minimum=1, maximum=UINT256_MAX)
         deployment = Deployment.from_json(manifest["deployment"], source="manifest deployment")
         job = parse_job(manifest["job"])
-        rounds = manifest["rounds"]
-        if not isinstance(rounds, list):
-            raise UsageError("field 'rounds' must be a list")
+        round_count = _integer(manifest, "roundCount", maximum=UINT32_MAX)
     except KeyError as exc:
         raise BundleError(f"{manifest_path} lacks field {exc.args[0]!r}") from None
     except UsageError as exc:
         raise BundleError(f"{manifest_path}: {exc}") from None
-    return AuditBundle(
-        directory, chain_id, deployment, job, tuple(rounds), ReadOnlyStore(directory)
-    )
+    rounds_path = directory / ROUNDS
+    if not rounds_path.exists():
+        raise BundleError(f"{directory} is not a complete audit bundle: it has no {ROUNDS}")
+    if not rounds_path.is_file():  # a FIFO would block the audit, a device might never end
+        raise BundleError(f"{rounds_path} is not a regular file")
+    return AuditBundle(directory, chain_id, deployment, job, round_count, ReadOnlyStore(directory))
+
+
+def _read_manifest(path: Path, directory: Path) -> dict[str, Any]:
+    """The manifest's JSON object, read up to :data:`MAX_MANIFEST_BYTES`."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise BundleError(f"{directory} is not an audit bundle: it has no {MANIFEST}") from None
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc}") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError(
+            f"{path} is larger than {MAX_MANIFEST_BYTES:,} bytes, so not the header of a "
+            f"{BUNDLE_FORMAT!r} bundle, the only format this auditor reads"
+        )
+    try:
+        manifest = parse_json(data)
+    except UsageError as exc:
+        raise BundleError(f"{path} is {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} is not a JSON object")
+    return manifest
+
+
+def read_round_lines(path: Path, limit: int = MAX_ROUND_LINE_BYTES) -> Iterator[RoundLine]:
+    """The lines of the rounds file ``path``, each parsed as JSON when the caller asks for it.
+
+    A line longer than ``limit`` bytes (its newline aside) is skipped without being held. As
+    JSON Lines allows, the last line may lack its newline; a blank line is a malformed entry.
+
+    Raises:
+        BundleError: if the file cannot be read.
+    """
+    try:
+        with path.open("rb") as handle:
+            yield from _round_lines(handle, limit)
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc}") from None
+
+
+def _round_lines(handle: IO[bytes], limit: int) -> Iterator[RoundLine]:
+    for position in itertools.count(1):
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := handle.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+                pass
+            yield RoundLine(
+                position,
+                error=f"the line is longer than {limit:,} bytes, the most a round entry may take",
+            )
+        elif line.isspace():
+            yield RoundLine(position, error="the line is blank")
+        else:
+            try:
+                yield RoundLine(position, value=parse_json(line))
+            except UsageError as exc:
+                yield RoundLine(position, error=f"the line is {exc}")
+
+
+def parse_json(data: bytes) -> Any:
+    """``data`` parsed as UTF-8 JSON, or a UsageError saying why not, worded to follow "is".
+
+    Everything the auditor parses from a bundle goes through here: beside syntax errors, a
+    hostile file can hold numbers too long to convert (ValueError) and arrays nested deeper
+    than the parser can recurse, which are refused before parsing (:data:`MAX_JSON_DEPTH`).
+    """
+    if _nests_too_deep(data):
+        raise UsageError(
+            f"not readable JSON: it nests arrays and objects more than {MAX_JSON_DEPTH} deep"
+        )
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}" if exc.lineno > 1 else f"column {exc.colno}"
+        raise UsageError(f"not JSON ({exc.msg} at {where})") from None
+    except ValueError as exc:
+        raise UsageError(f"not readable JSON: {exc}") from None
+
+
+def _nests_too_deep(data: bytes) -> bool:
+    """Whether the brackets outside strings open more than :data:`MAX_JSON_DEPTH` levels.
+
+    For JSON text this is its nesting; for text that is not, it is at least the depth a parser
+    reaches before it fails (strings are delimited the same way up to the first error).
+    Stops at the first level too many, so a hostile line costs little.
+    """
+    depth = 0
+    for bracket in _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
 
 
 def parse_job(obj: Any) -> ManifestJob:
@@ -205,7 +348,8 @@ def parse_job(obj: Any) -> ManifestJob:
 
 
 def parse_round(obj: Any) -> RoundEntry:
-    """One ``rounds[]`` entry; any defect is a UsageError naming the field."""
+    """One round entry (the JSON of a line of ``rounds.jsonl``); any defect is a UsageError
+    naming the field."""
     if not isinstance(obj, Mapping):
         raise UsageError("a round entry must be an object")
     try:

@@ -15,7 +15,8 @@ Check names, in the order an audit reports them:
 ``code``                  the runtime code at each address is the committed artifact's
 ``job``                   the manifest's job is ``getJob`` on chain
 ``objects``               every object the job or a round names is present and hashes to its name
-``manifest``              a round entry is well formed and agrees with its own anchor
+``manifest``              a round entry is well formed and agrees with its own anchor; the
+                          rounds file holds as many entries as the manifest announces
 ``sequence``              rounds run 1, 2, 3, ... in the bundle
 ``anchored``              the round's anchor is the commitment the chain stores
 ``transaction``           the anchoring transaction, its block and its event agree with the anchor
@@ -39,7 +40,6 @@ Check names, in the order an audit reports them:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from eth_typing import ChecksumAddress
 
-from consortium.audit.bundle import ManifestJob, RecordEntry, RoundEntry
+from consortium.audit.bundle import ROUNDS, ManifestJob, RecordEntry, RoundEntry, parse_json
 from consortium.audit.chainview import ChainView, MemberState
 from consortium.audit.replay import ConsentTerms, ImpliedState
 from consortium.audit.results import CheckResult, Scope
@@ -198,9 +198,9 @@ class Evidence:
 
 def _canonical_json(data: bytes) -> Any:
     try:
-        value = json.loads(data.decode("utf-8"))
+        value = parse_json(data)
         canonical = jcs(value)
-    except (UnicodeDecodeError, ValueError, ConsortiumError):
+    except ConsortiumError:
         raise ValueError("is not JSON") from None
     if canonical != data:
         raise ValueError("is JSON but not RFC 8785 canonical")
@@ -349,6 +349,17 @@ def check_job(
         f"{len(chain_job.dataset_ids)} datasets, purpose {chain_job.purpose!r}, "
         f"{chain_job.last_round} rounds anchored, {chain_job.status})",
         f"the manifest's job differs from getJob on chain in: {', '.join(differences)}",
+    )
+
+
+def check_round_count(scope: Scope, announced: int, read: int) -> CheckResult:
+    """``rounds.jsonl`` holds as many lines as the manifest announces: a file cut short or
+    lengthened is evidence of damage even where the lines left are well formed."""
+    return scope.outcome(
+        "manifest",
+        read == announced,
+        f"{ROUNDS} holds the {announced} round entries the manifest announces",
+        f"{ROUNDS} holds {read} line(s), the manifest announces {announced} round entries",
     )
 
 

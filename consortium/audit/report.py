@@ -21,7 +21,6 @@ import base64
 import contextlib
 import html
 import io
-import json
 import math
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from consortium.audit.bundle import AuditBundle, parse_round
+from consortium.audit.bundle import AuditBundle, RoundLine, parse_json
 from consortium.audit.chainview import ChainView
 from consortium.audit.results import FAIL, PASS, UNVERIFIABLE, CheckResult, Tally, Verdict
 from consortium.audit.timeline import (
@@ -171,22 +170,17 @@ class AuditReport:
 
     def round_facts(self, chain: Chain | None) -> list[RoundFacts]:
         """One record per bundled round, in bundle order; ``chain`` None skips the gas."""
-        return [
-            self._facts(position, raw, chain)
-            for position, raw in enumerate(self.bundle.raw_rounds, start=1)
-        ]
+        return [self._facts(line, chain) for line in self.bundle.rounds()]
 
-    def _facts(self, position: int, raw: object, chain: Chain | None) -> RoundFacts:
+    def _facts(self, line: RoundLine, chain: Chain | None) -> RoundFacts:
         try:
-            entry = parse_round(raw)
+            entry = line.entry()
         except UsageError as exc:
-            claimed = raw.get("round") if isinstance(raw, dict) else None
-            number = claimed if isinstance(claimed, int) and not isinstance(claimed, bool) else 0
-            return RoundFacts(position, number or position, notes=(f"malformed entry: {exc}",))
+            return RoundFacts(line.position, line.claimed_round, notes=(f"malformed entry: {exc}",))
         notes: list[str] = []
         log_loss = roc_auc = None
         try:
-            metrics = json.loads(self.bundle.objects.get(entry.anchor.metrics_digest))
+            metrics = parse_json(self.bundle.objects.get(entry.anchor.metrics_digest))
             validation = metrics.get("validation") if isinstance(metrics, dict) else None
             if isinstance(validation, dict):
                 log_loss = _number(validation.get("log_loss"))
@@ -204,7 +198,7 @@ class AuditReport:
             except CHAIN_ERRORS as exc:
                 notes.append(f"cannot read the receipt of {entry.transaction}: {first_line(exc)}")
         return RoundFacts(
-            position=position,
+            position=line.position,
             round=entry.round,
             log_loss=log_loss,
             roc_auc=roc_auc,
@@ -324,7 +318,7 @@ class AuditReport:
             ("consumer", job.consumer),
             ("participants", ", ".join(job.participants)),
             ("datasets", ", ".join(str(d) for d in job.datasets)),
-            ("rounds in the bundle", str(len(bundle.raw_rounds))),
+            ("rounds in the bundle", str(len(bundle))),
             ("bundle", str(bundle.path)),
             ("generated at", generated.strftime("%Y-%m-%d %H:%M:%S UTC")),
         ]

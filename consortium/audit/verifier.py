@@ -6,9 +6,10 @@ coordinator wrote: every digest in the bundle is re-derived from bytes, every cl
 chain is read back from it.
 
 The audit streams. Results are yielded as they are found, one round at a time; a round's
-objects are read, checked and dropped before the next round is touched, and what is carried
-from round to round is a few digests and block numbers. Only the list of round numbers and
-model digests grows with the rounds (for the completeness check and model look-ups).
+line of ``rounds.jsonl`` and its objects are read, checked and dropped before the next line is
+read, and what is carried from round to round is a few digests and block numbers. Only the
+list of round numbers and model digests grows with the rounds (for the completeness check and
+model look-ups), by a few hundred bytes a round.
 Membership and consent are read as of the block before each anchoring block, each fact once
 for as long as the chain shows it cannot have changed (:mod:`consortium.audit.standing`), so
 an audit costs a handful of calls per round, often none. The registries' events are read
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from eth_typing import ChecksumAddress
 
-from consortium.audit.bundle import AuditBundle, RoundEntry, parse_round
+from consortium.audit.bundle import ROUNDS, AuditBundle, RoundEntry, RoundLine, parse_json
 from consortium.audit.chainview import ChainView, StateUnavailable
 from consortium.audit.checks import (
     Evidence,
@@ -53,6 +54,7 @@ from consortium.audit.checks import (
     check_merkle_root,
     check_objects,
     check_record,
+    check_round_count,
     check_round_metrics,
     check_sequence,
     check_signature,
@@ -183,9 +185,8 @@ class JobAudit:
         if not code_ok:
             # Whatever answers at these addresses is not the committed contracts: nothing it
             # says about the job can be believed, so no round is checked against it.
-            for position, raw in enumerate(bundle.raw_rounds, start=1):
-                number = _claimed_round(raw, position)
-                yield Scope(bundle.job.id, number).failed(
+            for line in bundle.rounds():
+                yield Scope(bundle.job.id, line.claimed_round).failed(
                     "anchored",
                     f"not checked: the contracts at ledger {ledger_address} are not the "
                     "committed ones (see the code check)",
@@ -211,20 +212,21 @@ class JobAudit:
         yield from check_objects(scope, evidence, "the job (initial model and model spec)")
 
         self._in_rounds = True
-        for position, raw in enumerate(bundle.raw_rounds, start=1):
-            yield from self._round(position, raw)
-
+        for line in bundle.rounds():
+            yield from self._round(line)
+        # Every line, well formed or not, added one round number to _bundled.
+        yield check_round_count(scope, len(bundle), len(self._bundled))
         yield check_complete(scope, self._bundled, facts.last_round)
         yield check_head_model(scope, facts.head_model, self._previous_model, self._previous_round)
 
-    def _round(self, position: int, raw: object) -> Iterator[CheckResult]:
+    def _round(self, line: RoundLine) -> Iterator[CheckResult]:
         facts = self.facts
         try:
-            entry = parse_round(raw)
+            entry = line.entry()
         except UsageError as exc:
-            number = _claimed_round(raw, position)
+            number = line.claimed_round
             yield Scope(facts.id, number).failed(
-                "manifest", f"round entry {position} of the manifest is malformed: {exc}"
+                "manifest", f"round entry {line.position} of {ROUNDS} is malformed: {exc}"
             )
             self._advance(number, None, f"round {number}'s model", None)
             return
@@ -326,7 +328,7 @@ class JobAudit:
             signed, error = None, "its object is missing or corrupt"
             if leaf is not None:
                 try:
-                    signed = SignedUpdateRecord.from_json(json.loads(leaf))
+                    signed = SignedUpdateRecord.from_json(parse_json(leaf))
                     if signed.leaf() != leaf:
                         signed, error = None, "its object is not the record's canonical form"
                 except (ValueError, ConsortiumError) as exc:
@@ -452,14 +454,6 @@ class JobAudit:
         if isinstance(self._events, ConsortiumError):
             raise self._events.with_traceback(None)
         return self._events
-
-
-def _claimed_round(raw: object, position: int) -> int:
-    """The round number a raw manifest entry claims, or its position if it claims none."""
-    claimed = raw.get("round") if isinstance(raw, dict) else None
-    if isinstance(claimed, int) and not isinstance(claimed, bool):
-        return claimed
-    return position
 
 
 # ------------------------------------------------------------------------------ models

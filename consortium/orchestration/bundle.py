@@ -1,11 +1,14 @@
 """The job's export bundle: everything an auditor needs besides a chain endpoint.
 
-``bundle/manifest.json`` (format ``consortium.audit-bundle/1``, documented in
-docs/audit-bundle.md) lists, per anchored round, the anchor, its transaction, the signed
-records in leaf order with their inclusion proofs, the refused updates and why, and the
-digests of the global model and the round metrics. ``bundle/objects/`` is an artifact store
-holding every object those digests name: records, updates, models, metrics, the initial model
-and the model spec. ``bundle.tar.gz`` packs the directory reproducibly.
+The format is ``consortium.audit-bundle/2`` (docs/audit-bundle.md). ``bundle/manifest.json``
+is a small header: the chain, the deployment, the job and the number of rounds.
+``bundle/rounds.jsonl`` holds one line per anchored round, in round order: the anchor, its
+transaction, the signed records in leaf order with their inclusion proofs, the refused
+updates and why, and the digests of the global model and the round metrics. Rounds are lines
+of their own so that an auditor reads them one at a time, in memory that does not grow with
+the job's length. ``bundle/objects/`` is an artifact store holding every object those digests
+name: records, updates, models, metrics, the initial model and the model spec.
+``bundle.tar.gz`` packs the directory reproducibly.
 """
 
 from __future__ import annotations
@@ -16,18 +19,23 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
+from typing import Any
 
+from consortium.crypto.canonical import jcs
 from consortium.crypto.digests import from_hex32, hex32
 from consortium.crypto.merkle import MerkleTree
 from consortium.crypto.update_record import SignedUpdateRecord
 from consortium.errors import ConsortiumError
 from consortium.ledger.client import Ledger
+from consortium.ledger.jobs import Job
 from consortium.orchestration.journal import Journal
 from consortium.orchestration.messages import anchor_from_json
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import model_objects
 
-BUNDLE_FORMAT = "consortium.audit-bundle/1"
+BUNDLE_FORMAT = "consortium.audit-bundle/2"
+MANIFEST_FILE = "manifest.json"
+ROUNDS_FILE = "rounds.jsonl"
 
 
 def export_bundle(
@@ -39,41 +47,65 @@ def export_bundle(
     export never leaves a half bundle under the final name.
     """
     job = ledger.jobs.get(job_id)
-    objects = [
-        *model_objects(store, job.initial_model_digest),
-        job.model_spec_digest,
-    ]
-    rounds = []
-    for anchored in sorted(journal.find("anchored"), key=lambda e: e["round"]):
-        intent = journal.last("intent", round=anchored["round"])
-        if intent is None:
-            raise ConsortiumError(f"round {anchored['round']} is anchored without an intent")
-        anchor = anchor_from_json(anchored["anchor"])
-        records = [from_hex32(d) for d in intent["records"]]
-        tree = MerkleTree(store.get(d) for d in records)
-        for digest in records:
-            record = SignedUpdateRecord.from_json(store.get_json(digest)).record
-            objects += [digest, *model_objects(store, record.update_digest), record.metrics_digest]
-        objects += [*model_objects(store, anchor.model_digest), anchor.metrics_digest]
-        rounds.append(
+    objects = [*model_objects(store, job.initial_model_digest), job.model_spec_digest]
+    final = out / "bundle"
+    staging = out / ".bundle.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    count = 0
+    with (staging / ROUNDS_FILE).open("wb") as lines:
+        for anchored in sorted(journal.find("anchored"), key=lambda e: e["round"]):
+            entry, named = _round_entry(store, journal, anchored)
+            lines.write(jcs(entry) + b"\n")
+            objects += named
+            count += 1
+    store.export(dict.fromkeys(objects), staging)  # the store keeps them in objects/
+    manifest = _header(ledger, job, count)
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    _pack(final, out / "bundle.tar.gz")
+    return final
+
+
+def _round_entry(
+    store: ArtifactStore, journal: Journal, anchored: dict[str, Any]
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The round's line of ``rounds.jsonl``, and the objects it names (which the bundle must
+    hold): records, updates, participant metrics, the global model and the round metrics."""
+    intent = journal.last("intent", round=anchored["round"])
+    if intent is None:
+        raise ConsortiumError(f"round {anchored['round']} is anchored without an intent")
+    anchor = anchor_from_json(anchored["anchor"])
+    records = [from_hex32(d) for d in intent["records"]]
+    tree = MerkleTree(store.get(d) for d in records)
+    objects: list[bytes] = []
+    for digest in records:
+        record = SignedUpdateRecord.from_json(store.get_json(digest)).record
+        objects += [digest, *model_objects(store, record.update_digest), record.metrics_digest]
+    objects += [*model_objects(store, anchor.model_digest), anchor.metrics_digest]
+    entry = {
+        "round": anchor.round,
+        "anchor": anchored["anchor"],
+        "transaction": anchored["txHash"],
+        "records": [
             {
-                "round": anchor.round,
-                "anchor": anchored["anchor"],
-                "transaction": anchored["txHash"],
-                "records": [
-                    {
-                        "digest": hex32(d),
-                        "leafIndex": i,
-                        "proof": [hex32(p) for p in tree.inclusion_proof(i)],
-                    }
-                    for i, d in enumerate(records)
-                ],
-                "refused": intent["refused"],
-                "model": hex32(anchor.model_digest),
-                "metrics": hex32(anchor.metrics_digest),
+                "digest": hex32(d),
+                "leafIndex": i,
+                "proof": [hex32(p) for p in tree.inclusion_proof(i)],
             }
-        )
-    manifest = {
+            for i, d in enumerate(records)
+        ],
+        "refused": intent["refused"],
+        "model": hex32(anchor.model_digest),
+        "metrics": hex32(anchor.metrics_digest),
+    }
+    return entry, objects
+
+
+def _header(ledger: Ledger, job: Job, rounds: int) -> dict[str, Any]:
+    """``manifest.json``: what the bundle is about, and how many lines ``rounds.jsonl`` has."""
+    return {
         "format": BUNDLE_FORMAT,
         "chainId": ledger.chain.chain_id,
         "deployment": ledger.deployment.to_json(),
@@ -87,17 +119,8 @@ def export_bundle(
             "modelSpec": hex32(job.model_spec_digest),
             "initialModel": hex32(job.initial_model_digest),
         },
-        "rounds": rounds,
+        "roundCount": rounds,
     }
-    final = out / "bundle"
-    staging = out / ".bundle.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    store.export(dict.fromkeys(objects), staging)  # the store keeps them in objects/
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
-    _pack(final, out / "bundle.tar.gz")
-    return final
 
 
 def _pack(directory: Path, archive: Path) -> None:
