@@ -470,12 +470,15 @@ def test_back_to_back_rounds_read_membership_and_consent_once(
     scenario: Scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each round's anchoring block holds only its anchor, so rounds 2 and 3 stand on the
-    state read for round 1: no probe, no epochs, no fact read twice."""
+    state read for round 1: no probe, no epochs, no fact read twice; and round 1 reads its
+    parties, the datasets' owners and the consents in one call each."""
     reads: Counter[str] = Counter()
+    asked: Counter[str] = Counter()
     real = ChainView._past
 
     def counting(self: ChainView, fn: Any, block: int, **how: bool) -> Any:
         reads[fn.fn_name] += 1
+        asked[fn.fn_name] += len(fn.args[0]) if fn.args and isinstance(fn.args[0], list) else 1
         return real(self, fn, block, **how)
 
     monkeypatch.setattr(ChainView, "_past", counting)
@@ -484,9 +487,12 @@ def test_back_to_back_rounds_read_membership_and_consent_once(
     job = scenario.manifest["job"]
     accounts = {job["coordinator"], job["consumer"], *job["participants"]}
     assert reads == {
-        "getJob": 1, "membershipEpoch": 1, "consentEpoch": 1, "getMember": len(accounts),
-        "getDataset": len(job["datasets"]), "getConsent": len(job["datasets"]) - 1,
+        "getJob": 1, "membershipEpoch": 1, "consentEpoch": 1, "getMembers": 1, "ownersOf": 1,
+        "getConsents": 1,
     }  # fmt: skip
+    assert (asked["getMembers"], asked["ownersOf"], asked["getConsents"]) == (
+        len(accounts), len(job["datasets"]), len(job["datasets"]) - 1,
+    )  # fmt: skip
 
 
 @dataclass
@@ -519,17 +525,19 @@ class FakeRegistries:
         self.reads["epochs"] += 1
         return self.era(block).epochs
 
-    def member_at(self, account: str, block: int) -> MemberState:
-        self.reads["member"] += 1
-        return self.era(block).members[account]
+    def members_at(self, accounts: list[str], block: int) -> dict[str, MemberState]:
+        self.reads["member"] += len(accounts)
+        return {a: self.era(block).members[a] for a in accounts}
 
-    def dataset_owner_at(self, dataset_id: int, block: int) -> str:
-        self.reads["owner"] += 1
-        return self.owners[dataset_id]
+    def dataset_owners_at(self, dataset_ids: list[int], block: int) -> dict[int, str]:
+        self.reads["owner"] += len(dataset_ids)
+        return {d: self.owners[d] for d in dataset_ids}
 
-    def consent_at(self, dataset_id: int, grantee: str, purpose: str, block: int) -> Consent:
-        self.reads["consent"] += 1
-        return self.era(block).consent
+    def consents_at(
+        self, dataset_ids: list[int], grantee: str, purpose: str, block: int
+    ) -> dict[int, Consent]:
+        self.reads["consent"] += len(dataset_ids)
+        return dict.fromkeys(dataset_ids, self.era(block).consent)
 
     def read(self, reader: StandingReader, round_number: int, block: int) -> Standing:
         self.expected_round = round_number

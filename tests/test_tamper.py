@@ -839,13 +839,14 @@ def test_a_consent_revoked_before_an_anchoring_block_is_caught(dishonest: Dishon
     facts = JobFacts.of(
         _manifest_job(dishonest.bundle), job, Domain(chain.chain_id, run.deployment.ledger)
     )
-    owner = view.dataset_owner_at(dataset_id, block)
+    owner = view.dataset_owners_at([dataset_id], block)[dataset_id]
+    assert owner is not None
     result = check_consent(
         Scope(run.job_id, job.last_round + 1, owner),
         dataset_id,
         owner,
-        view.member_at(owner, block),
-        view.consent_at(dataset_id, job.consumer, job.purpose, block),
+        view.members_at([owner], block)[owner],
+        view.consents_at([dataset_id], job.consumer, job.purpose, block)[dataset_id],
         facts,
         view.block(block).timestamp + 1,
         block,

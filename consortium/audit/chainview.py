@@ -13,6 +13,7 @@ embedded chain a scan costs time quadratic in the number of events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,33 +202,50 @@ class ChainView:
         consent = self._past(self.ledger.consent_registry.functions.consentEpoch(), block)
         return int(membership), int(consent)
 
-    def member_at(self, account: str, block: int) -> MemberState:
-        raw = self._past(self.ledger.registry.functions.getMember(account), block)
-        _name, roles, active, epoch, _joined_at = raw
-        return MemberState(active=bool(active), roles=Role(roles), ever_joined=epoch != 0)
+    def members_at(self, accounts: Sequence[str], block: int) -> dict[str, MemberState]:
+        """Each account's standing as of ``block``, in one call (``getMembers``)."""
+        fn = self.ledger.registry.functions.getMembers(list(accounts))
+        records = self._past(fn, block)
+        return {
+            account: MemberState(active=bool(active), roles=Role(roles), ever_joined=epoch != 0)
+            for account, (_name, roles, active, epoch, _joined_at) in zip(
+                accounts, records, strict=True
+            )
+        }
 
-    def dataset_owner_at(self, dataset_id: int, block: int) -> ChecksumAddress:
-        """The dataset's owner as of ``block`` (ChainRevert ``UnknownDataset`` if it had none)."""
-        fn = self.ledger.consent_registry.functions.getDataset(dataset_id)
-        return to_checksum_address(self._past(fn, block, reverts=True)[0])
+    def dataset_owners_at(
+        self, dataset_ids: Sequence[int], block: int
+    ) -> dict[int, ChecksumAddress | None]:
+        """Each dataset's owner as of ``block`` (None: not registered then), in one call."""
+        fn = self.ledger.consent_registry.functions.ownersOf(list(dataset_ids))
+        owners = self._past(fn, block)
+        return {
+            dataset_id: None if int(owner, 16) == 0 else to_checksum_address(owner)
+            for dataset_id, owner in zip(dataset_ids, owners, strict=True)
+        }
 
-    def consent_at(self, dataset_id: int, grantee: str, purpose: str, block: int) -> Consent:
-        """The consent record for the triple as of ``block`` (``granted_at`` 0: never granted)."""
-        fn = self.ledger.consent_registry.functions.getConsent(
-            dataset_id, grantee, encode_purpose(purpose)
+    def consents_at(
+        self, dataset_ids: Sequence[int], grantee: str, purpose: str, block: int
+    ) -> dict[int, Consent]:
+        """The consent record of each dataset for ``grantee`` and ``purpose`` as of ``block``
+        (``granted_at`` 0: never granted), in one call (``getConsents``)."""
+        fn = self.ledger.consent_registry.functions.getConsents(
+            list(dataset_ids), grantee, encode_purpose(purpose)
         )
-        grantee_raw, purpose_raw, valid_from, valid_until, granted_at, revoked = self._past(
-            fn, block
-        )
-        return Consent(
-            dataset_id=dataset_id,
-            grantee=to_checksum_address(grantee_raw),
-            purpose=decode_purpose(bytes(purpose_raw)),
-            valid_from=int(valid_from),
-            valid_until=int(valid_until),
-            granted_at=int(granted_at),
-            revoked=bool(revoked),
-        )
+        return {
+            dataset_id: Consent(
+                dataset_id=dataset_id,
+                grantee=to_checksum_address(grantee_raw),
+                purpose=decode_purpose(bytes(purpose_raw)),
+                valid_from=int(valid_from),
+                valid_until=int(valid_until),
+                granted_at=int(granted_at),
+                revoked=bool(revoked),
+            )
+            for dataset_id, (
+                grantee_raw, purpose_raw, valid_from, valid_until, granted_at, revoked
+            ) in zip(dataset_ids, self._past(fn, block), strict=True)
+        }  # fmt: skip
 
     @property
     def training(self) -> Contract:

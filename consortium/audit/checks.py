@@ -40,7 +40,7 @@ Check names, in the order an audit reports them:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -136,22 +136,33 @@ class Evidence:
     :meth:`ArtifactStore.get` refuses bytes that do not hash to their name; every refusal is
     kept as a problem (with the scope that needed the object) for :func:`check_objects`,
     and the caller gets None instead of bytes. Dropped after its round, so memory stays flat
-    in the number of rounds.
+    in the number of rounds. Tensors are read as views (:meth:`ArtifactStore.get_view`),
+    which parse into arrays without a copy.
     """
 
     store: ArtifactStore
     problems: list[tuple[Scope, str]] = field(default_factory=list)
-    _cache: dict[bytes, bytes | None] = field(default_factory=dict)
+    _cache: dict[bytes, bytes | memoryview | None] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
         return len(self._cache)
 
     def get(self, digest: bytes, scope: Scope, what: str) -> bytes | None:
+        data = self._read(digest, scope, what, self.store.get)
+        return bytes(data) if isinstance(data, memoryview) else data
+
+    def _read(
+        self,
+        digest: bytes,
+        scope: Scope,
+        what: str,
+        read: Callable[[bytes], bytes | memoryview],
+    ) -> bytes | memoryview | None:
         if digest in self._cache:
             return self._cache[digest]
         try:
-            data: bytes | None = self.store.get(digest)
+            data: bytes | memoryview | None = read(digest)
         except ConsortiumError as exc:
             self.problems.append((scope, f"{what} {digest.hex()}: {exc}"))
             data = None
@@ -185,7 +196,7 @@ class Evidence:
             except ConsortiumError as exc:
                 self.problems.append((scope, f"{what} {digest.hex()}: {exc}"))
                 return None
-            blob = self.get(tensor, scope, f"{what} tensor {name!r}")
+            blob = self._read(tensor, scope, f"{what} tensor {name!r}", self.store.get_view)
             if blob is None:
                 return None
             try:

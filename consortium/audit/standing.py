@@ -140,38 +140,43 @@ class StandingReader:
     # ------------------------------------------------------------------ reading
 
     def _collect(self, block: int, accounts: Iterable[str], datasets: Sequence[int]) -> Standing:
-        members = {account: self._member(account, block) for account in accounts}
-        owners: dict[int, ChecksumAddress] = {}
-        consents: dict[int, Consent] = {}
-        for dataset_id in datasets:
-            owner = self._owner(dataset_id, block)
+        """The state as of ``block``: what is not known yet is read in at most four calls
+        (the accounts, the owners, the owners that are no party, the consents)."""
+        parties = list(dict.fromkeys(accounts))
+        self._read_members(parties, block)
+        self._read_owners(datasets, block)
+        owners = {d: self._owners[d] for d in datasets if d in self._owners}
+        self._read_members(owners.values(), block)
+        needing_consent = [d for d, owner in owners.items() if owner != self.consumer]
+        self._read_consents(needing_consent, block)
+        return Standing(
+            block,
+            {a: self._members[a] for a in [*parties, *owners.values()]},
+            owners,
+            {d: self._unknown[d] for d in datasets if d in self._unknown},
+            {d: self._consents[d] for d in needing_consent},
+        )
+
+    def _read_members(self, accounts: Iterable[str], block: int) -> None:
+        missing = [a for a in dict.fromkeys(accounts) if a not in self._members]
+        if missing:
+            self._members.update(self.view.members_at(missing, block))
+
+    def _read_owners(self, datasets: Sequence[int], block: int) -> None:
+        missing = [
+            d for d in dict.fromkeys(datasets) if d not in self._owners and d not in self._unknown
+        ]
+        if not missing:
+            return
+        for dataset_id, owner in self.view.dataset_owners_at(missing, block).items():
             if owner is None:
-                continue
-            owners[dataset_id] = owner
-            if owner not in members:
-                members[owner] = self._member(owner, block)
-            if owner != self.consumer:
-                consents[dataset_id] = self._consent(dataset_id, block)
-        unknown = {d: self._unknown[d] for d in datasets if d in self._unknown}
-        return Standing(block, members, owners, unknown, consents)
+                self._unknown[dataset_id] = "the consent registry has no such dataset"
+            else:
+                self._owners[dataset_id] = owner
 
-    def _member(self, account: str, block: int) -> MemberState:
-        if account not in self._members:
-            self._members[account] = self.view.member_at(account, block)
-        return self._members[account]
-
-    def _owner(self, dataset_id: int, block: int) -> ChecksumAddress | None:
-        """The dataset's owner, or None if it is unknown as of ``block`` (why: ``_unknown``)."""
-        if dataset_id not in self._owners and dataset_id not in self._unknown:
-            try:
-                self._owners[dataset_id] = self.view.dataset_owner_at(dataset_id, block)
-            except ChainRevert as exc:
-                self._unknown[dataset_id] = str(exc)
-        return self._owners.get(dataset_id)
-
-    def _consent(self, dataset_id: int, block: int) -> Consent:
-        if dataset_id not in self._consents:
-            self._consents[dataset_id] = self.view.consent_at(
-                dataset_id, self.consumer, self.purpose, block
+    def _read_consents(self, datasets: Sequence[int], block: int) -> None:
+        missing = [d for d in datasets if d not in self._consents]
+        if missing:
+            self._consents.update(
+                self.view.consents_at(missing, self.consumer, self.purpose, block)
             )
-        return self._consents[dataset_id]
