@@ -52,7 +52,7 @@ from consortium.audit import (
 )
 from consortium.audit.bundle import MAX_MANIFEST_BYTES
 from consortium.audit.chainview import ChainView, MemberState, StateUnavailable
-from consortium.audit.checks import JobFacts, check_events
+from consortium.audit.checks import Evidence, JobFacts, check_events
 from consortium.audit.replay import ImpliedState
 from consortium.audit.results import Scope
 from consortium.audit.standing import Standing, StandingReader
@@ -67,7 +67,8 @@ from consortium.ledger.consents import Consent
 from consortium.ledger.roles import Role
 from consortium.orchestration.bundle import export_bundle
 from consortium.scenarios import aml
-from consortium.store.models import get_model
+from consortium.store.artifacts import ArtifactStore
+from consortium.store.models import get_model, put_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "verify_job.py"
@@ -463,6 +464,41 @@ def test_rounds_out_of_block_order_are_read_again_and_not_replayed_backwards(
     assert "the rounds are out of block order" in events[1].message
 
 
+# ------------------------------------------------------------------------------ evidence
+
+
+def test_prefetched_models_read_and_fail_as_models_read_one_by_one(tmp_path: Path) -> None:
+    """Reading a round's tensors on several threads changes nothing the checks see: the same
+    models, and for a damaged tensor the same problem, in the same words."""
+    store = ArtifactStore(tmp_path / "objects")
+    rng = np.random.default_rng(3)
+    digests = [
+        put_model(store, {"w": rng.normal(size=50), "b": rng.normal(size=1)}) for _ in range(3)
+    ]
+    damaged = bytes.fromhex(store.get_json(digests[1])["w"])
+    path = store.path(damaged)
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    scope = Scope(1, 1)
+
+    def read(prefetch: bool) -> tuple[list[dict[str, list[float]] | None], list[tuple[Scope, str]]]:
+        evidence = Evidence(store)
+        if prefetch:
+            evidence.prefetch_models([*digests, bytes(32)])  # one that is not even there
+        models = [evidence.model(d, scope, "update") for d in [*digests, bytes(32)]]
+        as_lists = [None if m is None else {k: v.tolist() for k, v in m.items()} for m in models]
+        return as_lists, evidence.problems
+
+    prefetched, one_by_one = read(prefetch=True), read(prefetch=False)
+    assert prefetched == one_by_one
+    models, problems = prefetched
+    assert models[1] is None and models[3] is None and models[0] is not None
+    assert [message.split(":")[0] for _, message in problems] == [
+        f"update tensor 'w' {damaged.hex()}",
+        f"update manifest {bytes(32).hex()}",
+    ]
+
+
 # ------------------------------------------------------------------------------ standing reads
 
 
@@ -487,7 +523,7 @@ def test_back_to_back_rounds_read_membership_and_consent_once(
     job = scenario.manifest["job"]
     accounts = {job["coordinator"], job["consumer"], *job["participants"]}
     assert reads == {
-        "getJob": 1, "membershipEpoch": 1, "consentEpoch": 1, "getMembers": 1, "ownersOf": 1,
+        "jobProgress": 1, "membershipEpoch": 1, "consentEpoch": 1, "getMembers": 1, "ownersOf": 1,
         "getConsents": 1,
     }  # fmt: skip
     assert (asked["getMembers"], asked["ownersOf"], asked["getConsents"]) == (

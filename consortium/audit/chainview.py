@@ -193,8 +193,8 @@ class ChainView:
         """The job's last anchored round as of ``block``: the probe that tells a node serving
         real past state from one that silently answers with today's (or an empty) state.
         ChainRevert ``UnknownJob`` if the job did not exist as of ``block``."""
-        raw = self._past(self.ledger.training.functions.getJob(job_id), block, reverts=True)
-        return int(raw[1])
+        fn = self.ledger.training.functions.jobProgress(job_id)  # the job's small view
+        return int(self._past(fn, block, reverts=True)[1])
 
     def epochs_at(self, block: int) -> tuple[int, int]:
         """(membership epoch, consent epoch) as of ``block``."""

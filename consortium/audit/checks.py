@@ -40,7 +40,9 @@ Check names, in the order an audit reports them:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -128,6 +130,9 @@ class JobFacts:
 
 # ------------------------------------------------------------------------------ evidence
 
+READ_THREADS = min(4, os.cpu_count() or 1)
+"""Threads that read and verify a round's tensors side by side (hashing releases the GIL)."""
+
 
 @dataclass
 class Evidence:
@@ -143,6 +148,31 @@ class Evidence:
     store: ArtifactStore
     problems: list[tuple[Scope, str]] = field(default_factory=list)
     _cache: dict[bytes, bytes | memoryview | None] = field(default_factory=dict)
+    _prefetched: dict[bytes, memoryview | ConsortiumError] = field(default_factory=dict)
+
+    def prefetch_models(self, digests: Iterable[bytes]) -> None:
+        """Reads and verifies the tensors of the models ``digests`` name on several threads,
+        for :meth:`model` to find read: a round's updates are most of what an audit reads, and
+        hashing them runs in parallel. Whatever is amiss (a missing or damaged manifest or
+        tensor) is left for :meth:`model` to report, in order, with its scope."""
+        tensors = [t for digest in digests for t in self._tensors_of(digest)]
+        wanted = [t for t in dict.fromkeys(tensors) if t not in self._cache]
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            self._prefetched.update(zip(wanted, pool.map(self._try_view, wanted), strict=True))
+
+    def _tensors_of(self, manifest: bytes) -> list[bytes]:
+        """The tensor digests a model manifest names; none when it cannot be read as one."""
+        try:
+            value = parse_json(self.store.get(manifest))
+            return [from_hex32(text) for text in value.values()]
+        except (ConsortiumError, AttributeError, TypeError):
+            return []
+
+    def _try_view(self, digest: bytes) -> memoryview | ConsortiumError:
+        try:
+            return self.store.get_view(digest)
+        except ConsortiumError as exc:
+            return exc
 
     @property
     def count(self) -> int:
@@ -161,8 +191,11 @@ class Evidence:
     ) -> bytes | memoryview | None:
         if digest in self._cache:
             return self._cache[digest]
+        prefetched = self._prefetched.pop(digest, None)
         try:
-            data: bytes | memoryview | None = read(digest)
+            if isinstance(prefetched, ConsortiumError):
+                raise prefetched
+            data: bytes | memoryview | None = prefetched or read(digest)
         except ConsortiumError as exc:
             self.problems.append((scope, f"{what} {digest.hex()}: {exc}"))
             data = None

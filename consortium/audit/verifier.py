@@ -241,6 +241,9 @@ class JobAudit:
 
         evidence = Evidence(self.bundle.objects)
         records = self._load_records(scope, entry, evidence)
+        evidence.prefetch_models(
+            [*(r.signed.record.update_digest for r in records if r.signed), anchor.model_digest]
+        )
         updates = {
             r.position: evidence.model(
                 r.signed.record.update_digest, scope.at(r.participant), "update"
