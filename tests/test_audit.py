@@ -52,7 +52,8 @@ from consortium.audit import (
 )
 from consortium.audit.bundle import MAX_MANIFEST_BYTES
 from consortium.audit.chainview import ChainView, MemberState, StateUnavailable
-from consortium.audit.checks import Evidence, JobFacts, check_events
+from consortium.audit.checks import JobFacts, check_events
+from consortium.audit.evidence import Evidence
 from consortium.audit.replay import ImpliedState
 from consortium.audit.results import Scope
 from consortium.audit.standing import Standing, StandingReader

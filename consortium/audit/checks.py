@@ -40,24 +40,21 @@ Check names, in the order an audit reports them:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-import numpy as np
 from eth_typing import ChecksumAddress
 
-from consortium.audit.bundle import ROUNDS, ManifestJob, RecordEntry, RoundEntry, parse_json
+from consortium.audit.bundle import ROUNDS, ManifestJob, RecordEntry, RoundEntry
 from consortium.audit.chainview import ChainView, MemberState
+from consortium.audit.evidence import Evidence, Model
 from consortium.audit.replay import ConsentTerms, ImpliedState
 from consortium.audit.results import CheckResult, Scope
 from consortium.audit.standing import Standing
 from consortium.chain.artifacts import Artifact
-from consortium.crypto.canonical import jcs
-from consortium.crypto.digests import from_hex32, model_digest
+from consortium.crypto.digests import model_digest
 from consortium.crypto.eip712 import Domain
 from consortium.crypto.merkle import MerkleTree, verify_inclusion
 from consortium.crypto.update_record import SignedUpdateRecord
@@ -67,10 +64,6 @@ from consortium.ledger.consents import Consent
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import Job, RoundAnchor
 from consortium.ledger.roles import Role
-from consortium.store.artifacts import ArtifactStore
-from consortium.store.models import parse_tensor_blob
-
-Model = dict[str, np.ndarray]
 
 CHECK_NAMES = (
     "chain", "deployment", "code", "job", "objects", "manifest", "sequence", "anchored",
@@ -126,129 +119,6 @@ class JobFacts:
             chain_job.head_model_digest, chain_job.last_round, chain_job.last_anchor_block,
             domain,
         )  # fmt: skip
-
-
-# ------------------------------------------------------------------------------ evidence
-
-READ_THREADS = min(4, os.cpu_count() or 1)
-"""Threads that read and verify a round's tensors side by side (hashing releases the GIL)."""
-
-
-@dataclass
-class Evidence:
-    """The objects one round (or the job header) names, each read and verified once.
-
-    :meth:`ArtifactStore.get` refuses bytes that do not hash to their name; every refusal is
-    kept as a problem (with the scope that needed the object) for :func:`check_objects`,
-    and the caller gets None instead of bytes. Dropped after its round, so memory stays flat
-    in the number of rounds. Tensors are read as views (:meth:`ArtifactStore.get_view`),
-    which parse into arrays without a copy.
-    """
-
-    store: ArtifactStore
-    problems: list[tuple[Scope, str]] = field(default_factory=list)
-    _cache: dict[bytes, bytes | memoryview | None] = field(default_factory=dict)
-    _prefetched: dict[bytes, memoryview | ConsortiumError] = field(default_factory=dict)
-
-    def prefetch_models(self, digests: Iterable[bytes]) -> None:
-        """Reads and verifies the tensors of the models ``digests`` name on several threads,
-        for :meth:`model` to find read: a round's updates are most of what an audit reads, and
-        hashing them runs in parallel. Whatever is amiss (a missing or damaged manifest or
-        tensor) is left for :meth:`model` to report, in order, with its scope."""
-        tensors = [t for digest in digests for t in self._tensors_of(digest)]
-        wanted = [t for t in dict.fromkeys(tensors) if t not in self._cache]
-        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-            self._prefetched.update(zip(wanted, pool.map(self._try_view, wanted), strict=True))
-
-    def _tensors_of(self, manifest: bytes) -> list[bytes]:
-        """The tensor digests a model manifest names; none when it cannot be read as one."""
-        try:
-            value = parse_json(self.store.get(manifest))
-            return [from_hex32(text) for text in value.values()]
-        except (ConsortiumError, AttributeError, TypeError):
-            return []
-
-    def _try_view(self, digest: bytes) -> memoryview | ConsortiumError:
-        try:
-            return self.store.get_view(digest)
-        except ConsortiumError as exc:
-            return exc
-
-    @property
-    def count(self) -> int:
-        return len(self._cache)
-
-    def get(self, digest: bytes, scope: Scope, what: str) -> bytes | None:
-        data = self._read(digest, scope, what, self.store.get)
-        return bytes(data) if isinstance(data, memoryview) else data
-
-    def _read(
-        self,
-        digest: bytes,
-        scope: Scope,
-        what: str,
-        read: Callable[[bytes], bytes | memoryview],
-    ) -> bytes | memoryview | None:
-        if digest in self._cache:
-            return self._cache[digest]
-        prefetched = self._prefetched.pop(digest, None)
-        try:
-            if isinstance(prefetched, ConsortiumError):
-                raise prefetched
-            data: bytes | memoryview | None = prefetched or read(digest)
-        except ConsortiumError as exc:
-            self.problems.append((scope, f"{what} {digest.hex()}: {exc}"))
-            data = None
-        self._cache[digest] = data
-        return data
-
-    def json(self, digest: bytes, scope: Scope, what: str) -> Any | None:
-        """The canonical JSON object ``digest`` names, or None (a problem is recorded)."""
-        data = self.get(digest, scope, what)
-        if data is None:
-            return None
-        try:
-            value = _canonical_json(data)
-        except ValueError as exc:
-            self.problems.append((scope, f"{what} {digest.hex()}: {exc}"))
-            return None
-        return value
-
-    def model(self, digest: bytes, scope: Scope, what: str) -> Model | None:
-        """The model whose manifest object is ``digest``, every tensor verified, or None."""
-        manifest = self.json(digest, scope, f"{what} manifest")
-        if manifest is None:
-            return None
-        if not isinstance(manifest, dict) or not manifest:
-            self.problems.append((scope, f"{what} {digest.hex()} is not a model manifest"))
-            return None
-        model: Model = {}
-        for name, text in manifest.items():
-            try:
-                tensor = from_hex32(text, what=f"tensor {name!r}")
-            except ConsortiumError as exc:
-                self.problems.append((scope, f"{what} {digest.hex()}: {exc}"))
-                return None
-            blob = self._read(tensor, scope, f"{what} tensor {name!r}", self.store.get_view)
-            if blob is None:
-                return None
-            try:
-                model[name] = parse_tensor_blob(blob)
-            except ConsortiumError as exc:
-                self.problems.append((scope, f"{what} tensor {name!r} {tensor.hex()}: {exc}"))
-                return None
-        return model
-
-
-def _canonical_json(data: bytes) -> Any:
-    try:
-        value = parse_json(data)
-        canonical = jcs(value)
-    except ConsortiumError:
-        raise ValueError("is not JSON") from None
-    if canonical != data:
-        raise ValueError("is JSON but not RFC 8785 canonical")
-    return value
 
 
 def check_objects(scope: Scope, evidence: Evidence, what: str) -> Iterator[CheckResult]:

@@ -32,7 +32,6 @@ from eth_typing import ChecksumAddress
 from consortium.audit.bundle import ROUNDS, AuditBundle, RoundEntry, RoundLine, parse_json
 from consortium.audit.chainview import ChainView, StateUnavailable
 from consortium.audit.checks import (
-    Evidence,
     JobFacts,
     LoadedRecord,
     check_aggregation,
@@ -62,6 +61,7 @@ from consortium.audit.checks import (
     check_update,
     undecided_standing,
 )
+from consortium.audit.evidence import Evidence
 from consortium.audit.replay import ImpliedState
 from consortium.audit.results import CheckResult, Scope
 from consortium.audit.standing import Standing, StandingReader
