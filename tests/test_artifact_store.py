@@ -425,3 +425,19 @@ def test_put_get_round_trip(shared_store: ArtifactStore, data: bytes) -> None:
     assert shared_store.get(digest) == data
     assert shared_store.put(data) == digest
     assert digest in shared_store
+
+
+def test_a_store_is_private_and_an_export_is_not(tmp_path: Path) -> None:
+    """Updates say something of the data they were trained on: a party's store is its own; a
+    bundle is made to be handed over."""
+    old = os.umask(0o022)
+    try:
+        store = ArtifactStore(tmp_path / "party" / "store")
+        digest = store.put(b"an update")
+        bundle = store.export([digest], tmp_path / "bundle")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "party").stat().st_mode) == 0o755
+    assert stat.S_IMODE(bundle.root.stat().st_mode) == 0o755
+    assert bundle.get(digest) == b"an update"

@@ -82,9 +82,13 @@ class ArtifactStore:
     same root at once.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, private: bool = True) -> None:
+        """``private``: a store this creates is readable by its owner only (updates and models
+        reveal something of the data they were trained on); an export meant to be handed over,
+        such as an audit bundle, passes False and gets the umask's permissions."""
         self.root = Path(root)
         self.objects = self.root / "objects"
+        self._root_mode = 0o700 if private else 0o777
         # Directories whose own entry is known to be durable (created and parent fsynced, or
         # seen to exist and parent fsynced once by this instance).
         self._durable: set[Path] = set()
@@ -254,7 +258,7 @@ class ArtifactStore:
         missing one raises. Objects copied before that stay, and are valid: whoever builds a
         bundle writes its manifest only after ``export`` returns. Returns the destination store.
         """
-        dest = ArtifactStore(dest_dir)
+        dest = ArtifactStore(dest_dir, private=False)
         for digest in dict.fromkeys(digests):
             dest._put(digest, self.get_view(digest))
         return dest
@@ -354,7 +358,9 @@ class ArtifactStore:
             return
         if directory != self.root:
             self._make_durable(directory.parent)
-        directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(exist_ok=True)
+        else:
+            directory.mkdir(mode=self._root_mode, parents=True, exist_ok=True)
         _fsync_directory(directory.parent)
         self._durable.add(directory)
 
