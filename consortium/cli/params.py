@@ -98,3 +98,12 @@ account_option = click.option(
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table."
 )
+
+
+epochs_option = click.option(
+    "--epochs",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Local training epochs per round.",
+)

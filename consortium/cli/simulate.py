@@ -12,7 +12,7 @@ from rich.progress import Progress
 from consortium.audit import Verdict, open_bundle, verify_bundle
 from consortium.chain.backend import Chain, connect
 from consortium.cli.output import emit_json, emit_table
-from consortium.cli.params import json_option
+from consortium.cli.params import epochs_option, json_option
 from consortium.errors import UsageError
 from consortium.ledger.client import Ledger
 from consortium.orchestration.bundle import export_bundle
@@ -68,13 +68,7 @@ def governance(chain_url: str, as_json: bool) -> None:
 @click.option("--banks", type=click.IntRange(2, 50), default=4, show_default=True)
 @click.option("--rounds", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=7, show_default=True)
-@click.option(
-    "--epochs",
-    type=click.IntRange(1, 100),
-    default=1,
-    show_default=True,
-    help="Local training epochs per round.",
-)
+@epochs_option
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

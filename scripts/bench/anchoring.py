@@ -92,6 +92,7 @@ from rich.table import Table
 
 from consortium.chain.anvil import AnvilNode
 from consortium.chain.backend import EMBEDDED, Chain, connect
+from consortium.cli.params import epochs_option
 from consortium.crypto.digests import hex32
 from consortium.crypto.eip712 import Domain
 from consortium.crypto.merkle import MerkleTree, verify_inclusion
@@ -854,13 +855,7 @@ def print_json(results: Results) -> None:
 @click.option("--banks", type=click.IntRange(2, 50), default=4, show_default=True)
 @click.option("--rounds", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=7, show_default=True)
-@click.option(
-    "--epochs",
-    type=click.IntRange(1, 100),
-    default=1,
-    show_default=True,
-    help="Local epochs per round (the issue's figure is for the scenario's default, 1).",
-)
+@epochs_option  # the figure is for the scenario's default, 1
 @click.option("--anvil/--no-anvil", default=True, show_default=True, help="Also measure on anvil.")
 @click.option(
     "--profile/--no-profile",
