@@ -4,7 +4,11 @@
 :mod:`consortium.audit` and prints a table of checks per round and a verdict; it exits 0 when
 everything holds, 1 when anything does not (or could not be checked), and 2 when the bundle
 cannot be read at all (or the ``--report`` file cannot be written: refused before the
-audit). ``--report FILE`` also writes the audit as a self-contained HTML page
+audit). Each round is printed as its results arrive (``--json``: one document, written a
+result at a time), so that the command's memory, like the library's, does not grow with the
+number of rounds; an error that stops the audit midway (the chain gone, say) leaves what was
+printed so far, an unfinished document with ``--json``, and its own exit code and one-line
+message. ``--report FILE`` also writes the audit as a self-contained HTML page
 (:mod:`consortium.audit.report`) without changing the verdict or the exit code.
 ``consortium audit model FILE_OR_DIGEST BUNDLE`` says whether a model
 is one that a verified round produced, and which round.
@@ -12,16 +16,21 @@ is one that a verified round produced, and which round.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator
 from itertools import groupby
 from pathlib import Path
+from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from consortium.audit import (
+    CHECK_NAMES,
+    AuditBundle,
     CheckResult,
     Verdict,
     locate_model,
@@ -110,35 +119,25 @@ def verify(
     with open_bundle(bundle) as opened:
         chain = _chain(obj, chain_url)
         try:
-            if report_path is None:
-                results = [verdict.add(r) for r in verify_bundle(opened, chain, ledger=pinned)]
+            report = None if report_path is None else AuditReport(opened, ledger=pinned)
+            results = _counted(verify_bundle(opened, chain, ledger=pinned), verdict, report)
+            trusted = pinned or opened.deployment.ledger
+            if as_json:
+                heading = {
+                    "bundle": str(bundle),
+                    "jobId": opened.job.id,
+                    "chainId": opened.chain_id,
+                    "ledger": trusted,
+                }
+                _print_json(heading, results, verdict)
             else:
-                report = AuditReport(opened, ledger=pinned)
-                results = [
-                    report.add(verdict.add(r)) for r in verify_bundle(opened, chain, ledger=pinned)
-                ]
+                title = f"audit of job {opened.job.id} on chain {opened.chain_id}, ledger {trusted}"
+                _print_table(title, results, _widths(opened))
+                click.echo(verdict.describe())
+            if report is not None:
                 page = _render(report, chain)
         finally:
             chain.close()
-        job_id, chain_id, trusted = (
-            opened.job.id,
-            opened.chain_id,
-            pinned or opened.deployment.ledger,
-        )
-    if as_json:
-        emit_json(
-            {
-                "bundle": str(bundle),
-                "jobId": job_id,
-                "chainId": chain_id,
-                "ledger": trusted,
-                "verdict": verdict.to_json(),
-                "results": [r.to_json() for r in results],
-            }
-        )
-    else:
-        _print_table(f"audit of job {job_id} on chain {chain_id}, ledger {trusted}", results)
-        click.echo(verdict.describe())
     if report_path is not None and page is not None:
         try:
             write_report(report_path, page)
@@ -146,6 +145,18 @@ def verify(
             # The verdict stands whatever happens to the report: say so, keep its exit code.
             click.echo(f"error: cannot write the report to {report_path}: {exc}", err=True)
     ctx.exit(verdict.exit_code)
+
+
+def _counted(
+    results: Iterable[CheckResult], verdict: Verdict, report: AuditReport | None
+) -> Iterator[CheckResult]:
+    """``results`` as they come, each counted into ``verdict`` (and ``report``) on its way to
+    the output, so that nothing needs them all at once."""
+    for result in results:
+        verdict.add(result)
+        if report is not None:
+            report.add(result)
+        yield result
 
 
 def _render(report: AuditReport, chain: Chain) -> str | None:
@@ -199,36 +210,91 @@ def model_command(
     ctx.exit(0 if provenance.verified else 1)
 
 
+# ------------------------------------------------------------------------------ the JSON
+
+
+def _print_json(heading: dict[str, Any], results: Iterable[CheckResult], verdict: Verdict) -> None:
+    """The document ``emit_json`` would print for ``heading`` plus ``results`` and
+    ``verdict``, written a result at a time: a list of every result would grow with the
+    rounds. ``verdict`` counts the results as they pass, so it comes last, once they are
+    all out."""
+    opening = json.dumps(heading, indent=2).removesuffix("\n}")
+    click.echo(opening + ',\n  "results": [', nl=False)
+    separator = "\n"
+    for result in results:
+        click.echo(separator + "    " + _nested_json(result.to_json(), 2), nl=False)
+        separator = ",\n"
+    click.echo('\n  ],\n  "verdict": ' + _nested_json(verdict.to_json(), 1) + "\n}")
+
+
+def _nested_json(value: dict[str, Any], depth: int) -> str:
+    """``value`` as indented JSON for a place ``depth`` levels deep in a document."""
+    return json.dumps(value, indent=2).replace("\n", "\n" + "  " * depth)
+
+
 # ------------------------------------------------------------------------------ the table
 
+_COLUMNS = ("round", "check", "result", "detail")
+Widths = tuple[int, int, int]
+"""The least widths of the round, check and result columns (the detail takes the rest)."""
 
-def _print_table(title: str, results: Sequence[CheckResult]) -> None:
-    """One row per check and round (subjects summed up), plus one row per failure.
+
+def _print_table(title: str, results: Iterable[CheckResult], widths: Widths) -> None:
+    """One row per check and round (subjects summed up), plus one row per failure, printed
+    a round at a time as the results arrive: one table holding every row would grow with the
+    rounds. Each round is a table of its own without a heading or outer edges, its columns
+    ``widths`` wide, so that together they read as one table under the heading.
+    """
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console.width = max(console.width, WIDTH_WHEN_PIPED)
+    console.print(Text(title, "table.title"))  # not the heading's: its width would wrap it
+    console.print(_table(widths))
+    for rows in _rows_by_round(results):
+        table = _table(widths, show_header=False)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def _table(widths: Widths, **options: Any) -> Table:
+    """An empty table of the audit's columns, the first three at least ``widths`` wide.
 
     Cells are :class:`Text`, not markup: messages quote lists and reasons in brackets that
     rich would otherwise read as style tags.
     """
-    table = Table(title=title, title_justify="left")
-    for column in ("round", "check", "result", "detail"):
-        table.add_column(column, overflow="fold")
-    for row in _rows(results):
-        table.add_row(*row)
-    console = Console(soft_wrap=False)
-    if not console.is_terminal:
-        console.width = max(console.width, WIDTH_WHEN_PIPED)
-    console.print(table)
+    table = Table(box=box.HEAVY_HEAD, show_edge=False, **options)
+    for column, minimum in zip(_COLUMNS, (*widths, None), strict=True):
+        table.add_column(column, overflow="fold", min_width=minimum)
+    return table
 
 
-def _rows(results: Iterable[CheckResult]) -> Iterable[tuple[Text, ...]]:
-    """Rows of each round (results arrive round by round), one per check in the order the
-    check first appears in that round, whatever the order of its subjects."""
+def _widths(bundle: AuditBundle) -> Widths:
+    """The widths of the round, check and result columns that every round of ``bundle``
+    fits, a damaged one aside: its round numbers, the check names, and the counts of the
+    check with the most subjects in a round (membership of the job's parties, or consent
+    of its datasets)."""
+    job = bundle.job
+    subjects = max(len(job.participants) + 2, len(job.datasets))
+    return (
+        max(len("round"), len(str(len(bundle)))),
+        max(len(name) for name in CHECK_NAMES),
+        len(f"unverifiable {subjects}/{subjects}"),
+    )
+
+
+def _rows_by_round(results: Iterable[CheckResult]) -> Iterator[list[tuple[Text, ...]]]:
+    """The rows of each round in turn (results arrive round by round), one per check in the
+    order the check first appears in that round, whatever the order of its subjects."""
     for round_number, in_round in groupby(results, key=lambda r: r.round):
         by_check: dict[str, list[CheckResult]] = {}
         for result in in_round:
             by_check.setdefault(result.name, []).append(result)
         where = "job" if round_number is None else str(round_number)
+        rows: list[tuple[Text, ...]] = []
         for name, members in by_check.items():
-            yield from _check_rows(where, name, members)
+            rows.extend(_check_rows(where, name, members))
+        yield rows
 
 
 def _check_rows(where: str, name: str, members: list[CheckResult]) -> Iterable[tuple[Text, ...]]:
