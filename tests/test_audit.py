@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from audit_scenario import ROUNDS, Scenario, run_scenario
 from bundle_files import (
     edit_document,
     read_manifest,
@@ -63,44 +64,13 @@ from consortium.chain.backend import Chain, EmbeddedChain, RpcChain
 from consortium.cli.main import cli
 from consortium.crypto.eip712 import Domain
 from consortium.errors import ChainRevert, UsageError
-from consortium.ledger.client import Ledger
 from consortium.ledger.consents import Consent
 from consortium.ledger.roles import Role
-from consortium.orchestration.bundle import export_bundle
-from consortium.scenarios import aml
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model, put_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "verify_job.py"
-ROUNDS = 3
-
-
-@dataclass(frozen=True)
-class Scenario:
-    chain: Chain
-    run: aml.AmlRun
-    out: Path
-    bundle: Path
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return read_manifest(self.bundle)
-
-    @property
-    def rounds(self) -> list[dict[str, Any]]:
-        return read_rounds(self.bundle)
-
-
-def run_scenario(chain: Chain, out: Path, rounds: int = ROUNDS) -> Scenario:
-    """Sets up and runs the AML scenario on ``chain`` and exports its bundle into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    settings = aml.AmlSettings(banks=3, rounds=rounds, seed=7)
-    run = aml.set_up(chain, out, settings, report=lambda _: None)
-    aml.run_rounds(chain, run, lambda _: None)
-    ledger = Ledger(chain, run.deployment)
-    bundle = export_bundle(ledger, run.job_id, run.institute.store, run.institute.journal(), out)
-    return Scenario(chain, run, out, bundle)
 
 
 def audit(chain: Chain, bundle: Path, ledger: str | None = None) -> tuple[Verdict, list]:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_scenario import Scenario, run_scenario
 from bundle_files import write_rounds
 from click.testing import CliRunner
-from test_audit import Scenario, run_scenario
 
 import consortium.cli.audit as cli_audit
 from consortium.audit import CheckResult, Verdict, open_bundle, verify_bundle
