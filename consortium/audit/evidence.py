@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,8 @@ from consortium.store.models import parse_tensor_blob
 
 Model = dict[str, np.ndarray]  # as read from a bundle: any dtype, which check_update judges
 READ_THREADS = min(4, os.cpu_count() or 1)
-"""Threads that read and verify a round's tensors side by side (hashing releases the GIL)."""
+"""Threads that read and verify tensors side by side (hashing releases the GIL)."""
+_READERS = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="audit-read")
 
 
 @dataclass
@@ -42,17 +43,18 @@ class Evidence:
     store: ArtifactStore
     problems: list[tuple[Scope, str]] = field(default_factory=list)
     _cache: dict[bytes, bytes | memoryview | None] = field(default_factory=dict)
-    _prefetched: dict[bytes, memoryview | ConsortiumError] = field(default_factory=dict)
+    _prefetched: dict[bytes, Future[memoryview]] = field(default_factory=dict)
 
     def prefetch_models(self, digests: Iterable[bytes]) -> None:
-        """Reads and verifies the tensors of the models ``digests`` name on several threads,
-        for :meth:`model` to find read: a round's updates are most of what an audit reads, and
-        hashing them runs in parallel. Whatever is amiss (a missing or damaged manifest or
+        """Starts reading and verifying the tensors of the models ``digests`` name on
+        background threads, and returns at once: a round's updates are most of what an audit
+        reads, and they hash in parallel with each other and with the round's chain reads.
+        :meth:`model` waits for them. Whatever is amiss (a missing or damaged manifest or
         tensor) is left for :meth:`model` to report, in order, with its scope."""
         tensors = [t for digest in digests for t in self._tensors_of(digest)]
-        wanted = [t for t in dict.fromkeys(tensors) if t not in self._cache]
-        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-            self._prefetched.update(zip(wanted, pool.map(self._try_view, wanted), strict=True))
+        for tensor in dict.fromkeys(tensors):
+            if tensor not in self._cache and tensor not in self._prefetched:
+                self._prefetched[tensor] = _READERS.submit(self.store.get_view, tensor)
 
     def _tensors_of(self, manifest: bytes) -> list[bytes]:
         """The tensor digests a model manifest names; none when it cannot be read as one."""
@@ -61,12 +63,6 @@ class Evidence:
             return [from_hex32(text) for text in value.values()]
         except (ConsortiumError, AttributeError, TypeError):
             return []
-
-    def _try_view(self, digest: bytes) -> memoryview | ConsortiumError:
-        try:
-            return self.store.get_view(digest)
-        except ConsortiumError as exc:
-            return exc
 
     @property
     def count(self) -> int:
@@ -87,9 +83,9 @@ class Evidence:
             return self._cache[digest]
         prefetched = self._prefetched.pop(digest, None)
         try:
-            if isinstance(prefetched, ConsortiumError):
-                raise prefetched
-            data: bytes | memoryview | None = prefetched or read(digest)
+            data: bytes | memoryview | None = (
+                read(digest) if prefetched is None else prefetched.result()
+            )
         except ConsortiumError as exc:
             self.problems.append((scope, f"{what} {digest.hex()}: {exc}"))
             data = None

@@ -232,18 +232,18 @@ class JobAudit:
             return
         scope = Scope(facts.id, entry.round)
         anchor = entry.anchor
+        # The round's tensors hash in the background while its anchor is read from the chain.
+        evidence = Evidence(self.bundle.objects)
+        records = self._load_records(scope, entry, evidence)
+        evidence.prefetch_models(
+            [*(r.signed.record.update_digest for r in records if r.signed), anchor.model_digest]
+        )
         yield check_manifest_entry(scope, entry, facts.id)
         yield check_sequence(scope, entry.round, self._previous_round + 1)
         anchored = check_anchored(scope, entry, facts.id, self.view)
         yield anchored
         transaction = check_transaction(scope, entry, self._previous_block, self.view)
         yield transaction
-
-        evidence = Evidence(self.bundle.objects)
-        records = self._load_records(scope, entry, evidence)
-        evidence.prefetch_models(
-            [*(r.signed.record.update_digest for r in records if r.signed), anchor.model_digest]
-        )
         updates = {
             r.position: evidence.model(
                 r.signed.record.update_digest, scope.at(r.participant), "update"
