@@ -441,3 +441,18 @@ def test_a_store_is_private_and_an_export_is_not(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "party").stat().st_mode) == 0o755
     assert stat.S_IMODE(bundle.root.stat().st_mode) == 0o755
     assert bundle.get(digest) == b"an update"
+
+
+def test_a_read_only_store_reads_verified_and_changes_nothing(tmp_path: Path) -> None:
+    writer = ArtifactStore(tmp_path)
+    digest = writer.put(b"evidence")
+    left = writer.path(digest).parent / f"{TEMP_PREFIX}crashed"
+    left.write_bytes(b"half an object")  # a crashed writer's leftover, not ours to remove
+    evidence = ArtifactStore(tmp_path, read_only=True)
+    assert evidence.get(digest) == b"evidence"
+    assert evidence.recover() == [] and left.exists()
+    with pytest.raises(UsageError, match="is read-only"):
+        evidence.put(b"more")
+    assert sorted(p.name for p in writer.path(digest).parent.iterdir()) == sorted(
+        [writer.path(digest).name, left.name]
+    )

@@ -73,17 +73,6 @@ class BundleError(UsageError):
     """The bundle cannot be read at all; nothing about the job was checked."""
 
 
-class ReadOnlyStore(ArtifactStore):
-    """An artifact store opened as evidence: every read verified, nothing ever changed.
-
-    :class:`ArtifactStore` removes abandoned temporary files when opened; an auditor must not
-    modify the bundle it was handed, so here that clean-up does nothing.
-    """
-
-    def recover(self) -> list[Path]:
-        return []
-
-
 @dataclass(frozen=True)
 class ManifestJob:
     """The job as the manifest states it (to be compared with ``getJob`` on chain)."""
@@ -224,7 +213,9 @@ def read_bundle(directory: Path) -> AuditBundle:
         raise BundleError(f"{directory} is not a complete audit bundle: it has no {ROUNDS}")
     if not rounds_path.is_file():  # a FIFO would block the audit, a device might never end
         raise BundleError(f"{rounds_path} is not a regular file")
-    return AuditBundle(directory, chain_id, deployment, job, round_count, ReadOnlyStore(directory))
+    return AuditBundle(
+        directory, chain_id, deployment, job, round_count, ArtifactStore(directory, read_only=True)
+    )
 
 
 def _read_manifest(path: Path, directory: Path) -> dict[str, Any]:

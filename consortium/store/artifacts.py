@@ -82,12 +82,17 @@ class ArtifactStore:
     same root at once.
     """
 
-    def __init__(self, root: Path, *, private: bool = True) -> None:
+    def __init__(self, root: Path, *, private: bool = True, read_only: bool = False) -> None:
         """``private``: a store this creates is readable by its owner only (updates and models
         reveal something of the data they were trained on); an export meant to be handed over,
-        such as an audit bundle, passes False and gets the umask's permissions."""
+        such as an audit bundle, passes False and gets the umask's permissions.
+
+        ``read_only``: the store is evidence (an auditor's bundle): every read is verified as
+        usual, but nothing is written or removed, not even a crashed writer's temporary file.
+        """
         self.root = Path(root)
         self.objects = self.root / "objects"
+        self.read_only = read_only
         self._root_mode = 0o700 if private else 0o777
         # Directories whose own entry is known to be durable (created and parent fsynced, or
         # seen to exist and parent fsynced once by this instance).
@@ -223,6 +228,8 @@ class ArtifactStore:
     def _put(self, digest: bytes, data: bytes | memoryview) -> bytes:
         """:meth:`put` of ``data`` whose SHA-256 the caller knows to be ``digest`` (it has just
         computed or verified it), so that copying a verified object does not hash it twice."""
+        if self.read_only:
+            raise UsageError(f"the store {self.root} is read-only: nothing is written to it")
         final = self.path(digest)
         try:
             if _compare(final, data) == "intact":
@@ -272,6 +279,8 @@ class ArtifactStore:
         docstring), so removing it is safe even while other processes write. Files this process
         may not remove (a read-only bundle) are left alone.
         """
+        if self.read_only:
+            return []
         removed = []
         for fanout in _sorted_entries(self.objects):
             if not (_FANOUT.fullmatch(fanout.name) and fanout.is_dir(follow_symlinks=False)):
