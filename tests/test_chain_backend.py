@@ -9,7 +9,8 @@ from eth_account import Account
 from hexbytes import HexBytes
 
 from consortium.chain.anvil import AnvilNode
-from consortium.chain.backend import Chain, EmbeddedChain, RpcChain, connect
+from consortium.chain.backend import Chain, RpcChain, connect
+from consortium.chain.embedded import EmbeddedChain
 from consortium.errors import ChainUnavailable, UsageError
 
 ETH_TESTER_CHAIN_ID = 131277322940537

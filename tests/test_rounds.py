@@ -30,7 +30,7 @@ from eth_account import Account
 from ledger_fixtures import reverts
 
 from consortium.audit import Verdict, open_bundle, verify_bundle
-from consortium.chain.backend import EmbeddedChain
+from consortium.chain.embedded import EmbeddedChain
 from consortium.crypto.canonical import jcs
 from consortium.crypto.digests import model_digest
 from consortium.crypto.eip712 import UPDATE_RECORD_TYPES, Domain, sign_typed

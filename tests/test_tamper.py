@@ -43,7 +43,7 @@ from consortium.audit import CheckResult, Scope, Verdict, open_bundle, verify_bu
 from consortium.audit.bundle import MAX_ROUND_LINE_BYTES
 from consortium.audit.chainview import ChainView
 from consortium.audit.checks import JobFacts, check_consent
-from consortium.chain.backend import EmbeddedChain
+from consortium.chain.embedded import EmbeddedChain
 from consortium.crypto.canonical import jcs
 from consortium.crypto.eip712 import Domain
 from consortium.crypto.merkle import MerkleTree

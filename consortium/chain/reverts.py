@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from eth_abi import abi
 from eth_abi.exceptions import DecodingError
 from eth_abi.grammar import ABIType, BasicType, TupleType, parse
-from eth_tester.exceptions import TransactionFailed as EthTesterFailure
 from eth_utils import to_checksum_address
 from eth_utils.abi import abi_to_signature, function_signature_to_4byte_selector
 from web3.exceptions import ContractLogicError, Web3RPCError
@@ -146,7 +146,10 @@ def revert_data(exc: BaseException) -> bytes | None:
         if data is None and "revert" in str(error.get("message", "")).lower():
             return b""
         return data
-    if isinstance(exc, EthTesterFailure) and exc.args:
+    # eth-tester (slow to import) is loaded only with an embedded chain: none of its
+    # exceptions can exist before, so it is looked up rather than imported here.
+    tester = sys.modules.get("eth_tester.exceptions")
+    if tester is not None and isinstance(exc, tester.TransactionFailed) and exc.args:
         return _tester_data(exc.args[0])
     return None
 
