@@ -86,6 +86,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any, cast
 
 import click
+from outcome import Target, finish, progress_log
 from profile_parts import Key, ProfileLine, cumulative
 from rich.console import Console
 from rich.table import Table
@@ -576,13 +577,6 @@ def _with_wall(fn: Callable[[], object]) -> Run:
 # ---------------------------------------------------------------------------- results
 
 
-@dataclass(frozen=True)
-class Target:
-    description: str
-    measured: str
-    met: bool
-
-
 @dataclass
 class Results:
     settings: aml.AmlSettings
@@ -754,8 +748,7 @@ def print_tables(results: Results) -> None:
     if results.profile:
         _print_profile(console, results.profile)
     for target in results.targets():
-        verdict = "[green]PASS[/green]" if target.met else "[red]FAIL[/red]"
-        console.print(f"{verdict} {target.description}: measured {target.measured}")
+        console.print(target.verdict_line())
     for run in results.anchored[1:]:
         console.print(
             f"measured: anchoring overhead on {run.label.split(', ')[-1]}: "
@@ -873,17 +866,9 @@ def main(
     as_json: bool,
 ) -> None:
     """Measure what anchoring costs a training job, against the same job with the ledger off."""
-    log = (lambda _: None) if as_json else (lambda text: click.echo(f"... {text}", err=True))
-    try:
-        results = run_benchmark(aml.AmlSettings(banks, rounds, seed, epochs), anvil, profile, log)
-    except ConsortiumError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    if as_json:
-        print_json(results)
-    else:
-        print_tables(results)
-    sys.exit(0 if all(t.met for t in results.targets()) else 1)
+    log = progress_log(quiet=as_json)
+    settings = aml.AmlSettings(banks, rounds, seed, epochs)
+    finish(lambda: run_benchmark(settings, anvil, profile, log), as_json, print_json, print_tables)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ from typing import Any
 
 import click
 import numpy as np
+from outcome import Target, finish, progress_log
 from profile_parts import ProfileLine, cumulative
 from rich.console import Console
 from rich.table import Table
@@ -609,13 +610,6 @@ def anvil_chain(directory: Path, log: Log) -> Iterator[tuple[Chain, str]]:
 # ---------------------------------------------------------------------------- results
 
 
-@dataclass(frozen=True)
-class Target:
-    description: str
-    measured: str
-    met: bool
-
-
 @dataclass
 class Results:
     throughput: Throughput
@@ -772,8 +766,7 @@ def print_tables(results: Results) -> None:
         )
     console.print(f"  chain: {results.chain}")
     for target in results.targets():
-        verdict = "[green]PASS[/green]" if target.met else "[red]FAIL[/red]"
-        console.print(f"{verdict} {target.description}: measured {target.measured}")
+        console.print(target.verdict_line())
     if results.many is not None:
         m = results.many
         console.print(
@@ -877,20 +870,14 @@ def main(
     as_json: bool,
 ) -> None:
     """Measure what auditing a job costs: throughput against sha256, 1,000 rounds on anvil."""
-    log = (lambda _: None) if as_json else (lambda text: click.echo(f"... {text}", err=True))
-    try:
-        results = run_benchmark(
+    log = progress_log(quiet=as_json)
+    finish(
+        lambda: run_benchmark(
             participants, large_rounds, weights, rounds, repeat, profile, seed, workdir, log,
             progress=not as_json,
-        )  # fmt: skip
-    except ConsortiumError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    if as_json:
-        print_json(results)
-    else:
-        print_tables(results)
-    sys.exit(0 if all(t.met for t in results.targets()) else 1)
+        ),
+        as_json, print_json, print_tables,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -39,6 +38,7 @@ import click
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
+from outcome import Target, finish
 from rich.console import Console
 from rich.table import Table
 from web3.types import TxReceipt
@@ -77,15 +77,6 @@ class Row:
     note: str = ""
     compared: bool = False  # a round anchor, set against the naive round of the same size
     targeted: bool = False  # held to ANCHOR_TARGET
-
-
-@dataclass(frozen=True)
-class Target:
-    """One of the issue's targets and the worst measured value it applies to."""
-
-    description: str
-    measured: int
-    met: bool
 
 
 @dataclass(frozen=True)
@@ -448,8 +439,7 @@ def print_table(results: Results) -> None:
         naive.add_row(row.operation, _cell(row.participants), _cell(row.gas), row.note)
     console.print(ledger, naive)
     for target in results.targets():
-        verdict = "[green]PASS[/green]" if target.met else "[red]FAIL[/red]"
-        console.print(f"{verdict} {target.description}: measured {target.measured:,}")
+        console.print(target.verdict_line())
     console.print(f"measured in {results.seconds:.1f} s")
 
 
@@ -478,20 +468,15 @@ def print_json(results: Results) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows and targets as JSON.")
 def main(chain_url: str, as_json: bool) -> None:
     """Print the gas of every ledger operation and check the issue's two targets."""
+    finish(lambda: measure_on(chain_url), as_json, print_json, print_table)
+
+
+def measure_on(chain_url: str) -> Results:
+    chain = connect(chain_url)
     try:
-        chain = connect(chain_url)
-        try:
-            results = run(chain)
-        finally:
-            chain.close()
-    except ConsortiumError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    if as_json:
-        print_json(results)
-    else:
-        print_table(results)
-    sys.exit(0 if all(t.met for t in results.targets()) else 1)
+        return run(chain)
+    finally:
+        chain.close()
 
 
 if __name__ == "__main__":
