@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bundle_files import read_manifest, read_rounds
 
+import consortium.cli.audit as cli_audit
 from consortium.chain.backend import Chain
 from consortium.ledger.client import Ledger
 from consortium.orchestration.bundle import export_bundle
@@ -41,3 +43,11 @@ def run_scenario(chain: Chain, out: Path, rounds: int = ROUNDS) -> Scenario:
     ledger = Ledger(chain, run.deployment)
     bundle = export_bundle(ledger, run.job_id, run.institute.store, run.institute.journal(), out)
     return Scenario(chain, run, out, bundle)
+
+
+def reach_scenario_chain(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Chain:
+    """Makes the audit commands reach the scenario's embedded chain whatever URL they get, and
+    leave it open for the next test."""
+    monkeypatch.setattr(scenario.chain, "close", lambda: None)
+    monkeypatch.setattr(cli_audit, "open_chain", lambda url: scenario.chain)
+    return scenario.chain

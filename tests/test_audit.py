@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from audit_scenario import ROUNDS, Scenario, run_scenario
+from audit_scenario import ROUNDS, Scenario, reach_scenario_chain, run_scenario
 from bundle_files import (
     edit_document,
     read_manifest,
@@ -38,7 +38,6 @@ from bundle_files import (
 from click.testing import CliRunner, Result
 from conftest import ANVIL_CHAIN_ID, free_port
 
-import consortium.cli.audit as cli_audit
 from consortium.audit import (
     CHECK_NAMES,
     AuditReport,
@@ -90,11 +89,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
 
 @pytest.fixture
 def on_scenario_chain(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Chain:
-    """Commands reach the scenario's embedded chain whatever URL they get, and leave it open
-    for the next test."""
-    monkeypatch.setattr(scenario.chain, "close", lambda: None)
-    monkeypatch.setattr(cli_audit, "open_chain", lambda url: scenario.chain)
-    return scenario.chain
+    return reach_scenario_chain(scenario, monkeypatch)
 
 
 def invoke(*args: str) -> Result:

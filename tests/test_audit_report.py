@@ -14,12 +14,12 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bundle_files import edit_document, read_manifest, read_rounds
+from audit_scenario import ROUNDS, Scenario, reach_scenario_chain, run_scenario
+from bundle_files import edit_document
 from click.testing import CliRunner, Result
 
 import consortium.cli.audit as cli_audit
@@ -30,47 +30,21 @@ from consortium.chain.backend import Chain
 from consortium.chain.embedded import EmbeddedChain
 from consortium.cli.main import cli
 from consortium.ledger.client import Ledger
-from consortium.orchestration.bundle import export_bundle
-from consortium.scenarios import aml
 
-ROUNDS = 3
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SCRIPT = "<script>alert('bundle')</script>"
-
-
-@dataclass(frozen=True)
-class Scenario:
-    chain: Chain
-    run: aml.AmlRun
-    bundle: Path
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return read_manifest(self.bundle)
-
-    @property
-    def rounds(self) -> list[dict[str, Any]]:
-        return read_rounds(self.bundle)
 
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     chain = EmbeddedChain()
-    out = tmp_path_factory.mktemp("report")
-    run = aml.set_up(chain, out, aml.AmlSettings(banks=3, rounds=ROUNDS, seed=7), lambda _: None)
-    aml.run_rounds(chain, run, lambda _: None)
-    ledger = Ledger(chain, run.deployment)
-    bundle = export_bundle(ledger, run.job_id, run.institute.store, run.institute.journal(), out)
-    yield Scenario(chain, run, bundle)
+    yield run_scenario(chain, tmp_path_factory.mktemp("report"))
     chain.close()
 
 
 @pytest.fixture
 def on_scenario_chain(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Chain:
-    """Commands reach the scenario's embedded chain whatever URL they get."""
-    monkeypatch.setattr(scenario.chain, "close", lambda: None)
-    monkeypatch.setattr(cli_audit, "open_chain", lambda url: scenario.chain)
-    return scenario.chain
+    return reach_scenario_chain(scenario, monkeypatch)
 
 
 def invoke(*args: str) -> Result:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_scenario import Scenario, run_scenario
+from audit_scenario import Scenario, reach_scenario_chain, run_scenario
 from bundle_files import write_rounds
 from click.testing import CliRunner
 
@@ -62,10 +62,7 @@ def bundle(request: pytest.FixtureRequest, scenario: Scenario) -> Path:
 
 @pytest.fixture
 def on_scenario_chain(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Chain:
-    """The command reaches the scenario's chain whatever URL it gets, and leaves it open."""
-    monkeypatch.setattr(scenario.chain, "close", lambda: None)
-    monkeypatch.setattr(cli_audit, "open_chain", lambda url: scenario.chain)
-    return scenario.chain
+    return reach_scenario_chain(scenario, monkeypatch)
 
 
 def library_results(chain: Chain, bundle: Path) -> list[CheckResult]:
