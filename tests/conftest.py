@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,24 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def isolate_cli(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
+    """Runs ``consortium`` in ``directory`` with none of the caller's ``CONSORTIUM_*`` settings,
+    a fast scrypt and a known password."""
+    monkeypatch.chdir(directory)
+    for variable in (
+        "CONFIG",
+        "NETWORK",
+        "CHAIN_ID",
+        "DATA_DIR",
+        "KEYSTORE_DIR",
+        "DEPLOYMENT_FILE",
+        "ACCOUNT",
+    ):
+        monkeypatch.delenv(f"CONSORTIUM_{variable}", raising=False)
+    monkeypatch.setenv("CONSORTIUM_SCRYPT_N", "1024")
+    monkeypatch.setenv("CONSORTIUM_PASSWORD", "pw")
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
+from conftest import isolate_cli
 from eth_account import Account
 
 from consortium.cli import main as main_module
@@ -27,18 +28,7 @@ Run = Callable[..., Result]
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
     """Invoke ``consortium`` in an empty directory with fast scrypt and a known password."""
-    monkeypatch.chdir(tmp_path)
-    for variable in (
-        "CONFIG",
-        "NETWORK",
-        "CHAIN_ID",
-        "DATA_DIR",
-        "KEYSTORE_DIR",
-        "DEPLOYMENT_FILE",
-    ):
-        monkeypatch.delenv(f"CONSORTIUM_{variable}", raising=False)
-    monkeypatch.setenv("CONSORTIUM_SCRYPT_N", "1024")
-    monkeypatch.setenv("CONSORTIUM_PASSWORD", "pw")
+    isolate_cli(monkeypatch, tmp_path)
     runner = CliRunner()
 
     def invoke(

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import ANVIL_CHAIN_ID, free_port
+from conftest import ANVIL_CHAIN_ID, free_port, isolate_cli
 
 from consortium.chain.anvil import AnvilNode
 from consortium.chain.backend import RpcChain
@@ -61,19 +61,7 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
     The configuration file there points at a port nobody listens on; tests that need the
     chain rewrite it. A wide terminal keeps addresses in tables on one line.
     """
-    monkeypatch.chdir(tmp_path)
-    for variable in (
-        "CONFIG",
-        "NETWORK",
-        "CHAIN_ID",
-        "DATA_DIR",
-        "KEYSTORE_DIR",
-        "DEPLOYMENT_FILE",
-        "ACCOUNT",
-    ):
-        monkeypatch.delenv(f"CONSORTIUM_{variable}", raising=False)
-    monkeypatch.setenv("CONSORTIUM_SCRYPT_N", "1024")
-    monkeypatch.setenv("CONSORTIUM_PASSWORD", "pw")
+    isolate_cli(monkeypatch, tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
     write_config(tmp_path, f"http://127.0.0.1:{free_port()}")
     runner = CliRunner()
