@@ -58,6 +58,7 @@ from consortium.orchestration.coordinator import (
     JournalMismatch,
     ReceiptsFailed,
     RoundRefused,
+    RoundResult,
 )
 from consortium.orchestration.messages import (
     MalformedMessage,
@@ -738,22 +739,32 @@ def test_a_participant_voted_out_mid_job_stops_the_next_round(scenario: Scenario
     assert scenario.coordinator.journal.last("opened", round=2) is None
 
     # Its update is refused by the per-update check too, the others' pass.
+    check_only_refused_in_round_2(scenario, 2, f"{leaving} is no longer an active member")
+
+    # The contract rejects an anchor attempted anyway.
+    with reverts("ParticipantNotMember", participant=leaving):
+        anchor_round_2_anyway(scenario, first)
+    assert scenario.ledger.jobs.get(scenario.job_id).last_round == 1
+
+
+def check_only_refused_in_round_2(scenario: Scenario, refused_bank: int, reason: str) -> None:
+    """The per-update check of round 2 refuses exactly ``refused_bank``'s update."""
     context = scenario.context(2)
     for bank in range(BANKS):
         submission = scenario.participant(bank).train(scenario.round_open(2))
-        if bank == 2:
-            with pytest.raises(UpdateRefused, match=f"{leaving} is no longer an active member"):
+        if bank == refused_bank:
+            with pytest.raises(UpdateRefused, match=reason):
                 check_submission(submission, context, scenario.coordinator.store)
         else:
             check_submission(submission, context, scenario.coordinator.store)
 
-    # The contract rejects an anchor attempted anyway.
-    with reverts("ParticipantNotMember", participant=leaving):
-        scenario.ledger.jobs.anchor(
-            scenario.job_id, 2, first.anchor.merkle_root, 2, first.anchor.model_digest,
-            first.anchor.metrics_digest,
-        )  # fmt: skip
-    assert scenario.ledger.jobs.get(scenario.job_id).last_round == 1
+
+def anchor_round_2_anyway(scenario: Scenario, first: RoundResult) -> None:
+    """Sends an anchor of round 2 straight to the contract, past the coordinator's checks."""
+    scenario.ledger.jobs.anchor(
+        scenario.job_id, 2, first.anchor.merkle_root, 2, first.anchor.model_digest,
+        first.anchor.metrics_digest,
+    )  # fmt: skip
 
 
 def test_an_outsider_record_is_refused_by_the_participant_check(scenario: Scenario) -> None:
@@ -784,20 +795,10 @@ def test_consent_revoked_mid_job_stops_the_next_round(scenario: Scenario) -> Non
     assert scenario.coordinator.journal.last("opened", round=2) is None
 
     # The per-update check refuses exactly the update built on the revoked dataset.
-    context = scenario.context(2)
-    for bank in range(BANKS):
-        submission = scenario.participant(bank).train(scenario.round_open(2))
-        if bank == 1:
-            with pytest.raises(UpdateRefused, match=f"consent for dataset {dataset} to "):
-                check_submission(submission, context, scenario.coordinator.store)
-        else:
-            check_submission(submission, context, scenario.coordinator.store)
+    check_only_refused_in_round_2(scenario, 1, f"consent for dataset {dataset} to ")
 
     with reverts("ConsentNotValid", datasetId=dataset, grantee=job.consumer):
-        scenario.ledger.jobs.anchor(
-            scenario.job_id, 2, first.anchor.merkle_root, 2, first.anchor.model_digest,
-            first.anchor.metrics_digest,
-        )  # fmt: skip
+        anchor_round_2_anyway(scenario, first)
     assert scenario.ledger.jobs.get(scenario.job_id).last_round == 1
 
 
