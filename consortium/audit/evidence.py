@@ -57,9 +57,17 @@ class Evidence:
                 self._prefetched[tensor] = _READERS.submit(self.store.get_view, tensor)
 
     def _tensors_of(self, manifest: bytes) -> list[bytes]:
-        """The tensor digests a model manifest names; none when it cannot be read as one."""
+        """The tensor digests a model manifest names; none when it cannot be read as one. A
+        manifest read intact is kept for :meth:`model`, which so reads it once."""
+        if manifest in self._cache:
+            data = self._cache[manifest]
+        else:
+            try:
+                data = self._cache[manifest] = self.store.get(manifest)
+            except ConsortiumError:
+                return []  # for model() to read again and report
         try:
-            value = parse_json(self.store.get(manifest))
+            value = parse_json(bytes(data or b""))
             return [from_hex32(text) for text in value.values()]
         except (ConsortiumError, AttributeError, TypeError):
             return []
