@@ -55,7 +55,10 @@ filled from local values (block 0, time 0) only as the message's container.
 Wall times suffer when other processes compete for the CPU: the overhead table also gives this
 process's CPU time per run (a node's own work excluded) and the output the load average at the
 start and the end. It also gives what anchoring adds per round in absolute terms, and how long a
-ledger-off round would have to be for that to stay within the target.
+ledger-off round would have to be for that to stay within the target. On the embedded chain it
+also times the anchored run's calls into eth-tester's py-evm backend (executing calls, estimates
+and transactions, mining, reading state, blocks and receipts): that work stays whatever the code
+above the EVM does, so the ratio it alone implies is a floor for rounds of this size.
 
 When the embedded target is missed (or with ``--profile``), both runs are repeated under
 cProfile on a fresh chain and the anchored run's extra time is attributed to its chain
@@ -68,6 +71,7 @@ The script exits with status 1 when a target is missed. Run it from the reposito
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import importlib.util
 import json
@@ -79,7 +83,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -93,6 +97,7 @@ from rich.table import Table
 
 from consortium.chain.anvil import AnvilNode
 from consortium.chain.backend import EMBEDDED, Chain, connect
+from consortium.chain.embedded import EmbeddedChain
 from consortium.cli.params import epochs_option
 from consortium.crypto.digests import hex32
 from consortium.crypto.eip712 import Domain
@@ -153,6 +158,7 @@ class Run:
     commitments: list[Commitment]
     gas: list[int] = field(default_factory=list)
     cpu: float = 0.0  # this process's CPU time over the same span (a node's own work excluded)
+    evm: float | None = None  # wall time inside the embedded chain's py-evm backend
 
     def stat(self, phase: str) -> tuple[float, float] | None:
         """Mean and p95 (nearest rank) of ``phase`` over the rounds, in seconds."""
@@ -186,13 +192,14 @@ def measure_anchored(chain: Chain, run: aml.AmlRun, label: str) -> Run:
         marks.append(time.perf_counter())
         results.append(result)
 
-    start = time.perf_counter()
-    cpu = time.process_time()
-    coordinator = aml.coordinator_for(chain, run)
-    wired = time.perf_counter()
-    coordinator.run(run.settings.rounds, on_round)
-    seconds = time.perf_counter() - start
-    cpu = time.process_time() - cpu
+    with evm_time(chain) as evm:
+        start = time.perf_counter()
+        cpu = time.process_time()
+        coordinator = aml.coordinator_for(chain, run)
+        wired = time.perf_counter()
+        coordinator.run(run.settings.rounds, on_round)
+        seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu
     return Run(
         label=label,
         chain=chain.description,
@@ -202,7 +209,53 @@ def measure_anchored(chain: Chain, run: aml.AmlRun, label: str) -> Run:
         commitments=[_commitment(r.anchor) for r in results],
         gas=[r.gas_used for r in results],
         cpu=cpu,
+        evm=evm[0] if isinstance(chain, EmbeddedChain) else None,
     )
+
+
+@contextlib.contextmanager
+def evm_time(chain: Chain) -> Iterator[list[float]]:
+    """Adds up the wall time spent inside the embedded chain's py-evm backend.
+
+    That is everything below eth-tester's backend interface: executing calls, estimates and
+    transactions, mining, reading blocks and receipts. No code above the EVM (web3, eth-tester's
+    normalisation, the project) can make it cheaper, so it bounds how low the embedded
+    overhead can go for a given round. Only the outermost backend call is timed, since backend
+    methods call one another. A node chain yields zero: its EVM runs in another process.
+    """
+    spent = [0.0]
+    if not isinstance(chain, EmbeddedChain):
+        yield spent
+        return
+    backend = chain.tester.backend
+    depth = 0
+
+    def timed(method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            nonlocal depth
+            depth += 1
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth -= 1
+                if depth == 0:
+                    spent[0] += time.perf_counter() - start
+
+        return call
+
+    names = [
+        name
+        for name in dir(type(backend))
+        if not name.startswith("_") and callable(getattr(type(backend), name))
+    ]
+    for name in names:
+        setattr(backend, name, timed(getattr(backend, name)))
+    try:
+        yield spent
+    finally:
+        for name in names:
+            delattr(backend, name)
 
 
 def _commitment(anchor: RoundAnchor) -> Commitment:
@@ -592,6 +645,10 @@ class Results:
         """What anchoring adds to each round, in seconds of wall time."""
         return (run.seconds - self.baseline.seconds) / self.settings.rounds
 
+    def evm_floor(self, run: Run) -> float:
+        """The ratio the run would have if only its EVM work were added to the baseline."""
+        return (self.baseline.seconds + (run.evm or 0.0)) / self.baseline.seconds
+
     def cpu_ratio(self, run: Run) -> float:
         return run.cpu / self.baseline.cpu
 
@@ -762,6 +819,13 @@ def print_tables(results: Results) -> None:
             f"{extra / (OVERHEAD_TARGET - 1):.1f} s (this run's: "
             f"{results.baseline.seconds / s.rounds:.2f} s)"
         )
+        if run.evm is not None:
+            console.print(
+                f"{run.label}: {run.evm / s.rounds * 1000:,.0f} ms per round is spent in "
+                "eth-tester's py-evm backend (executing, mining, reading state, blocks and "
+                "receipts); with everything above it free, the ratio could not go below "
+                f"{results.evm_floor(run):.2f} for rounds of this size"
+            )
     console.print(
         "baseline check: the ledger-off rounds produced the very roots, models and metrics "
         "the embedded run anchored"
@@ -826,6 +890,7 @@ def print_json(results: Results) -> None:
             "ratio": results.ratio(run),
             "cpuRatio": results.cpu_ratio(run),
             "extraPerRound": results.extra_per_round(run),
+            "evmSeconds": run.evm,
             "phases": phases,
             "gasPerRound": run.gas,
         }
