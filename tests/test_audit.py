@@ -602,7 +602,7 @@ def test_audit_json_lists_every_result(scenario: Scenario, on_scenario_chain: Ch
     report = json.loads(result.stdout)
     assert report["verdict"] == {
         "ok": True, "status": "pass", "passed": len(report["results"]), "failed": 0,
-        "unverifiable": 0,
+        "unverifiable": 0, "stopped": None,
     }  # fmt: skip
     assert report["jobId"] == 1 and report["ledger"] == scenario.run.deployment.ledger
     first = report["results"][0]

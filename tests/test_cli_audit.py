@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from audit_scenario import Scenario, reach_scenario_chain, run_scenario
 from bundle_files import write_rounds
 from click.testing import CliRunner
@@ -29,6 +30,7 @@ from consortium.audit import CheckResult, Verdict, open_bundle, verify_bundle
 from consortium.chain.backend import Chain
 from consortium.chain.embedded import EmbeddedChain
 from consortium.cli.main import cli
+from consortium.errors import ChainUnavailable
 
 WIDE = "2000"
 """Columns for the table, so that no detail is folded across lines and each can be found whole."""
@@ -237,3 +239,57 @@ def test_the_command_memory_is_flat_in_the_number_of_rounds(
         for count in (4, 16)
     }
     assert peaks[16] - peaks[4] < FLAT, peaks
+
+
+# ------------------------------------------------------------------------------ the chain gone
+
+
+@pytest.fixture
+def node_gone_from_round_2(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The node stops answering when the audit asks for round 2's anchoring block, as if it
+    went away midway; returns the error the command must end with."""
+    chain = reach_scenario_chain(scenario, monkeypatch)
+    block = scenario.rounds[1]["anchor"]["blockNumber"]
+    get_block = chain.w3.eth.get_block
+
+    def unreachable_from_round_2(number: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(number, int) and number >= block:
+            raise requests.ConnectionError("connection refused")
+        return get_block(number, *args, **kwargs)
+
+    monkeypatch.setattr(chain.w3.eth, "get_block", unreachable_from_round_2)
+    return f"error: cannot read block {block}: connection refused"
+
+
+def test_an_audit_the_chain_leaves_midway_still_ends_with_a_verdict(
+    scenario: Scenario, node_gone_from_round_2: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", WIDE)
+    result = CliRunner().invoke(cli, ["audit", str(scenario.bundle), "--chain", "http://node"])
+    assert result.exit_code == ChainUnavailable.exit_code
+    assert result.stderr.splitlines() == [node_gone_from_round_2]
+    rounds = {row[0] for row in table_rows(result.stdout) if row[0]}
+    assert {"job", "1"} <= rounds and "3" not in rounds
+    assert result.stdout.splitlines()[-1].startswith(
+        "NOT VERIFIED: the audit stopped before its end ("
+    )
+
+
+def test_the_json_of_an_audit_the_chain_leaves_midway_is_still_one_document(
+    scenario: Scenario, node_gone_from_round_2: str
+) -> None:
+    result = CliRunner().invoke(
+        cli, ["audit", str(scenario.bundle), "--chain", "http://node", "--json"]
+    )
+    assert result.exit_code == ChainUnavailable.exit_code
+    assert result.stderr.splitlines() == [node_gone_from_round_2]
+    document = json.loads(result.stdout)
+    assert {r["round"] for r in document["results"]} >= {None, 1}
+    assert 3 not in {r["round"] for r in document["results"]}
+    verdict = document["verdict"]
+    assert verdict["ok"] is False
+    assert verdict["status"] == "incomplete"
+    assert verdict["stopped"] == node_gone_from_round_2.removeprefix("error: ")
+    assert (
+        verdict["passed"] == len(document["results"]) - verdict["failed"] - verdict["unverifiable"]
+    )

@@ -15,6 +15,7 @@ from typing import Any
 PASS = "pass"
 FAIL = "fail"
 UNVERIFIABLE = "unverifiable"
+INCOMPLETE = "incomplete"
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,11 @@ class Tally:
 
 @dataclass
 class Verdict(Tally):
-    """Running totals of an audit; the audit holds when nothing failed or stayed undecided."""
+    """Running totals of an audit; the audit holds when nothing failed or stayed undecided,
+    and it ran to its end."""
 
     rounds: int = 0
+    stopped: str | None = None  # why the audit ended before its last check, if it did
 
     def add(self, result: CheckResult) -> CheckResult:
         """Counts ``result`` and returns it, so a stream can be counted as it passes by."""
@@ -128,13 +131,20 @@ class Verdict(Tally):
             self.rounds = max(self.rounds, result.round)
         return result
 
+    def stop(self, reason: str) -> None:
+        """Records that the audit ended early (the chain went away, say): whatever the
+        results so far, it does not hold."""
+        self.stopped = reason
+
     @property
     def ok(self) -> bool:
-        """Every check held (and at least one ran)."""
-        return self.passed > 0 and not self.failed and not self.unverifiable
+        """Every check held (and at least one ran), and the audit ran to its end."""
+        return self.passed > 0 and not self.failed and not self.unverifiable and not self.stopped
 
     @property
     def status(self) -> str:
+        if self.stopped:
+            return INCOMPLETE
         if self.ok:
             return PASS
         return FAIL if self.failed else UNVERIFIABLE
@@ -147,6 +157,8 @@ class Verdict(Tally):
     def describe(self) -> str:
         """One line for people: the verdict and the counts behind it."""
         counts = f"{self.passed} passed, {self.failed} failed, {self.unverifiable} unverifiable"
+        if self.stopped:
+            return f"NOT VERIFIED: the audit stopped before its end ({counts} so far)"
         if self.ok:
             return f"VERIFIED: every check holds ({counts})"
         if self.failed:
@@ -160,4 +172,5 @@ class Verdict(Tally):
             "passed": self.passed,
             "failed": self.failed,
             "unverifiable": self.unverifiable,
+            "stopped": self.stopped,
         }

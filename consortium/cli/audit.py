@@ -6,18 +6,18 @@ everything holds, 1 when anything does not (or could not be checked), and 2 when
 cannot be read at all (or the ``--report`` file cannot be written: refused before the
 audit). Each round is printed as its results arrive (``--json``: one document, written a
 result at a time), so that the command's memory, like the library's, does not grow with the
-number of rounds; an error that stops the audit midway (the chain gone, say) leaves what was
-printed so far, an unfinished document with ``--json``, and its own exit code and one-line
-message. ``--report FILE`` also writes the audit as a self-contained HTML page
-(:mod:`consortium.audit.report`) without changing the verdict or the exit code.
-``consortium audit model FILE_OR_DIGEST BUNDLE`` says whether a model
-is one that a verified round produced, and which round.
+number of rounds. An error that stops the audit midway (the chain gone, say) ends the output
+with a verdict of status "incomplete" that names the error (``--json``: a whole document
+still), then exits with the error's own exit code and one-line message. ``--report FILE``
+also writes the audit as a self-contained HTML page (:mod:`consortium.audit.report`) without
+changing the verdict or the exit code. ``consortium audit model FILE_OR_DIGEST BUNDLE`` says
+whether a model is one that a verified round produced, and which round.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from consortium.chain.backend import Chain
 from consortium.cli.context import CliContext, pass_context
 from consortium.cli.output import WIDTH_WHEN_PIPED, emit_json
 from consortium.cli.params import json_option
+from consortium.errors import ConsortiumError
 from consortium.ledger.values import address
 
 _CHAIN_HELP = (
@@ -129,10 +130,11 @@ def verify(
                     "chainId": opened.chain_id,
                     "ledger": trusted,
                 }
-                _print_json(heading, results, verdict)
+                _print_json(heading, _stopping(results, verdict, _close_json), verdict)
             else:
                 title = f"audit of job {opened.job.id} on chain {opened.chain_id}, ledger {trusted}"
-                _print_table(title, results, _widths(opened))
+                printing = _stopping(results, verdict, lambda v: click.echo(v.describe()))
+                _print_table(title, printing, _widths(opened))
                 click.echo(verdict.describe())
             if report is not None:
                 page = _render(report, chain)
@@ -157,6 +159,21 @@ def _counted(
         if report is not None:
             report.add(result)
         yield result
+
+
+def _stopping(
+    results: Iterable[CheckResult], verdict: Verdict, conclude: Callable[[Verdict], None]
+) -> Iterator[CheckResult]:
+    """``results``; if an error ends them early (the chain gone, say), ``verdict`` is stopped
+    with its reason and handed to ``conclude`` before the error goes on to its one-line
+    message and exit code: the output printed so far still ends with a verdict, and the JSON
+    document stays whole."""
+    try:
+        yield from results
+    except ConsortiumError as exc:
+        verdict.stop(str(exc))
+        conclude(verdict)
+        raise
 
 
 def _render(report: AuditReport, chain: Chain) -> str | None:
@@ -224,6 +241,11 @@ def _print_json(heading: dict[str, Any], results: Iterable[CheckResult], verdict
     for result in results:
         click.echo(separator + "    " + _nested_json(result.to_json(), 2), nl=False)
         separator = ",\n"
+    _close_json(verdict)
+
+
+def _close_json(verdict: Verdict) -> None:
+    """The end of the document ``_print_json`` writes: the results' list closed, the verdict."""
     click.echo('\n  ],\n  "verdict": ' + _nested_json(verdict.to_json(), 1) + "\n}")
 
 
