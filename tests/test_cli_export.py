@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -212,3 +213,68 @@ def test_a_torn_last_journal_line_is_skipped_and_left_alone(
     assert result.exit_code == 0, result.output
     assert (coordinator / "journal.jsonl").read_bytes() == torn
     assert_same_bundle(out, simulation)
+
+
+# ------------------------------------------------------------------------ whose deployment
+
+
+def coordinator_copy(simulation: Simulation, directory: Path, deployment: object) -> Path:
+    """A copy of the institute's store and journal whose first entry records ``deployment``
+    (None: records none, as journals begun before the entry carried it)."""
+    shutil.copytree(simulation.institute / "store", directory / "store")
+    lines = (simulation.institute / "journal.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert first["kind"] == "job"
+    first.pop("deployment")
+    if deployment is not None:
+        first["deployment"] = deployment
+    lines[0] = json.dumps(first, separators=(",", ":"), sort_keys=True)
+    (directory / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def test_the_deployment_comes_from_the_journal_without_any_configured(
+    run: Run, simulation: Simulation, tmp_path: Path
+) -> None:
+    """What the README does: export a simulation's job, with no `consortium deploy` here."""
+    (tmp_path / "deployment.json").unlink()
+    out = tmp_path / "x"
+    result = run("export", "--job", "1", "--from", str(simulation.institute), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert_same_bundle(out, simulation)
+
+
+def test_a_journal_recording_no_deployment_uses_the_configured_one(
+    run: Run, simulation: Simulation, tmp_path: Path
+) -> None:
+    coordinator = coordinator_copy(simulation, tmp_path / "older", None)
+    out = tmp_path / "x"
+    args = ("export", "--job", "1", "--from", str(coordinator), "--out", str(out))
+    assert run(*args).exit_code == 0
+    assert_same_bundle(out, simulation)
+    (tmp_path / "deployment.json").unlink()
+    error = one_line_error(run(*args, "--force"))
+    assert f"no deployment at {tmp_path / 'deployment.json'}: run `consortium deploy`" in error
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"chain_id": 1}, "the deployment is on chain 1, but the endpoint is chain 31337"),
+        ({"ledger": "0x12"}, "its job entry: ledger"),
+    ],
+    ids=["another-chain", "malformed"],
+)
+def test_a_journal_recording_another_or_a_malformed_deployment_is_refused(
+    run: Run, simulation: Simulation, tmp_path: Path, change: dict[str, Any], expected: str
+) -> None:
+    scenario = json.loads((simulation.out / "scenario.json").read_text())
+    coordinator = coordinator_copy(
+        simulation, tmp_path / "other", {**scenario["deployment"], **change}
+    )
+    out = tmp_path / "x"
+    error = one_line_error(
+        run("export", "--job", "1", "--from", str(coordinator), "--out", str(out))
+    )
+    assert expected in error
+    assert not out.exists()

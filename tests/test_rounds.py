@@ -562,6 +562,7 @@ def test_a_journal_serves_one_job_only(scenario: Scenario) -> None:
             "jobId": scenario.job_id,
             "ledger": scenario.run.deployment.ledger,
             "chainId": scenario.chain.chain_id,
+            "deployment": scenario.run.deployment.to_json(),
         }
     ]
     entries = len(list(coordinator.journal))

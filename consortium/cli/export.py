@@ -8,7 +8,9 @@ holds every record, update and model it anchored:
 - with ``--from DIR``, a directory holding ``store/`` and ``journal.jsonl`` (for example a
   simulation's ``parties/institute``).
 
-The chain and the deployment come from the configuration. Before anything is written the
+The deployment is the one the journal's first entry records (where the coordinator anchored
+the job), or, for a journal that records none, the configured one; the chain endpoint is the
+configured one. Before anything is written the
 command checks that the job exists on chain and that every round the journal says it anchored
 is the anchor the chain holds, so that a journal of another deployment, chain or job cannot
 become a bundle that only the auditor would find wrong. The export is written beside its
@@ -34,6 +36,7 @@ from consortium.cli.output import emit_json
 from consortium.cli.params import json_option
 from consortium.errors import ChainRevert, UsageError
 from consortium.ledger.client import Ledger
+from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import Job
 from consortium.orchestration.bundle import export_bundle
 from consortium.orchestration.journal import Journal
@@ -74,6 +77,15 @@ class JournalReader(Journal):
 def coordinator_dir(context: CliContext, source: Path | None) -> Path:
     """The directory holding the coordinator's ``store/`` and ``journal.jsonl``."""
     return source if source is not None else context.config.data_dir / COORDINATOR_DIR
+
+
+def journal_deployment(journal: Journal) -> Deployment | None:
+    """The deployment the coordinator recorded in the journal's first entry; None for a
+    journal that records none (one begun before the entry carried it)."""
+    bound = journal.last("job")
+    if bound is None or "deployment" not in bound:
+        return None
+    return Deployment.from_json(bound["deployment"], source=f"{journal.path}: its job entry")
 
 
 def anchored_rounds(journal: Journal, job_id: int) -> list[dict[str, Any]]:
@@ -192,7 +204,8 @@ def export(
     Writes OUT/bundle/ and OUT/bundle.tar.gz (docs/audit-bundle.md), which an auditor checks
     with `consortium audit OUT/bundle`. The coordinator's store and journal are read from
     <data_dir>/coordinator/store and <data_dir>/coordinator/journal.jsonl, or from --from
-    DIR/store and DIR/journal.jsonl. Chain and deployment come from the configuration.
+    DIR/store and DIR/journal.jsonl. The deployment is the one the journal records (else the
+    configured one); the chain is the configured one.
     """
     directory = coordinator_dir(context, source)
     # Everything local is checked before the chain is contacted.
@@ -217,7 +230,8 @@ def export(
         raise UsageError(f"no coordinator store at {store_root} (its objects/ is missing)")
     journal = JournalReader(journal_path)
 
-    ledger = context.ledger()
+    deployment = journal_deployment(journal) or context.deployment()
+    ledger = Ledger(context.chain(), deployment)
     job = job_on_chain(ledger, job_id)
     entries = anchored_rounds(journal, job_id)
     console = Console(stderr=True, quiet=as_json)

@@ -162,7 +162,8 @@ class Coordinator:
 
     def _bind_journal(self) -> None:
         """Ties the journal to this job, ledger and chain on first use, and refuses a journal
-        tied to another: its rounds would otherwise pass for this job's."""
+        tied to another: its rounds would otherwise pass for this job's. The first entry also
+        records the whole deployment, so that the journal alone says where to export from."""
         job = {
             "jobId": self.job_id,
             "ledger": self.ledger.deployment.ledger,
@@ -170,7 +171,7 @@ class Coordinator:
         }
         bound = self.journal.last("job")
         if bound is None and not list(self.journal):
-            self.journal.append("job", **job)
+            self.journal.append("job", **job, deployment=self.ledger.deployment.to_json())
         elif bound is None or {key: bound.get(key) for key in job} != job:
             owner = (
                 "names no job"
