@@ -626,7 +626,13 @@ def test_audit_exit_codes(scenario: Scenario, on_scenario_chain: Chain, tmp_path
     missing = invoke(str(tmp_path / "nowhere"), "--chain", "http://node")
     assert missing.exit_code == 2
     assert missing.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'nowhere'} is not an audit bundle: it has no manifest.json"
+        f"error: no bundle at {tmp_path / 'nowhere'}: no such file or directory"
+    ]
+    (tmp_path / "empty").mkdir()
+    empty = invoke(str(tmp_path / "empty"), "--chain", "http://node")
+    assert empty.exit_code == 2
+    assert empty.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'empty'} is not an audit bundle: it has no manifest.json"
     ]
     (bundle / "manifest.json").write_text('{"format": "something-else"}')
     wrong = invoke(str(bundle), "--chain", "http://node")
@@ -739,7 +745,7 @@ def test_the_script_gives_the_same_verdict_and_exit_codes(
     assert any(f["check"] == "sequence" and f["round"] == 3 for f in report["failures"])
 
     assert script.main([str(tmp_path / "nowhere"), "--chain", "http://node"]) == 2
-    assert "no manifest.json" in capsys.readouterr().err
+    assert "no such file or directory" in capsys.readouterr().err
 
 
 def test_the_script_writes_the_report_consortium_audit_writes(

@@ -164,9 +164,12 @@ def open_bundle(path: Path) -> Iterator[AuditBundle]:
     refuses links, devices and paths outside the directory) that is removed on exit.
 
     Raises:
-        BundleError: if there is no readable manifest of a known format, or no rounds file.
+        BundleError: if nothing is at ``path``, or there is no readable manifest of a known
+            format, or no rounds file.
     """
     path = Path(path)
+    if not path.exists():
+        raise BundleError(f"no bundle at {path}: no such file or directory")
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
         with tempfile.TemporaryDirectory(prefix="consortium-audit-") as scratch:
             try:
