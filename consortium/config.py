@@ -64,6 +64,7 @@ class AnvilConfig:
     host: str
     port: int
     chain_id: int
+    archive: bool  # keep every block's state across restarts, for audits of past rounds
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,12 @@ def _seconds(low: float, high: float) -> _Check:
     return check
 
 
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("must be true or false")
+    return value
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Invalid("must be a non-empty string")
@@ -173,6 +180,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Check]]] = {
         "host": ("127.0.0.1", _text),
         "port": (8545, _integer(1, 65535)),
         "chain_id": (31337, _integer(1, _MAX_CHAIN_ID)),
+        "archive": (False, _boolean),
     },
     "governance": {
         "quorum_bps": (5000, _integer(0, 9999)),

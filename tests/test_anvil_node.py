@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from eth_account import Account
+from web3.contract import Contract
+from web3.exceptions import Web3Exception
 
 from consortium.chain.anvil import ANVIL_ENV, AnvilNode, find_anvil
 from consortium.chain.backend import RpcChain
@@ -22,14 +24,30 @@ pytestmark = pytest.mark.anvil
 
 
 @pytest.fixture
-def node(tmp_path: Path, unused_port: int) -> Iterator[AnvilNode]:
+def node(tmp_path: Path, unused_port: int, request: pytest.FixtureRequest) -> Iterator[AnvilNode]:
+    """A node of the test's own, not started; an archive node when the test passes True as
+    the fixture's (indirect) parameter."""
     try:
         find_anvil()
     except UsageError as exc:
         pytest.skip(str(exc))
-    node = AnvilNode(tmp_path / "data", port=unused_port, chain_id=31337)
+    archive = getattr(request, "param", False)
+    node = AnvilNode(tmp_path / "data", port=unused_port, chain_id=31337, archive=archive)
     yield node
     node.stop()
+
+
+def deployed_probe(
+    node: AnvilNode, artifact: dict[str, Any]
+) -> tuple[RpcChain, Transactor, Contract]:
+    """A connection to ``node``, a funded deployer's transactor, and the RevertProbe it
+    deployed."""
+    chain = RpcChain(node.url, 31337, poll_latency=0.005)
+    deployer = Account.create()
+    chain.fund(deployer.address, 10**18)
+    transactor = Transactor(chain, deployer, RevertDecoder([artifact["abi"]]))
+    address, _ = transactor.deploy(artifact["abi"], artifact["bytecode"])
+    return chain, transactor, chain.w3.eth.contract(address=address, abi=artifact["abi"])
 
 
 def test_start_status_stop(node: AnvilNode) -> None:
@@ -59,12 +77,8 @@ def test_restart_keeps_chain_state(node: AnvilNode, revert_probe: dict[str, Any]
     node.start()
     artifact = revert_probe
     payee = Account.create().address
-    chain = RpcChain(node.url, 31337, poll_latency=0.005)
-    deployer = Account.create()
-    chain.fund(deployer.address, 10**18)
-    transactor = Transactor(chain, deployer, RevertDecoder([artifact["abi"]]))
-    address, _ = transactor.deploy(artifact["abi"], artifact["bytecode"])
-    probe = chain.w3.eth.contract(address=address, abi=artifact["abi"])
+    chain, transactor, probe = deployed_probe(node, artifact)
+    address = probe.address
     receipt = transactor.send(probe.functions.bump())
     chain.fund(payee, 777)
     before = (
@@ -137,3 +151,28 @@ def _pid_of_finished_process() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+@pytest.mark.parametrize("node", [False, True], ids=["plain", "archive"], indirect=True)
+def test_past_state_survives_a_restart_only_on_an_archive_node(
+    node: AnvilNode, revert_probe: dict[str, Any]
+) -> None:
+    """What an audit after a restart needs: a call as of a block before the restart."""
+    node.start()
+    chain, transactor, probe = deployed_probe(node, revert_probe)
+    past = transactor.send(probe.functions.bump())["blockNumber"]
+    transactor.send(probe.functions.bump())
+    assert probe.functions.counter().call(block_identifier=past) == 1
+    chain.close()
+
+    node.stop()
+    node.start()
+    chain = RpcChain(node.url, 31337, poll_latency=0.005)
+    probe = chain.w3.eth.contract(address=probe.address, abi=revert_probe["abi"])
+    assert probe.functions.counter().call() == 2
+    if node.archive:
+        assert probe.functions.counter().call(block_identifier=past) == 1
+    else:
+        with pytest.raises(Web3Exception):
+            probe.functions.counter().call(block_identifier=past)
+    chain.close()

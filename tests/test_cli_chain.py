@@ -115,3 +115,13 @@ def test_stop_when_stopped_and_fund_refused_without_node(cli: Cli) -> None:
     error = cli("chain", "fund", "0x" + "11" * 20, ok=False)
     assert error.startswith("error: cannot reach http://127.0.0.1:")
     assert len(error.splitlines()) == 1
+
+
+def test_an_archive_node_is_started_when_configured(cli: Cli) -> None:
+    config = cli.workdir / "hardhat-free-config.toml"
+    config.write_text(config.read_text() + "archive = true\n")
+    started = cli("chain", "start")
+    assert "archive node: every block's state is kept across restarts" in started
+    pid = cli.json("chain", "status")["pid"]
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"--preserve-historical-states" in command

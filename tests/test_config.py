@@ -49,6 +49,7 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
         8545,
         31337,
     )
+    assert config.anvil.archive is False
     assert (config.governance.quorum_bps, config.governance.proposal_lifetime) == (5000, 604800)
     assert config.keys.scrypt_n == 262144
 
@@ -65,7 +66,7 @@ def test_committed_file_sets_every_field_and_points_at_the_local_node() -> None:
     assert {section: set(keys) for section, keys in document.items()} == {
         "network": {"url", "chain_id", "poll_latency"},
         "paths": {"data_dir", "keystore_dir", "deployment_file"},
-        "anvil": {"host", "port", "chain_id"},
+        "anvil": {"host", "port", "chain_id", "archive"},
         "governance": {"quorum_bps", "proposal_lifetime"},
         "keys": {"scrypt_n"},
     }
@@ -139,6 +140,8 @@ def test_bad_url_message_names_file_field_and_value() -> None:
         ("[anvil]\nport = 0\n", "anvil.port must be an integer in 1 .. 65535, got 0"),
         ("[anvil]\nport = true\n", "anvil.port must be an integer in 1 .. 65535, got True"),
         ("[anvil]\nchain_id = 0\n", "anvil.chain_id must be an integer in 1 .. "),
+        ("[anvil]\narchive = 'yes'\n", "anvil.archive must be true or false, got 'yes'"),
+        ("[anvil]\narchive = 1\n", "anvil.archive must be true or false, got 1"),
         ("[governance]\nquorum_bps = 10000\n", "quorum_bps must be an integer in 0 .. 9999"),
         (
             "[governance]\nproposal_lifetime = 59\n",
@@ -164,9 +167,10 @@ def test_boundary_values_are_accepted() -> None:
         Path("edge.toml"),
         "[network]\nurl = 'https://rpc.example.org/v1'\nchain_id = 131277322940537\n"
         "poll_latency = 1\n[governance]\nquorum_bps = 0\nproposal_lifetime = 60\n"
-        "[keys]\nscrypt_n = 1024\n",
+        "[keys]\nscrypt_n = 1024\n[anvil]\narchive = true\n",
     )
     config = load_config(path, env={})
+    assert config.anvil.archive is True
     assert config.network.url == "https://rpc.example.org/v1"
     assert config.network.poll_latency == 1.0
     assert isinstance(config.network.poll_latency, float)

@@ -72,12 +72,12 @@ def test_every_crash_point_is_covered() -> None:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _start_node(directory: Path) -> AnvilNode:
+def _start_node(directory: Path, *, archive: bool = False) -> AnvilNode:
     try:
         find_anvil()
     except UsageError as exc:
         pytest.skip(str(exc))
-    node = AnvilNode(directory, port=free_port(), chain_id=ANVIL_CHAIN_ID)
+    node = AnvilNode(directory, port=free_port(), chain_id=ANVIL_CHAIN_ID, archive=archive)
     node.start()
     return node
 
@@ -114,8 +114,9 @@ def finished(
     result: subprocess.CompletedProcess[str], where: str, *, history: bool = True
 ) -> dict[str, Any]:
     """The report of a run that completed, with every round of the job audited. Without the
-    node's ``history`` (a restarted anvil keeps no past state), the audit cannot check the
-    standing at past blocks: it says so, and the run exits 1 as ``consortium audit`` would."""
+    node's ``history`` (a restarted anvil keeps no past state unless it is an archive node),
+    the audit cannot check the standing at past blocks: it says so, and the run exits 1 as
+    ``consortium audit`` would."""
     report = json.loads(result.stdout)
     audit = report["audit"]
     assert (audit["rounds"], audit["failed"]) == (ROUNDS, 0), f"{where}: {audit}"
@@ -226,9 +227,10 @@ def reference(node: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> Refe
 
 
 @pytest.fixture
-def own_node(tmp_path: Path) -> Iterator[AnvilNode]:
-    """A node this test may stop, restart and switch to manual mining."""
-    node = _start_node(tmp_path / "node")
+def own_node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[AnvilNode]:
+    """A node this test may stop, restart and switch to manual mining; an archive node when
+    the test passes True as the fixture's (indirect) parameter."""
+    node = _start_node(tmp_path / "node", archive=getattr(request, "param", False))
     yield node
     node.stop()
 
@@ -290,6 +292,7 @@ def _interrupt_with_anchor_in_pool(node: AnvilNode, out: Path) -> str:
     return signed["txHash"]
 
 
+@pytest.mark.parametrize("own_node", [False, True], ids=["plain", "archive"], indirect=True)
 def test_an_anchor_lost_with_the_nodes_pool_is_sent_again(
     own_node: AnvilNode, reference: Reference, tmp_path: Path
 ) -> None:
@@ -305,8 +308,9 @@ def test_an_anchor_lost_with_the_nodes_pool_is_sent_again(
         check_write_ahead(out, on_chain, "after the node restart")
 
         report = finished(
-            simulate(own_node, out, resume=True), "resumed after the loss", history=False
-        )
+            simulate(own_node, out, resume=True), "resumed after the loss",
+            history=own_node.archive,
+        )  # fmt: skip
         assert report["rounds"][CRASH_ROUND - 1]["transaction"] == tx_hash
         check_completed(out, on_chain, reference, "lost anchor")
         # The very same signed transaction was sent again: one signature, mined as signed.

@@ -3,9 +3,14 @@
 The node outlives the command that started it (it runs in its own session), so everything
 that describes it lives in files under ``<data_dir>/anvil/``: the pid, the log and the chain
 state. anvil loads the state file on start and rewrites it every second and on SIGTERM, so
-stop and start keep blocks, receipts, logs, code and balances. Historical states (``eth_call``
-at a block before the last restart) are not kept: ``--preserve-historical-states`` grows the
-file by tens of kilobytes per block, and the project reads state at the latest block.
+stop and start keep blocks, receipts, logs, code and balances.
+
+Historical states (``eth_call`` at a block before the last restart), which the auditor reads
+to check each round's standing as of its block, are kept only by an archive node
+(``archive=True``: anvil's ``--preserve-historical-states``). Its state file grows by about
+140 kB per block, so an archive node rewrites it every ten seconds instead of every second;
+a node killed without SIGTERM loses at most that much, and the coordinator resends an anchor
+the node lost.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from consortium.files import write_text_atomically
 ANVIL_ENV = "CONSORTIUM_ANVIL"
 NPM_BINARY = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 DEFAULT_CHAIN_ID = 31337
+STATE_INTERVAL, ARCHIVE_STATE_INTERVAL = 1, 10  # seconds between state-file dumps
 
 
 @dataclass(frozen=True)
@@ -50,11 +56,15 @@ class AnvilNode:
         port: int = 8545,
         chain_id: int = DEFAULT_CHAIN_ID,
         balance_ether: int | None = None,
+        *,
+        archive: bool = False,
     ) -> None:
         """``balance_ether`` overrides anvil's 10,000 ether per development account, for
-        long test sessions that fund many fresh accounts from one faucet."""
+        long test sessions that fund many fresh accounts from one faucet. ``archive`` keeps
+        every block's state across restarts (module docstring)."""
         self.dir = Path(data_dir) / "anvil"
         self.balance_ether = balance_ether
+        self.archive = archive
         self.host = host
         self.port = port
         self.chain_id = chain_id
@@ -84,7 +94,8 @@ class AnvilNode:
             "--port", str(self.port),
             "--chain-id", str(self.chain_id),
             "--state", str(self.state_file),
-            "--state-interval", "1",
+            "--state-interval", str(ARCHIVE_STATE_INTERVAL if self.archive else STATE_INTERVAL),
+            *(["--preserve-historical-states"] if self.archive else []),
             *(["--balance", str(self.balance_ether)] if self.balance_ether else []),
         ]  # fmt: skip
         with self.log_file.open("ab") as log:

@@ -23,8 +23,9 @@ WEI_PER_ETHER = 10**18
 def _node(context: CliContext) -> AnvilNode:
     config = context.config
     return AnvilNode(
-        config.data_dir, config.anvil.host, config.anvil.port, chain_id=config.anvil.chain_id
-    )
+        config.data_dir, config.anvil.host, config.anvil.port, chain_id=config.anvil.chain_id,
+        archive=config.anvil.archive,
+    )  # fmt: skip
 
 
 def _warn_if_not_configured(context: CliContext, node: AnvilNode) -> None:
@@ -55,7 +56,11 @@ def chain() -> None:
 @chain.command()
 @pass_context
 def start(context: CliContext) -> None:
-    """Start the local node, restoring its state from the data directory."""
+    """Start the local node, restoring its state from the data directory.
+
+    With anvil.archive = true in the configuration the node also keeps every past block's
+    state across restarts, so that audits of earlier rounds still verify.
+    """
     node = _node(context)
     restored = node.state_file.exists()
     was_running = node.status().running
@@ -65,7 +70,8 @@ def start(context: CliContext) -> None:
         click.echo(f"already {_describe(status)}")
         return
     origin = f"restored from {node.state_file}" if restored else f"new state in {node.state_file}"
-    click.echo(f"{_describe(status)}; {origin}")
+    archive = "; archive node: every block's state is kept across restarts" if node.archive else ""
+    click.echo(f"{_describe(status)}; {origin}{archive}")
 
 
 @chain.command()
