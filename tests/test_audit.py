@@ -37,6 +37,7 @@ from bundle_files import (
 )
 from click.testing import CliRunner, Result
 from conftest import ANVIL_CHAIN_ID, free_port
+from web3.types import BlockIdentifier
 
 from consortium.audit import (
     CHECK_NAMES,
@@ -51,7 +52,7 @@ from consortium.audit import (
     verify_bundle,
 )
 from consortium.audit.bundle import MAX_MANIFEST_BYTES
-from consortium.audit.chainview import ChainView, MemberState, StateUnavailable
+from consortium.audit.chainview import ChainView
 from consortium.audit.checks import JobFacts, check_events
 from consortium.audit.evidence import Evidence
 from consortium.audit.replay import ImpliedState
@@ -63,8 +64,10 @@ from consortium.chain.backend import Chain, RpcChain
 from consortium.chain.embedded import EmbeddedChain
 from consortium.cli.main import cli
 from consortium.crypto.eip712 import Domain
-from consortium.errors import ChainRevert, UsageError
+from consortium.errors import ChainRevert, ChainUnavailable, UsageError
+from consortium.ledger.client import Ledger
 from consortium.ledger.consents import Consent
+from consortium.ledger.members import MemberState
 from consortium.ledger.roles import Role
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model, put_model
@@ -269,10 +272,15 @@ def test_the_embedded_chain_is_refused_as_an_audit_endpoint() -> None:
 def test_a_node_without_the_past_state_makes_standing_unverifiable(
     scenario: Scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def pruned(self: ChainView, fn: object, block: int, **how: object) -> object:
-        raise StateUnavailable(f"the node cannot serve the state of block {block}")
+    """A pruned node refuses every call as of a past block (``missing trie node``)."""
+    present = Ledger.call
 
-    monkeypatch.setattr(ChainView, "_past", pruned)
+    def pruned(self: Ledger, fn: Any, block: BlockIdentifier = "latest") -> Any:
+        if isinstance(block, int):
+            raise ChainUnavailable(f"missing trie node (block {block})")
+        return present(self, fn, block)
+
+    monkeypatch.setattr(Ledger, "call", pruned)
     verdict, results = audit(scenario.chain, scenario.bundle)
     assert verdict.status == "unverifiable" and verdict.exit_code == 1
     undecided = {r.name for r in results if r.unverifiable}
@@ -477,14 +485,15 @@ def test_back_to_back_rounds_read_membership_and_consent_once(
     parties, the datasets' owners and the consents in one call each."""
     reads: Counter[str] = Counter()
     asked: Counter[str] = Counter()
-    real = ChainView._past
+    real = Ledger.call
 
-    def counting(self: ChainView, fn: Any, block: int, **how: bool) -> Any:
-        reads[fn.fn_name] += 1
-        asked[fn.fn_name] += len(fn.args[0]) if fn.args and isinstance(fn.args[0], list) else 1
-        return real(self, fn, block, **how)
+    def counting(self: Ledger, fn: Any, block: BlockIdentifier = "latest") -> Any:
+        if isinstance(block, int):  # a read of past state
+            reads[fn.fn_name] += 1
+            asked[fn.fn_name] += len(fn.args[0]) if fn.args and isinstance(fn.args[0], list) else 1
+        return real(self, fn, block)
 
-    monkeypatch.setattr(ChainView, "_past", counting)
+    monkeypatch.setattr(Ledger, "call", counting)
     verdict, _ = audit(scenario.chain, scenario.bundle)
     assert verdict.ok
     job = scenario.manifest["job"]

@@ -45,6 +45,8 @@ from consortium.errors import ConsortiumError, UsageError
 from consortium.fl.aggregation import fedavg
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import RoundAnchor
+from consortium.ledger.members import Members, ProposalOutcome
+from consortium.ledger.roles import Role
 from consortium.orchestration.bundle import export_bundle
 from consortium.orchestration.checks import (
     RoundContext,
@@ -718,16 +720,57 @@ def test_a_genuine_refusal_receipt_passes(anchored_round: Scenario) -> None:
 # ------------------------------------------------------------- membership and consent change
 
 
-def _vote_out(scenario: Scenario, leaving: str) -> None:
-    """The institute proposes to remove ``leaving``; bank-0 and bank-1 approve (5 active
-    members at quorum 5000 bps: approvals must exceed 2)."""
+def _pass_by_vote(scenario: Scenario, propose: Callable[[Members], ProposalOutcome]) -> None:
+    """The institute proposes; bank-0 and bank-1 approve (5 active members at quorum 5000
+    bps: approvals must exceed 2)."""
     voters = [scenario.run.institute, scenario.run.banks[0], scenario.run.banks[1]]
-    outcome = scenario.ledger_of(voters[0]).members.propose_remove(leaving)
+    outcome = propose(scenario.ledger_of(voters[0]).members)
     for voter in voters[1:]:
         if not outcome.executed:
             outcome = scenario.ledger_of(voter).members.approve(outcome.proposal_id)
     assert outcome.executed
+
+
+def _vote_out(scenario: Scenario, leaving: str) -> None:
+    _pass_by_vote(scenario, lambda members: members.propose_remove(leaving))
     assert not scenario.ledger.members.is_member(leaving)
+
+
+def standing_both_ways(scenario: Scenario) -> tuple[Standing, Standing]:
+    """The job's standing as ``Standing.read`` reads it in batches, and as the contracts'
+    one-at-a-time views (``isMember``, ``isConsentValid``) judge it."""
+    ledger = scenario.ledger
+    job = ledger.jobs.get(scenario.job_id)
+    owners = {d: ledger.consents.dataset(d).owner for d in job.dataset_ids}
+    by_views = Standing(
+        frozenset(p for p in job.participants if ledger.members.is_member(p)),
+        frozenset(
+            d
+            for d, owner in owners.items()
+            if owner == job.consumer or ledger.consents.is_valid(d, job.consumer, job.purpose)
+        ),
+    )
+    return Standing.read(ledger, job, owners), by_views
+
+
+def test_the_batched_standing_judges_as_the_contracts_views_do(scenario: Scenario) -> None:
+    job = scenario.ledger.jobs.get(scenario.job_id)
+    batched, by_views = standing_both_ways(scenario)
+    assert batched == by_views == Standing.unchanged(job)
+
+    # bank-2 stays a member but is no longer a provider: its dataset is no longer usable.
+    demoted = scenario.address(2)
+    _pass_by_vote(scenario, lambda members: members.propose_roles(demoted, Role.CONSUMER))
+    batched, by_views = standing_both_ways(scenario)
+    assert batched == by_views
+    assert demoted in batched.members and len(batched.usable_datasets) == len(job.dataset_ids) - 1
+
+    # Every consent window closes: only the consumer's own dataset stays usable.
+    scenario.chain.increase_time((aml.CONSENT_DAYS + 1) * 86_400)
+    batched, by_views = standing_both_ways(scenario)
+    assert batched == by_views
+    assert batched.members == frozenset(job.participants)
+    assert len(batched.usable_datasets) == 1
 
 
 def test_a_participant_voted_out_mid_job_stops_the_next_round(scenario: Scenario) -> None:

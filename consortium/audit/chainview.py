@@ -13,7 +13,8 @@ embedded chain a scan costs time quadratic in the number of events.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,21 +33,11 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.consents import Consent
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import Job
-from consortium.ledger.roles import Role
-from consortium.ledger.values import decode_purpose, encode_purpose
+from consortium.ledger.members import MemberState
 
 
 class StateUnavailable(ConsortiumError):
     """The node cannot (or will not truthfully) serve the state of a past block."""
-
-
-@dataclass(frozen=True)
-class MemberState:
-    """A member's standing as of one block."""
-
-    active: bool
-    roles: Role
-    ever_joined: bool
 
 
 @dataclass(frozen=True)
@@ -168,14 +159,20 @@ class ChainView:
     # ---------------------------------------------------------------- past state
 
     def _past(self, fn: Any, block: int, *, reverts: bool = False) -> Any:
-        """``fn`` called as of ``block``; a node that cannot serve it is StateUnavailable.
+        """``fn`` called as of ``block`` (see :meth:`_as_of`)."""
+        with self._as_of(block, fn.fn_name, reverts=reverts):
+            return self.ledger.call(fn, block)
+
+    @contextmanager
+    def _as_of(self, block: int, view: str, *, reverts: bool = False) -> Iterator[None]:
+        """Reads of ``view`` as of ``block``; a node that cannot serve them is StateUnavailable.
 
         For a view that can revert (``reverts``), a revert (ChainRevert) is an answer and
         passes through unchanged. The committed code of every other view never reverts, so a
         revert from one is the node's doing and is StateUnavailable too.
         """
         try:
-            return self.ledger.call(fn, block)
+            yield
         except ChainUnavailable as exc:
             raise StateUnavailable(
                 f"the node cannot serve the state of block {block} (it needs the history an "
@@ -185,7 +182,7 @@ class ChainView:
             if reverts:
                 raise
             raise StateUnavailable(
-                f"the node answers {fn.fn_name} as of block {block} with a revert the "
+                f"the node answers {view} as of block {block} with a revert the "
                 f"committed contract cannot give ({exc})"
             ) from None
 
@@ -204,48 +201,23 @@ class ChainView:
 
     def members_at(self, accounts: Sequence[str], block: int) -> dict[str, MemberState]:
         """Each account's standing as of ``block``, in one call (``getMembers``)."""
-        fn = self.ledger.registry.functions.getMembers(list(accounts))
-        records = self._past(fn, block)
-        return {
-            account: MemberState(active=bool(active), roles=Role(roles), ever_joined=epoch != 0)
-            for account, (_name, roles, active, epoch, _joined_at) in zip(
-                accounts, records, strict=True
-            )
-        }
+        with self._as_of(block, "getMembers"):
+            return self.ledger.members.states(accounts, block)
 
     def dataset_owners_at(
         self, dataset_ids: Sequence[int], block: int
     ) -> dict[int, ChecksumAddress | None]:
         """Each dataset's owner as of ``block`` (None: not registered then), in one call."""
-        fn = self.ledger.consent_registry.functions.ownersOf(list(dataset_ids))
-        owners = self._past(fn, block)
-        return {
-            dataset_id: None if int(owner, 16) == 0 else to_checksum_address(owner)
-            for dataset_id, owner in zip(dataset_ids, owners, strict=True)
-        }
+        with self._as_of(block, "ownersOf"):
+            return self.ledger.consents.owners(dataset_ids, block)
 
     def consents_at(
         self, dataset_ids: Sequence[int], grantee: str, purpose: str, block: int
     ) -> dict[int, Consent]:
         """The consent record of each dataset for ``grantee`` and ``purpose`` as of ``block``
         (``granted_at`` 0: never granted), in one call (``getConsents``)."""
-        fn = self.ledger.consent_registry.functions.getConsents(
-            list(dataset_ids), grantee, encode_purpose(purpose)
-        )
-        return {
-            dataset_id: Consent(
-                dataset_id=dataset_id,
-                grantee=to_checksum_address(grantee_raw),
-                purpose=decode_purpose(bytes(purpose_raw)),
-                valid_from=int(valid_from),
-                valid_until=int(valid_until),
-                granted_at=int(granted_at),
-                revoked=bool(revoked),
-            )
-            for dataset_id, (
-                grantee_raw, purpose_raw, valid_from, valid_until, granted_at, revoked
-            ) in zip(dataset_ids, self._past(fn, block), strict=True)
-        }  # fmt: skip
+        with self._as_of(block, "getConsents"):
+            return self.ledger.consents.many(dataset_ids, grantee, purpose, block)
 
     @property
     def training(self) -> Contract:

@@ -48,7 +48,7 @@ from typing import Any
 from eth_typing import ChecksumAddress
 
 from consortium.audit.bundle import ROUNDS, ManifestJob, RecordEntry, RoundEntry
-from consortium.audit.chainview import ChainView, MemberState
+from consortium.audit.chainview import ChainView
 from consortium.audit.evidence import Evidence, Model
 from consortium.audit.replay import ConsentTerms, ImpliedState
 from consortium.audit.results import CheckResult, Scope
@@ -63,6 +63,7 @@ from consortium.fl.aggregation import fedavg
 from consortium.ledger.consents import Consent
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import Job, RoundAnchor
+from consortium.ledger.members import MemberState
 from consortium.ledger.roles import Role
 
 CHECK_NAMES = (
@@ -725,7 +726,7 @@ def check_consent(
     state = consent.state(timestamp)
     if state != "valid":
         problems.append(f"the consent is {state} at the anchor's time {timestamp}")
-    if owner_state is None or not (owner_state.active and Role.PROVIDER in owner_state.roles):
+    if owner_state is None or not owner_state.is_provider:
         problems.append(f"its owner {owner} is not an active provider")
     return scope.outcome(
         "consent",

@@ -22,8 +22,8 @@ from typing import Any
 from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 
-from consortium.audit.chainview import MemberState
 from consortium.audit.timeline import ChainEvent
+from consortium.ledger.members import MemberState
 from consortium.ledger.roles import Role
 from consortium.ledger.values import decode_purpose
 

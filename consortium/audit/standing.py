@@ -29,9 +29,10 @@ from dataclasses import dataclass
 
 from eth_typing import ChecksumAddress
 
-from consortium.audit.chainview import ChainView, MemberState, StateUnavailable
+from consortium.audit.chainview import ChainView, StateUnavailable
 from consortium.errors import ChainRevert
 from consortium.ledger.consents import Consent
+from consortium.ledger.members import MemberState
 
 
 @dataclass(frozen=True)

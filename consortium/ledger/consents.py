@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ from eth_account.signers.local import LocalAccount
 from eth_keys.exceptions import BadSignature
 from eth_typing import ChecksumAddress
 from eth_utils import ValidationError, to_checksum_address
-from web3.types import TxReceipt
+from web3.types import BlockIdentifier, TxReceipt
 
 from consortium.crypto.eip712 import (
     CONSENT_GRANT_TYPES,
@@ -61,6 +62,11 @@ class Consent:
         if now > self.valid_until:
             return "expired"
         return "valid"
+
+    def holds(self, now: int) -> bool:
+        """Granted, not revoked, and inside its window at ``now``: what ``isConsentValid``
+        asks of the consent itself (it also asks that the dataset's owner be a provider)."""
+        return self.granted_at != 0 and self.state(now) == "valid"
 
 
 @dataclass(frozen=True)
@@ -256,6 +262,32 @@ class Consents:
         if consent.granted_at == 0:
             raise UsageError(f"no consent for dataset {dataset_id}, {grantee}, {purpose!r}")
         return consent
+
+    def many(
+        self,
+        dataset_ids: Sequence[int],
+        grantee: str,
+        purpose: str,
+        block: BlockIdentifier = "latest",
+    ) -> dict[int, Consent]:
+        """The consent of each dataset for ``grantee`` and ``purpose`` (as of ``block``;
+        ``granted_at`` 0 where never granted), in one call (``getConsents``)."""
+        fn = self._contract.functions.getConsents(
+            list(dataset_ids), address(grantee), encode_purpose(purpose)
+        )
+        raw = self._ledger.call(fn, block)
+        return {d: _consent(d, entry) for d, entry in zip(dataset_ids, raw, strict=True)}
+
+    def owners(
+        self, dataset_ids: Sequence[int], block: BlockIdentifier = "latest"
+    ) -> dict[int, ChecksumAddress | None]:
+        """Each dataset's owner (as of ``block``; None where not registered), in one call
+        (``ownersOf``)."""
+        raw = self._ledger.call(self._contract.functions.ownersOf(list(dataset_ids)), block)
+        return {
+            d: None if int(owner, 16) == 0 else to_checksum_address(owner)
+            for d, owner in zip(dataset_ids, raw, strict=True)
+        }
 
     def of_dataset(self, dataset_id: int) -> list[Consent]:
         """Every consent ever granted on the dataset, revoked ones included."""

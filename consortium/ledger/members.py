@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
 from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
-from web3.types import TxReceipt
+from web3.types import BlockIdentifier, TxReceipt
 
 from consortium.errors import UsageError
 from consortium.ledger.roles import Role
@@ -36,6 +37,21 @@ class Member:
     roles: Role
     active: bool
     joined_at: int
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """An account's standing in the registry, as the contracts' role checks read it; an
+    account that never joined has one too (``ever_joined`` False)."""
+
+    active: bool
+    roles: Role
+    ever_joined: bool
+
+    @property
+    def is_provider(self) -> bool:
+        """What ``hasRole(account, PROVIDER)`` answers: an active member with that role."""
+        return self.active and Role.PROVIDER in self.roles
 
 
 @dataclass(frozen=True)
@@ -144,6 +160,19 @@ class Members:
         addresses = self._ledger.call(self._registry.functions.memberAddresses())
         members = [self.get(a) for a in addresses]
         return [m for m in members if include_inactive or m.active]
+
+    def states(
+        self, accounts: Sequence[str], block: BlockIdentifier = "latest"
+    ) -> dict[str, MemberState]:
+        """Each of ``accounts``' standing (as of ``block``), keyed as given, in one call
+        (``getMembers``)."""
+        fn = self._registry.functions.getMembers([address(a) for a in accounts])
+        return {
+            account: MemberState(active=bool(active), roles=Role(roles), ever_joined=epoch != 0)
+            for account, (_name, roles, active, epoch, _joined_at) in zip(
+                accounts, self._ledger.call(fn, block), strict=True
+            )
+        }
 
     def is_member(self, account: str) -> bool:
         return bool(self._ledger.call(self._registry.functions.isMember(address(account))))

@@ -40,13 +40,21 @@ class Standing:
 
     @classmethod
     def read(cls, ledger: Ledger, job: Job, owners: Mapping[int, str]) -> Standing:
-        """Reads membership and consent of the whole job from the chain."""
+        """Reads membership and consent of the whole job from the chain in three calls, however
+        many parties and datasets: the parties' and owners' records, the consumer's consents,
+        and the latest block's time, by which a call of ``isConsentValid`` judges a window.
+        A dataset is usable as ``anchorRound`` has it: the consumer's own, or consented to and
+        owned by an active provider."""
+        states = ledger.members.states([*job.participants, *owners.values()])
+        borrowed = [d for d, owner in owners.items() if owner != job.consumer]
+        consents = ledger.consents.many(borrowed, job.consumer, job.purpose)
+        now = ledger.now()
         return cls(
-            frozenset(p for p in job.participants if ledger.members.is_member(p)),
+            frozenset(p for p in job.participants if states[p].active),
             frozenset(
                 d
                 for d, owner in owners.items()
-                if owner == job.consumer or ledger.consents.is_valid(d, job.consumer, job.purpose)
+                if owner == job.consumer or (consents[d].holds(now) and states[owner].is_provider)
             ),
         )
 
