@@ -764,6 +764,8 @@ def test_the_batched_standing_judges_as_the_contracts_views_do(scenario: Scenari
     batched, by_views = standing_both_ways(scenario)
     assert batched == by_views
     assert demoted in batched.members and len(batched.usable_datasets) == len(job.dataset_ids) - 1
+    with pytest.raises(RoundRefused, match=rf"\(owner {demoted}\) .* is not valid now"):
+        scenario.coordinator.run_round(1)
 
     # Every consent window closes: only the consumer's own dataset stays usable.
     scenario.chain.increase_time((aml.CONSENT_DAYS + 1) * 86_400)

@@ -282,7 +282,8 @@ class Coordinator:
             if p not in standing.members
         ] + [
             f"consent for dataset {d} (owner {owner}) to {job.consumer} for {job.purpose!r} "
-            "is revoked or expired"
+            "is not valid now (revoked, outside its window, or its owner no longer an active "
+            "provider)"
             for d, owner in owners.items()
             if d not in standing.usable_datasets
         ]
