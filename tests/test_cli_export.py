@@ -218,9 +218,12 @@ def test_a_torn_last_journal_line_is_skipped_and_left_alone(
 # ------------------------------------------------------------------------ whose deployment
 
 
-def coordinator_copy(simulation: Simulation, directory: Path, deployment: object) -> Path:
+def coordinator_copy(
+    simulation: Simulation, directory: Path, deployment: object, **entry: object
+) -> Path:
     """A copy of the institute's store and journal whose first entry records ``deployment``
-    (None: records none, as journals begun before the entry carried it)."""
+    (None: records none, as journals begun before the entry carried it), its other fields
+    changed by ``entry``."""
     shutil.copytree(simulation.institute / "store", directory / "store")
     lines = (simulation.institute / "journal.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
@@ -228,7 +231,7 @@ def coordinator_copy(simulation: Simulation, directory: Path, deployment: object
     first.pop("deployment")
     if deployment is not None:
         first["deployment"] = deployment
-    lines[0] = json.dumps(first, separators=(",", ":"), sort_keys=True)
+    lines[0] = json.dumps({**first, **entry}, separators=(",", ":"), sort_keys=True)
     (directory / "journal.jsonl").write_text("\n".join(lines) + "\n")
     return directory
 
@@ -258,19 +261,28 @@ def test_a_journal_recording_no_deployment_uses_the_configured_one(
 
 
 @pytest.mark.parametrize(
-    ("change", "expected"),
+    ("change", "entry", "expected"),
     [
-        ({"chain_id": 1}, "the deployment is on chain 1, but the endpoint is chain 31337"),
-        ({"ledger": "0x12"}, "its job entry: ledger"),
+        (
+            {"chain_id": 1}, {"chainId": 1},
+            "the deployment is on chain 1, but the endpoint is chain 31337",
+        ),
+        ({"ledger": "0x12"}, {}, "its job entry: ledger"),
+        ({"ledger": "0x" + "12" * 20}, {}, "its job entry names two deployments"),
     ],
-    ids=["another-chain", "malformed"],
-)
+    ids=["another-chain", "malformed", "two-ledgers"],
+)  # fmt: skip
 def test_a_journal_recording_another_or_a_malformed_deployment_is_refused(
-    run: Run, simulation: Simulation, tmp_path: Path, change: dict[str, Any], expected: str
+    run: Run,
+    simulation: Simulation,
+    tmp_path: Path,
+    change: dict[str, Any],
+    entry: dict[str, Any],
+    expected: str,
 ) -> None:
     scenario = json.loads((simulation.out / "scenario.json").read_text())
     coordinator = coordinator_copy(
-        simulation, tmp_path / "other", {**scenario["deployment"], **change}
+        simulation, tmp_path / "other", {**scenario["deployment"], **change}, **entry
     )
     out = tmp_path / "x"
     error = one_line_error(

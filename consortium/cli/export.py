@@ -10,12 +10,12 @@ holds every record, update and model it anchored:
 
 The deployment is the one the journal's first entry records (where the coordinator anchored
 the job), or, for a journal that records none, the configured one; the chain endpoint is the
-configured one. Before anything is written the
-command checks that the job exists on chain and that every round the journal says it anchored
-is the anchor the chain holds, so that a journal of another deployment, chain or job cannot
-become a bundle that only the auditor would find wrong. The export is written beside its
-final place and renamed into it (:func:`~consortium.orchestration.bundle.export_bundle`); an
-existing bundle is only replaced with ``--force``.
+configured one. Before anything is written the command checks that the job exists on chain
+and that every round the journal says it anchored is the anchor the chain holds, so that a
+journal of another deployment, chain or job cannot become a bundle that only the auditor would
+find wrong. The export is written beside its final place and renamed into it
+(:func:`~consortium.orchestration.bundle.export_bundle`); an existing bundle is only replaced
+with ``--force``.
 
 The export never writes to the coordinator's journal or store: a coordinator may be running
 the job's next round meanwhile. The bundle then holds the rounds the journal had finished
@@ -85,7 +85,11 @@ def journal_deployment(journal: Journal) -> Deployment | None:
     bound = journal.last("job")
     if bound is None or "deployment" not in bound:
         return None
-    return Deployment.from_json(bound["deployment"], source=f"{journal.path}: its job entry")
+    source = f"{journal.path}: its job entry"
+    deployment = Deployment.from_json(bound["deployment"], source=source)
+    if (deployment.ledger, deployment.chain_id) != (bound.get("ledger"), bound.get("chainId")):
+        raise UsageError(f"{source} names two deployments: the journal is damaged")
+    return deployment
 
 
 def anchored_rounds(journal: Journal, job_id: int) -> list[dict[str, Any]]:
