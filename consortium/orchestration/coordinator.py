@@ -296,9 +296,14 @@ class Coordinator:
         return standing
 
     def _dataset_owners(self, job: Job) -> dict[int, str]:
-        """Who owns each of the job's datasets; read once, since ownership never changes."""
+        """Who owns each of the job's datasets; read once, in one call, since ownership never
+        changes (and every dataset of a job was registered when the job was created)."""
         if self._owners is None:
-            self._owners = {d: self.ledger.consents.dataset(d).owner for d in job.dataset_ids}
+            owners = self.ledger.consents.owners(job.dataset_ids)
+            unknown = sorted(d for d, owner in owners.items() if owner is None)
+            if unknown:
+                raise RoundRefused(f"job {job.id} names unregistered datasets {unknown}")
+            self._owners = {d: owner for d, owner in owners.items() if owner is not None}
         return self._owners
 
     # ------------------------------------------------------------------ step 5: anchor
