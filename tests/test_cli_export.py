@@ -23,7 +23,6 @@ from conftest import ANVIL_CHAIN_ID
 
 from consortium.chain.anvil import AnvilNode
 from consortium.cli.main import cli
-from consortium.ledger.deployment import Deployment
 
 pytestmark = pytest.mark.anvil
 
@@ -52,13 +51,12 @@ def simulation(anvil_node: AnvilNode, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture
 def run(simulation: Simulation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
     """``consortium --config C ...`` in ``tmp_path``, C pointing at the simulation's node and
-    at a deployment file written from its scenario.json; the data directory is ``data``."""
+    at a copy of its deployment record; the data directory is ``data``."""
     monkeypatch.chdir(tmp_path)
     for variable in ("CONFIG", "NETWORK", "CHAIN_ID", "DATA_DIR", "DEPLOYMENT_FILE"):
         monkeypatch.delenv(f"CONSORTIUM_{variable}", raising=False)
-    scenario = json.loads((simulation.out / "scenario.json").read_text())
     deployment_file = tmp_path / "deployment.json"
-    Deployment.from_json(scenario["deployment"], source="scenario.json").save(deployment_file)
+    shutil.copy(simulation.out / "deployment.json", deployment_file)
     config = tmp_path / "consortium.toml"
     config.write_text(
         f'[network]\nurl = "{simulation.url}"\nchain_id = {ANVIL_CHAIN_ID}\n'

@@ -10,6 +10,7 @@ from bundle_files import read_manifest, read_rounds
 from click.testing import CliRunner, Result
 
 from consortium.cli.main import cli
+from consortium.ledger.deployment import Deployment
 from consortium.orchestration.bundle import BUNDLE_FORMAT
 
 
@@ -45,6 +46,9 @@ def test_every_round_is_anchored_and_bundled(tmp_path: Path) -> None:
     assert (out / "bundle.tar.gz").stat().st_size > 0
     for party in ("institute", "bank-0", "bank-1", "bank-2", "regulator"):
         assert (out / "parties" / party / "key.json").is_file()
+    # The standard deployment record, for the CLI's read commands, is the scenario's.
+    scenario = json.loads((out / "scenario.json").read_text())
+    assert Deployment.load(out / "deployment.json").to_json() == scenario["deployment"]
 
     again = simulate("--out", str(out))
     assert again.exit_code == 2

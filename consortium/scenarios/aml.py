@@ -8,6 +8,8 @@ protocol's messages.
 
 The setup (deployment, votes, datasets, consents, job) is recorded in ``scenario.json`` once
 it is complete; a resumed run reloads it and the coordinator's journal and finishes the job.
+The deployment is also written as a standard deployment record, ``deployment.json``, which the
+CLI's read commands take through ``CONSORTIUM_DEPLOYMENT_FILE``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from consortium.store.models import put_model
 
 PURPOSE = "aml-risk-scoring"
 SCENARIO_FILE = "scenario.json"
+DEPLOYMENT_FILE = "deployment.json"
 SCENARIO_FORMAT = "consortium.simulation/1"
 FUNDS = 10**20
 CONSENT_DAYS = 365
@@ -212,6 +215,8 @@ def set_up(chain: Chain, out: Path, settings: AmlSettings, report: Callable[[str
         dataset_ids=dataset_ids,
     )
     run = AmlRun(settings, deployment, job_id, institute, banks, regulator)
+    (out / DEPLOYMENT_FILE).unlink(missing_ok=True)  # a set-up cut short left another one
+    deployment.save(out / DEPLOYMENT_FILE)
     write_text_atomically(out / SCENARIO_FILE, json.dumps(run.to_json(), indent=2))
     return run
 
