@@ -29,6 +29,9 @@ from consortium.chain.backend import RpcChain
 from consortium.cli import compile as compile_module
 from consortium.cli.main import cli
 from consortium.crypto.canonical import json_digest
+from consortium.crypto.keystore import Keystore
+from consortium.ledger.client import Ledger
+from consortium.ledger.deployment import Deployment
 
 Run = Callable[..., Result]
 
@@ -142,6 +145,7 @@ def consortium(run: Run, tmp_path: Path, anvil_node: AnvilNode) -> Iterator[Cons
         (["dataset"], ["register", "update-subjects", "list", "show"]),
         (["consent"], ["grant", "revoke", "list", "show", "sign", "relay"]),
         (["consent", "sign"], ["--deadline", "--nonce", "--out", "--until"]),
+        (["job"], ["list", "show", "close"]),
         (["compile"], ["--check"]),
     ],
 )
@@ -774,3 +778,59 @@ def test_signing_keys_and_json_flags(consortium: Consortium) -> None:
         ("consent", "list"),
     ):
         json.loads(ok(run(*words, "--json")))
+
+
+# ============================================================================ jobs
+
+
+def _create_job(consortium: Consortium, url: str) -> int:
+    """A job of the institute's that trains on bank's own dataset. Jobs are created by the
+    coordinator that runs them (no command does that alone), so here through the Python API,
+    with the institute's key from the keystore the commands use."""
+    a = consortium.address
+    ok(consortium.run("dataset", "register", "loans", "--schema-digest", "ab" * 32, "-a", "bank"))
+    chain = RpcChain(url, ANVIL_CHAIN_ID, poll_latency=0.01)
+    try:
+        keystore = Keystore(consortium.deployment_file.parent / "keystore", 1024)
+        institute = keystore.signer("institute", "pw", ANVIL_CHAIN_ID)
+        ledger = Ledger(chain, Deployment.load(consortium.deployment_file), institute)
+        return ledger.jobs.create(
+            purpose="credit-scoring", model_spec_digest="01" * 32, initial_model_digest="02" * 32,
+            consumer=a["bank"], participants=[a["bank"]], dataset_ids=[1],
+        )  # fmt: skip
+    finally:
+        chain.close()
+
+
+@pytest.mark.anvil
+def test_jobs_list_show_and_close(consortium: Consortium, anvil_node: AnvilNode) -> None:
+    run, a = consortium.run, consortium.address
+    assert as_json(run("job", "list", "--json")) == []
+    job_id = _create_job(consortium, anvil_node.url)
+
+    (listed,) = as_json(run("job", "list", "--json"))
+    assert (listed["id"], listed["status"], listed["purpose"], listed["rounds"]) == (
+        job_id, "open", "credit-scoring", 0,
+    )  # fmt: skip
+    assert (listed["coordinator"], listed["consumer"]) == (a["institute"], a["bank"])
+    assert (listed["participants"], listed["datasets"]) == ([a["bank"]], [1])
+    assert (listed["headModel"], listed["lastAnchorBlock"]) == ("0x" + "02" * 32, None)
+    assert as_json(run("job", "show", str(job_id), "--json")) == {
+        **listed, "checkStillHolds": True,
+    }  # fmt: skip
+    shown = ok(run("job", "show", str(job_id)))
+    assert "status       open\n" in shown and "rounds       0 anchored\n" in shown
+    assert "next anchor  fast path" in shown and f"participant  {a['bank']}\n" in shown
+    assert "credit-scoring" in ok(run("job", "list"))
+
+    # Only the job's coordinator closes it, and closing twice sends nothing.
+    refused = one_line_error(run("job", "close", str(job_id), "-a", "bank"), 1)
+    assert f"{a['bank']} is not the coordinator of job {job_id}" in refused
+    closed = ok(run("job", "close", str(job_id), "-a", "institute"))
+    assert closed == f"job {job_id} closed after 0 rounds; head model {'02' * 32}\n"
+    again = ok(run("job", "close", str(job_id), "-a", "institute"))
+    assert again == f"job {job_id} is already closed after 0 rounds; nothing sent\n"
+    assert as_json(run("job", "show", str(job_id), "--json"))["status"] == "closed"
+    assert "next anchor  none: the job is closed" in ok(run("job", "show", str(job_id)))
+
+    assert "Job 99 does not exist" in one_line_error(run("job", "show", "99"), 1)

@@ -24,6 +24,7 @@ from consortium.cli.context import CliContext
 from consortium.cli.dataset import dataset
 from consortium.cli.deploy import deploy_command
 from consortium.cli.export import export
+from consortium.cli.job import job
 from consortium.cli.member import member
 from consortium.cli.simulate import simulate
 from consortium.errors import ConsortiumError
@@ -89,6 +90,7 @@ for command in (
     member,
     dataset,
     consent,
+    job,
     simulate,
 ):
     cli.add_command(command)
