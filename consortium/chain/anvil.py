@@ -8,9 +8,10 @@ stop and start keep blocks, receipts, logs, code and balances.
 Historical states (``eth_call`` at a block before the last restart), which the auditor reads
 to check each round's standing as of its block, are kept only by an archive node
 (``archive=True``: anvil's ``--preserve-historical-states``). Its state file grows by about
-140 kB per block, so an archive node rewrites it every ten seconds instead of every second;
-a node killed without SIGTERM loses at most that much, and the coordinator resends an anchor
-the node lost.
+140 kB per block, and writing it takes time (1.8 s for 57 MB, about 420 blocks), so an
+archive node rewrites it every minute instead of every second, and is given longer to write
+it when stopped. A node killed without SIGTERM loses at most its last minute of blocks; the
+coordinator resends an anchor the node lost.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from consortium.files import write_text_atomically
 ANVIL_ENV = "CONSORTIUM_ANVIL"
 NPM_BINARY = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 DEFAULT_CHAIN_ID = 31337
-STATE_INTERVAL, ARCHIVE_STATE_INTERVAL = 1, 10  # seconds between state-file dumps
+STATE_INTERVAL, ARCHIVE_STATE_INTERVAL = 1, 60  # seconds between state-file dumps
+STOP_TIMEOUT, ARCHIVE_STOP_TIMEOUT = 10.0, 120.0  # seconds to write the state file and exit
 
 
 @dataclass(frozen=True)
@@ -107,16 +109,18 @@ class AnvilNode:
             self._wait_until_ready(pid, timeout)
         return self.status()
 
-    def stop(self, timeout: float = 10.0) -> bool:
+    def stop(self, timeout: float | None = None) -> bool:
         """Stops the node; False if it was not running.
 
         SIGTERM first, on which anvil writes its state file; SIGKILL only if it does not exit
-        within ``timeout`` seconds.
+        within ``timeout`` seconds (by default longer for an archive node's larger file).
         """
         pid = self._running_pid()
         if pid is None:
             return False
         os.kill(pid, signal.SIGTERM)
+        if timeout is None:
+            timeout = ARCHIVE_STOP_TIMEOUT if self.archive else STOP_TIMEOUT
         if not _wait_for_exit(pid, timeout):
             os.kill(pid, signal.SIGKILL)
             _wait_for_exit(pid, 5.0)
