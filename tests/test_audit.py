@@ -721,6 +721,16 @@ def load_script() -> ModuleType:
     return module
 
 
+@pytest.fixture
+def script(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The script, reaching the scenario's embedded chain whatever URL it gets (as the audit
+    commands do, too) and leaving it open for the next test."""
+    chain = reach_scenario_chain(scenario, monkeypatch)
+    module = load_script()
+    monkeypatch.setattr(module, "open_chain", lambda url: chain)
+    return module
+
+
 def test_the_script_imports_only_the_public_api() -> None:
     imports = [
         line.split()[1]
@@ -731,14 +741,8 @@ def test_the_script_imports_only_the_public_api() -> None:
 
 
 def test_the_script_gives_the_same_verdict_and_exit_codes(
-    scenario: Scenario,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
+    scenario: Scenario, script: ModuleType, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    script = load_script()
-    monkeypatch.setattr(scenario.chain, "close", lambda: None)
-    monkeypatch.setattr(script, "open_chain", lambda url: scenario.chain)
     assert script.main([str(scenario.bundle), "--chain", "http://node"]) == 0
     assert (
         capsys.readouterr()
@@ -758,14 +762,8 @@ def test_the_script_gives_the_same_verdict_and_exit_codes(
 
 
 def test_the_script_writes_the_report_consortium_audit_writes(
-    scenario: Scenario,
-    on_scenario_chain: Chain,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
+    scenario: Scenario, script: ModuleType, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    script = load_script()
-    monkeypatch.setattr(script, "open_chain", lambda url: scenario.chain)
     path = tmp_path / "out" / "script.html"  # a missing directory is created
     args = [str(scenario.bundle), "--chain", "http://node", "--report"]
     assert script.main([*args, str(path)]) == 0
@@ -804,13 +802,11 @@ def test_the_script_refuses_an_unwritable_report_before_the_audit(
 
 def test_the_script_keeps_the_verdict_when_the_report_fails(
     scenario: Scenario,
-    on_scenario_chain: Chain,
+    script: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    script = load_script()
-    monkeypatch.setattr(script, "open_chain", lambda url: scenario.chain)
 
     def broken(self: AuditReport, chain: Chain) -> str:
         raise RuntimeError("plot failed")
