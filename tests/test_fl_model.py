@@ -15,6 +15,7 @@ from consortium.fl.aggregation import AggregationError, fedavg
 from consortium.fl.metrics import Metrics, accuracy, binary_metrics, log_loss, roc_auc
 from consortium.fl.model import (
     BIAS,
+    MAX_ABS_VALUE,
     WEIGHTS,
     InvalidUpdate,
     Model,
@@ -124,6 +125,7 @@ REFERENCE = {WEIGHTS: np.zeros(3), BIAS: np.zeros(1)}
         ({WEIGHTS: np.array([0.0, np.nan, 0.0]), BIAS: np.zeros(1)}, "'weights' has 1 non-finite"),
         ({WEIGHTS: np.zeros(3), BIAS: np.array([np.inf])}, "'bias' has 1 non-finite"),
         ({WEIGHTS: np.array([-np.inf, np.nan, 1.0]), BIAS: np.zeros(1)}, "2 non-finite"),
+        ({WEIGHTS: np.array([1e308, -2e150, 1.0]), BIAS: np.zeros(1)}, r"2 value\(s\) beyond"),
     ],
 )
 def test_validate_update_rejects_each_bad_case(update: dict, message: str) -> None:
@@ -146,6 +148,20 @@ def test_fedavg_weights_by_examples_as_computed_by_hand() -> None:
     assert averaged[WEIGHTS].tolist() == [2.5, 3.5]
     assert averaged[BIAS].tolist() == [1.0]
     assert all(tensor.dtype == np.dtype("<f8") for tensor in averaged.values())
+
+
+def test_fedavg_of_updates_at_the_bound_stays_finite() -> None:
+    """What the magnitude bound of validate_update buys: no set of valid updates overflows."""
+    updates = [
+        (f"0x{i:040x}", {WEIGHTS: np.full(2, MAX_ABS_VALUE), BIAS: np.array([-MAX_ABS_VALUE])},
+         2**64 - 1)
+        for i in range(100)
+    ]  # fmt: skip
+    for _, update, _ in updates:
+        validate_update(update, {WEIGHTS: np.zeros(2), BIAS: np.zeros(1)})
+    averaged = fedavg(updates)
+    assert np.isfinite(averaged[WEIGHTS]).all() and np.isfinite(averaged[BIAS]).all()
+    assert averaged[BIAS][0] == pytest.approx(-MAX_ABS_VALUE)
 
 
 @settings(max_examples=40, deadline=None)

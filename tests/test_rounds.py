@@ -347,6 +347,12 @@ def infinite_bias(update: dict[str, np.ndarray]) -> str:
     return "tensor 'bias' has 1 non-finite value(s) (NaN or inf)"
 
 
+def huge_weights(update: dict[str, np.ndarray]) -> str:
+    """Finite, but the example-weighted sum would overflow: refused, not the round."""
+    update["weights"][:] = 1e308
+    return f"tensor 'weights' has {update['weights'].size} value(s) beyond +-1e+150"
+
+
 def wrong_shape(update: dict[str, np.ndarray]) -> str:
     n = len(update["weights"])
     update["weights"] = np.append(update["weights"], 0.0)
@@ -476,6 +482,7 @@ FAULTS: list[Fault] = [
     wrong_round,
     with_update(nan_weight),
     with_update(infinite_bias),
+    with_update(huge_weights),
     with_update(wrong_shape),
     with_update(extra_tensor),
     with_update(float32),

@@ -25,6 +25,9 @@ WEIGHTS = "weights"
 BIAS = "bias"
 # Little-endian float64, the dtype the tensor digest declares ("<f8").
 FLOAT64 = np.dtype("<f8")
+# The largest magnitude an update may hold: the example-weighted sum of any number of such
+# updates, each with up to 2**64 examples, stays far inside float64's range (about 1.8e308).
+MAX_ABS_VALUE = 1e150
 
 DEFAULT_EPOCHS = 1
 DEFAULT_LEARNING_RATE = 0.1
@@ -109,10 +112,12 @@ def local_train(
 
 def validate_update(update: Mapping[str, object], reference_model: Model) -> None:
     """Raise :class:`InvalidUpdate` unless ``update`` has exactly the reference model's tensor
-    names and shapes, dtype little-endian float64, and only finite values.
+    names and shapes, dtype little-endian float64, and only finite values no larger in
+    magnitude than :data:`MAX_ABS_VALUE`.
 
     The coordinator runs this before aggregating: one malformed or poisoned-by-NaN update
-    would otherwise silently corrupt or break the global model of every member.
+    would otherwise silently corrupt or break the global model of every member, and one
+    finite but huge update (1e308) would overflow the average to infinity.
     """
     missing = sorted(set(reference_model) - set(update))
     extra = sorted(set(update) - set(reference_model))
@@ -132,6 +137,12 @@ def validate_update(update: Mapping[str, object], reference_model: Model) -> Non
         bad = int(np.count_nonzero(~np.isfinite(tensor)))
         if bad:
             raise InvalidUpdate(f"tensor {name!r} has {bad} non-finite value(s) (NaN or inf)")
+        huge = int(np.count_nonzero(np.abs(tensor) > MAX_ABS_VALUE))
+        if huge:
+            raise InvalidUpdate(
+                f"tensor {name!r} has {huge} value(s) beyond +-{MAX_ABS_VALUE:g}, where "
+                "averaging could overflow"
+            )
 
 
 def _features(model: Model, X: ArrayLike) -> NDArray[np.float64]:
