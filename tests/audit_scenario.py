@@ -41,7 +41,9 @@ def run_scenario(chain: Chain, out: Path, rounds: int = ROUNDS) -> Scenario:
     run = aml.set_up(chain, out, settings, report=lambda _: None)
     aml.run_rounds(chain, run, lambda _: None)
     ledger = Ledger(chain, run.deployment)
-    bundle = export_bundle(ledger, run.job_id, run.institute.store, run.institute.journal(), out)
+    bundle = export_bundle(
+        ledger, run.job_id, run.institute.store, run.institute.journal_reader(), out
+    )
     return Scenario(chain, run, out, bundle)
 
 

@@ -32,6 +32,7 @@ import requests
 from bundle_files import read_rounds
 from conftest import ANVIL_CHAIN_ID, free_port
 from hexbytes import HexBytes
+from journal_holder import journal_held_elsewhere
 
 from consortium.chain.anvil import AnvilNode, find_anvil
 from consortium.chain.backend import RpcChain
@@ -372,7 +373,7 @@ def test_an_anchor_still_pending_on_resume_is_awaited(
     assert outcome["results"][CRASH_ROUND - 1].tx_hash == tx_hash
 
     ledger = Ledger(chain, run.deployment)
-    export_bundle(ledger, run.job_id, run.institute.store, run.institute.journal(), out)
+    export_bundle(ledger, run.job_id, run.institute.store, run.institute.journal_reader(), out)
     on_chain = OnChain(ledger, run.job_id)
     try:
         check_completed(out, on_chain, reference, "pending anchor")
@@ -424,3 +425,70 @@ def test_an_older_attempt_mined_after_all_is_recognised(
         check_completed(out, on_chain, reference, where)
     finally:
         on_chain.close()
+
+
+def test_an_anchor_the_node_lost_after_delivery_is_sent_again(
+    own_node: AnvilNode, reference: Reference, tmp_path: Path
+) -> None:
+    """The node dies right after round 2 was anchored and delivered, and comes back from
+    state saved before that anchor was mined. The journal calls round 2 delivered; the chain
+    does not have it. The resumed coordinator takes the chain's word, sends the journaled
+    transaction again, and the job finishes and exports with the anchor the chain now holds."""
+    out = with_keys(tmp_path / "run", reference.out)
+    killed(simulate(own_node, out, kill_at="delivered:1"), "killed after round 1")
+    own_node.stop()  # writes the state with round 1 anchored
+    saved = tmp_path / "state-after-round-1.json"
+    shutil.copy(own_node.state_file, saved)
+    own_node.start()
+    killed(
+        simulate(own_node, out, resume=True, kill_at=f"delivered:{CRASH_ROUND}"),
+        "killed after round 2 was delivered",
+    )
+    (signed,) = entries(out, "signed", CRASH_ROUND)
+    (lost,) = entries(out, "anchored", CRASH_ROUND)
+    own_node.stop()
+    shutil.copy(saved, own_node.state_file)  # the node lost everything after round 1
+    own_node.start()
+    on_chain = OnChain.of(own_node, out)
+    try:
+        assert on_chain.ledger.jobs.get(on_chain.job_id).last_round == CRASH_ROUND - 1
+        assert entries(out, "delivered", CRASH_ROUND), "the journal calls the round delivered"
+
+        report = finished(
+            simulate(own_node, out, resume=True), "resumed after the node lost a delivered anchor",
+            history=False,
+        )  # fmt: skip
+        assert report["rounds"][CRASH_ROUND - 1]["transaction"] == signed["txHash"]
+        events = on_chain.anchored_rounds()
+        assert [e["round"] for e in events] == list(range(1, ROUNDS + 1))
+        assert [hex32(bytes(e["modelDigest"])) for e in events] == reference.models
+        # One signature for round 2, mined again; the journal's newest anchor is the chain's.
+        assert entries(out, "signed", CRASH_ROUND) == [signed]
+        newest = entries(out, "anchored", CRASH_ROUND)[-1]
+        assert newest["txHash"] == lost["txHash"] == signed["txHash"]
+        anchor = anchor_from_json(newest["anchor"])
+        assert on_chain.ledger.jobs.round_commitment(on_chain.job_id, CRASH_ROUND) == (
+            anchor.commitment()
+        )
+        bundled = read_rounds(out / "bundle")
+        assert [r["round"] for r in bundled] == list(range(1, ROUNDS + 1))
+        assert bundled[CRASH_ROUND - 1]["anchor"] == newest["anchor"]
+    finally:
+        on_chain.close()
+
+
+def test_a_second_resume_on_the_same_directory_is_refused(
+    node: AnvilNode, reference: Reference, tmp_path: Path
+) -> None:
+    """While one process runs the coordinator of a directory, another ``--resume`` on it is
+    refused in one line naming the first, and leaves the journal as it was."""
+    out = tmp_path / "run"
+    shutil.copytree(reference.out, out)
+    path = out / "parties" / "institute" / "journal.jsonl"
+    before = path.read_bytes()
+    with journal_held_elsewhere(path) as pid:
+        second = simulate(node, out, resume=True)
+    assert second.returncode == 1, second.stderr
+    (line,) = second.stderr.strip().splitlines()
+    assert line.startswith(f"error: the journal {path} is in use by process {pid} ("), line
+    assert path.read_bytes() == before

@@ -618,7 +618,9 @@ def set_up(chain: EmbeddedChain, out: Path, rounds: int) -> tuple[aml.AmlRun, Pa
     run = aml.set_up(chain, out, aml.AmlSettings(banks=3, rounds=rounds, seed=11), lambda _: None)
     aml.run_rounds(chain, run, lambda _: None)
     ledger = Ledger(chain, run.deployment)
-    return run, export_bundle(ledger, run.job_id, run.institute.store, run.institute.journal(), out)
+    return run, export_bundle(
+        ledger, run.job_id, run.institute.store, run.institute.journal_reader(), out
+    )
 
 
 @pytest.fixture(scope="module")

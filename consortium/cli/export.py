@@ -39,7 +39,7 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import Job
 from consortium.orchestration.bundle import export_bundle
-from consortium.orchestration.journal import Journal
+from consortium.orchestration.journal import Journal, JournalReader
 from consortium.orchestration.messages import anchor_from_json
 from consortium.store.artifacts import ArtifactStore
 
@@ -48,30 +48,6 @@ STORE_DIR = "store"
 JOURNAL_FILE = "journal.jsonl"
 BUNDLE_DIR = "bundle"
 ARCHIVE_FILE = "bundle.tar.gz"
-
-
-class JournalReader(Journal):
-    """The coordinator's journal, read as it is and never written.
-
-    :class:`Journal` is opened by the journal's one writer: it cuts a torn last line and opens
-    the file for appending. The exporter is not that writer, and the coordinator may be
-    appending right now, so a last line that does not parse (possibly being written at this
-    moment) is skipped, not cut, and nothing is opened for writing. Damage anywhere before
-    the last line is refused as :class:`Journal` refuses it.
-    """
-
-    def __init__(self, path: Path) -> None:  # not Journal's: that one opens to append
-        self.path = path
-        self._entries = self._load()
-
-    def _truncate(self, size: int) -> None:
-        """Leaves a torn last line to the coordinator, which cuts it when it next opens."""
-
-    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
-        raise UsageError(f"{self.path} is read-only here: the exporter never writes it")
-
-    def close(self) -> None:
-        """Nothing was opened."""
 
 
 def coordinator_dir(context: CliContext, source: Path | None) -> Path:
@@ -111,7 +87,7 @@ def anchored_rounds(journal: Journal, job_id: int) -> list[dict[str, Any]]:
             f"the coordinator journal {journal.path} holds rounds of jobs "
             f"{', '.join(map(str, jobs))}; a bundle is exported from the journal of one job"
         )
-    return sorted(entries, key=lambda entry: entry["round"])
+    return journal.newest_per_round("anchored")
 
 
 def _job_of(entry: dict[str, Any], path: Path) -> int:

@@ -103,7 +103,7 @@ def aml_command(
         results = _run_with_progress(console, chain, run)
         ledger = Ledger(chain, run.deployment)
         bundle = export_bundle(
-            ledger, run.job_id, run.institute.store, run.institute.journal(), directory
+            ledger, run.job_id, run.institute.store, run.institute.journal_reader(), directory
         )
         verdict = _audit(chain, bundle)
         if as_json:

@@ -28,6 +28,7 @@ from consortium.crypto.update_record import SignedUpdateRecord
 from consortium.errors import ConsortiumError
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job
+from consortium.lockfile import ExclusiveLock
 from consortium.orchestration.journal import Journal
 from consortium.orchestration.messages import anchor_from_json
 from consortium.store.artifacts import ArtifactStore
@@ -44,8 +45,15 @@ def export_bundle(
     """Writes ``out/bundle/`` and ``out/bundle.tar.gz``; returns the bundle directory.
 
     The directory is built beside its final place and renamed into it, so an interrupted
-    export never leaves a half bundle under the final name.
+    export never leaves a half bundle under the final name; two exports into one ``out`` at
+    once would share that staging directory, so the second is refused (``out/bundle.lock``).
     """
+    out.mkdir(parents=True, exist_ok=True)
+    with ExclusiveLock(out / "bundle", f"the bundle directory {out / 'bundle'}"):
+        return _export(ledger, job_id, store, journal, out)
+
+
+def _export(ledger: Ledger, job_id: int, store: ArtifactStore, journal: Journal, out: Path) -> Path:
     job = ledger.jobs.get(job_id)
     objects = [*model_objects(store, job.initial_model_digest), job.model_spec_digest]
     final = out / "bundle"
@@ -54,7 +62,7 @@ def export_bundle(
     staging.mkdir(parents=True)
     count = 0
     with (staging / ROUNDS_FILE).open("wb") as lines:
-        for anchored in sorted(journal.find("anchored"), key=lambda e: e["round"]):
+        for anchored in journal.newest_per_round("anchored"):
             entry, named = _round_entry(store, journal, anchored)
             lines.write(jcs(entry) + b"\n")
             objects += named

@@ -113,11 +113,19 @@ class Coordinator:
     def run(
         self, rounds: int, on_round: Callable[[RoundResult], None] = lambda result: None
     ) -> list[RoundResult]:
-        """Runs (or finishes) rounds 1..``rounds``; rounds already done are reported as such."""
+        """Runs (or finishes) rounds 1..``rounds``; rounds already done are reported as such.
+
+        The chain, not the journal, says which rounds are done: a round the journal calls
+        delivered is taken from the journal only while the chain still holds its anchor. A
+        node that lost it (restarted from state saved before the anchor was mined) gets the
+        journaled transaction again, through :meth:`run_round`.
+        """
         self._bind_journal()
+        anchored_on_chain = self.ledger.jobs.progress(self.job_id).last_round
         results = []
         for round_number in range(1, rounds + 1):
-            if self.journal.last("delivered", round=round_number):
+            done = round_number <= anchored_on_chain
+            if done and self.journal.last("delivered", round=round_number):
                 result = self._result_from_journal(round_number)
             else:
                 result = self.run_round(round_number)
@@ -343,7 +351,10 @@ class Coordinator:
         anchor = self.ledger.jobs.anchor_in(receipt)
         self._check_anchor(anchor, intent)
         tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
-        if not self.journal.last("anchored", round=round_number):
+        journaled_anchor = self.journal.last("anchored", round=round_number)
+        # A resent anchor is mined in another block than the one journaled before the node
+        # lost it: the newest entry must name the anchor the chain now holds.
+        if journaled_anchor is None or journaled_anchor["anchor"] != anchor_to_json(anchor):
             self.journal.append(
                 "anchored", round=round_number, anchor=anchor_to_json(anchor), txHash=tx_hash,
                 gasUsed=receipt["gasUsed"],

@@ -4,6 +4,13 @@ One canonical-JSON object per line, each flushed and fsynced before the action i
 A crash can only tear the last line; on open, a torn tail is cut off (it announced nothing
 that happened, since the action waits for the fsync), while damage anywhere else is refused,
 because then the journal can no longer be trusted to say what was done.
+
+A journal has one writer at a time: :class:`Journal` holds an exclusive lock on it while
+open (:mod:`consortium.lockfile`), so that a second coordinator, or a second ``--resume`` on
+the same directory, is refused instead of interleaving its lines with the first one's.
+Readers (:class:`JournalReader`, the exporter) take no lock and write nothing. A journal
+damaged anyway is rebuilt from the chain and the store by
+:func:`consortium.orchestration.repair.repair_journal`.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from consortium.crypto.canonical import jcs
-from consortium.errors import ConsortiumError
+from consortium.errors import ConsortiumError, UsageError
+from consortium.lockfile import ExclusiveLock
 
 
 class CorruptJournal(ConsortiumError):
@@ -28,8 +36,13 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._entries = self._load()
-        self._file = path.open("ab")
+        self._lock = ExclusiveLock(path, f"the journal {path}")
+        try:
+            self._entries = self._load()
+            self._file = path.open("ab")
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _load(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -49,7 +62,8 @@ class Journal:
                     if not is_tail:
                         raise CorruptJournal(
                             f"{self.path}: line {number} is damaged; the journal cannot be "
-                            "trusted and was left as it is"
+                            "trusted and was left as it is (`consortium journal repair` "
+                            "rebuilds it from the chain and the store)"
                         ) from None
                     self._truncate(offset)
                     break
@@ -89,5 +103,37 @@ class Journal:
         found = self.find(kind, **match)
         return found[-1] if found else None
 
+    def newest_per_round(self, kind: str) -> list[dict[str, Any]]:
+        """The newest entry of ``kind`` for each round, in round order: a round resumed after
+        the node lost its anchor has a second ``anchored`` entry, which supersedes the first."""
+        newest = {entry["round"]: entry for entry in self.find(kind)}
+        return [newest[number] for number in sorted(newest)]
+
     def close(self) -> None:
+        """Closes the file and gives the writer's lock up."""
         self._file.close()
+        self._lock.release()
+
+
+class JournalReader(Journal):
+    """A journal read as it is and never written.
+
+    :class:`Journal` is opened by the journal's one writer: it takes the lock, cuts a torn
+    last line and opens the file for appending. A reader (the exporter) is not that writer,
+    and the writer may be appending right now, so a last line that does not parse (possibly
+    being written at this moment) is skipped, not cut, and nothing is locked or opened for
+    writing. Damage anywhere before the last line is refused as :class:`Journal` refuses it.
+    """
+
+    def __init__(self, path: Path) -> None:  # not Journal's: that one locks and appends
+        self.path = path
+        self._entries = self._load()
+
+    def _truncate(self, size: int) -> None:
+        """Leaves a torn last line to the writer, which cuts it when it next opens."""
+
+    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
+        raise UsageError(f"{self.path} is read-only here: a reader never writes it")
+
+    def close(self) -> None:
+        """Nothing was opened."""

@@ -32,7 +32,7 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment, Founder, deploy
 from consortium.ledger.roles import Role
 from consortium.orchestration.coordinator import Coordinator, RoundResult
-from consortium.orchestration.journal import Journal
+from consortium.orchestration.journal import Journal, JournalReader
 from consortium.orchestration.participant import Participant, TrainingPlan
 from consortium.orchestration.transport import LocalTransport
 from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
@@ -84,7 +84,12 @@ class Party:
         return ArtifactStore(self.directory / "store")
 
     def journal(self) -> Journal:
+        """The party's journal, opened as its one writer."""
         return Journal(self.directory / "journal.jsonl")
+
+    def journal_reader(self) -> JournalReader:
+        """The party's journal, read without taking the writer's place (for export)."""
+        return JournalReader(self.directory / "journal.jsonl")
 
     @classmethod
     def create(cls, name: str, out: Path) -> Party:
@@ -274,4 +279,13 @@ def coordinator_for(chain: Chain, run: AmlRun) -> Coordinator:
 def run_rounds(
     chain: Chain, run: AmlRun, on_round: Callable[[RoundResult], None]
 ) -> list[RoundResult]:
-    return coordinator_for(chain, run).run(run.settings.rounds, on_round)
+    """Runs (or finishes) the scenario's rounds; every party's journal is closed, and its
+    writer's lock given up, when they end, however they end."""
+    coordinator = coordinator_for(chain, run)
+    transport = coordinator.transport
+    assert isinstance(transport, LocalTransport)
+    try:
+        return coordinator.run(run.settings.rounds, on_round)
+    finally:
+        for journal in (coordinator.journal, *(p.journal for p in transport.participants.values())):
+            journal.close()
