@@ -25,6 +25,7 @@ from consortium.cli.dataset import dataset
 from consortium.cli.deploy import deploy_command
 from consortium.cli.export import export
 from consortium.cli.job import job
+from consortium.cli.journal import journal
 from consortium.cli.member import member
 from consortium.cli.simulate import simulate
 from consortium.errors import ConsortiumError
@@ -91,6 +92,7 @@ for command in (
     dataset,
     consent,
     job,
+    journal,
     simulate,
 ):
     cli.add_command(command)

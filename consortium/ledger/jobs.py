@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from itertools import pairwise
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eth_abi import encode
 from eth_typing import ChecksumAddress
@@ -152,8 +152,12 @@ class Jobs:
     def anchor_in(self, receipt: TxReceipt) -> RoundAnchor:
         """The round anchor that the ``anchorRound`` transaction of ``receipt`` recorded."""
         (event,) = self._ledger.events(self._contract, "RoundAnchored", receipt)
+        return self._anchor_of(event)
+
+    def _anchor_of(self, event: Any) -> RoundAnchor:
+        """The anchor a ``RoundAnchored`` event records, with its block's number and time."""
         args = event["args"]
-        block = self._ledger.chain.w3.eth.get_block(receipt["blockNumber"])
+        block = self._ledger.chain.w3.eth.get_block(event["blockNumber"])
         return RoundAnchor(
             job_id=args["jobId"],
             round=args["round"],
@@ -162,9 +166,28 @@ class Jobs:
             model_digest=bytes(args["modelDigest"]),
             metrics_digest=bytes(args["metricsDigest"]),
             previous_model_digest=bytes(args["previousModelDigest"]),
-            block_number=receipt["blockNumber"],
+            block_number=event["blockNumber"],
             timestamp=int(block["timestamp"]),
         )
+
+    def logged_anchors(
+        self, job_id: int, first_block: int, last_block: int, chunk: int = 2_000
+    ) -> dict[int, tuple[RoundAnchor, str]]:
+        """The job's ``RoundAnchored`` events between two blocks, by round, each with the hash
+        of the transaction that anchored it. Logs are read in ranges of ``chunk`` blocks, since
+        nodes cap a range and the embedded chain's cost grows with it; for rebuilding what a
+        coordinator lost, not for any round's critical path."""
+        event = self._contract.events.RoundAnchored()
+        found: dict[int, tuple[RoundAnchor, str]] = {}
+        for start in range(first_block, last_block + 1, chunk):
+            end = min(start + chunk - 1, last_block)
+            logs = event.get_logs(
+                from_block=start, to_block=end, argument_filters={"jobId": job_id}
+            )
+            for log in logs:
+                anchor = self._anchor_of(log)
+                found[anchor.round] = (anchor, log["transactionHash"].to_0x_hex())
+        return found
 
     def close(self, job_id: int) -> TxReceipt:
         """Closes the job; no further round can be anchored."""
