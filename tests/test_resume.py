@@ -492,3 +492,36 @@ def test_a_second_resume_on_the_same_directory_is_refused(
     (line,) = second.stderr.strip().splitlines()
     assert line.startswith(f"error: the journal {path} is in use by process {pid} ("), line
     assert path.read_bytes() == before
+
+
+def test_a_damaged_journal_is_repaired_by_the_cli_and_the_run_resumes(
+    node: AnvilNode, reference: Reference, tmp_path: Path
+) -> None:
+    """What a user does with a journal that resume refuses: ``consortium journal repair``,
+    then ``--resume`` again; the audit passes and nothing was anchored again."""
+    out = tmp_path / "run"
+    shutil.copytree(reference.out, out)
+    institute = out / "parties" / "institute"
+    path = institute / "journal.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join([*lines[:5], b'{"seq": 5, "kind": "intent", "ro\n', *lines[5:]]))
+    refused = simulate(node, out, resume=True)
+    assert refused.returncode == 1
+    assert "line 6 is damaged" in refused.stderr and "consortium journal repair" in refused.stderr
+
+    env = {**os.environ, "CONSORTIUM_NETWORK": node.url, "CONSORTIUM_CHAIN_ID": str(ANVIL_CHAIN_ID)}
+    job_id = json.loads((out / "scenario.json").read_text())["jobId"]
+    args = [str(CONSORTIUM), "journal", "repair", "--job", str(job_id), "--from", str(institute)]
+    repaired = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "1 damaged line(s) dropped" in repaired.stdout, repaired.stdout
+    assert list(institute.glob("journal.jsonl.damaged-*"))
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert "nothing to repair" in again.stdout, again.stdout + again.stderr
+
+    on_chain = OnChain.of(node, out)
+    try:
+        finished(simulate(node, out, resume=True), "resumed after the repair")
+        check_completed(out, on_chain, reference, "repaired journal")
+    finally:
+        on_chain.close()
