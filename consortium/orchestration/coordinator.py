@@ -26,6 +26,7 @@ from consortium.crypto.merkle import MerkleTree
 from consortium.crypto.update_record import SignedUpdateRecord, sort_key
 from consortium.errors import ConsortiumError, TransactionRejected
 from consortium.fl.aggregation import fedavg
+from consortium.fl.data import LabeledTable
 from consortium.fl.metrics import binary_metrics
 from consortium.fl.model import Model, predict_proba
 from consortium.ledger.client import Ledger
@@ -47,7 +48,6 @@ from consortium.orchestration.messages import (
     anchor_to_json,
     pack_objects,
 )
-from consortium.scenarios.aml_data import BankData
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model, model_objects, put_model
 
@@ -98,7 +98,7 @@ class Coordinator:
         store: ArtifactStore,
         journal: Journal,
         transport: Transport,
-        validation: BankData,
+        validation: LabeledTable,
     ) -> None:
         self.ledger = ledger
         self.job_id = job_id

@@ -17,6 +17,7 @@ from consortium.crypto.eip712 import Domain
 from consortium.crypto.merkle import verify_inclusion
 from consortium.crypto.update_record import UpdateRecord, sign_update_record
 from consortium.errors import ChainRevert, ConsortiumError
+from consortium.fl.data import LabeledTable
 from consortium.fl.model import local_train
 from consortium.ledger.client import Ledger
 from consortium.orchestration.journal import Journal
@@ -27,7 +28,6 @@ from consortium.orchestration.messages import (
     pack_objects,
     unpack_objects,
 )
-from consortium.scenarios.aml_data import BankData
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model, model_objects, put_model
 
@@ -59,7 +59,7 @@ class Participant:
         self,
         name: str,
         account: LocalAccount,
-        data: BankData,
+        data: LabeledTable,
         store: ArtifactStore,
         journal: Journal,
         ledger: Ledger,

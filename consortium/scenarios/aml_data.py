@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from consortium.fl.data import LabeledTable
 from consortium.fl.model import sigmoid
 
 SCHEMA_VERSION = 1
@@ -151,18 +152,12 @@ _LOADINGS = _COMMON_FACTOR_LOADING * np.sign(_RISK_COEFFICIENTS)
 
 
 @dataclass(frozen=True, eq=False)
-class BankData:
+class BankData(LabeledTable):
     """One bank's training table (or the shared validation set).
 
-    ``X`` is float64 ``[n, d]`` in the column order of ``feature_names``; ``y`` is int8 with
-    1 for a customer the ground truth marks suspicious. Both arrays are read-only so that a
-    generated dataset, whose schema and size may be committed on chain, cannot drift.
+    ``y`` is 1 for a customer the ground truth marks suspicious. Both arrays are read-only so
+    that a generated dataset, whose schema and size may be committed on chain, cannot drift.
     """
-
-    name: str
-    X: NDArray[np.float64]
-    y: NDArray[np.int8]
-    feature_names: tuple[str, ...]
 
     def schema(self) -> dict[str, Any]:
         """The dataset's schema as a JSON value, for registration; its RFC 8785 digest goes on
