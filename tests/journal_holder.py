@@ -11,7 +11,7 @@ from pathlib import Path
 _HOLD = """
 import sys, time
 from pathlib import Path
-from consortium.orchestration.journal import Journal
+from consortium.store.journal import Journal
 journal = Journal(Path(sys.argv[1]))
 print("holding", flush=True)
 time.sleep(120)

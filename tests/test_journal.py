@@ -24,9 +24,9 @@ from consortium.ledger.client import Ledger
 from consortium.lockfile import LockHeld
 from consortium.orchestration.bundle import export_bundle
 from consortium.orchestration.coordinator import JournalMismatch
-from consortium.orchestration.journal import CorruptJournal, Journal, JournalReader
 from consortium.orchestration.repair import RepairFailed, repair_journal
 from consortium.scenarios import aml
+from consortium.store.journal import CorruptJournal, Journal, JournalReader
 
 ROUNDS = 3
 

@@ -40,13 +40,13 @@ from consortium.chain.transact import SignedTransaction
 from consortium.crypto.digests import from_hex32, hex32
 from consortium.crypto.merkle import MerkleTree
 from consortium.errors import UsageError
+from consortium.faults import KILL_AT_ENV, POINTS
 from consortium.ledger.client import Ledger
 from consortium.orchestration.bundle import export_bundle
-from consortium.orchestration.faults import KILL_AT_ENV, POINTS
-from consortium.orchestration.journal import Journal
-from consortium.orchestration.messages import anchor_from_json
+from consortium.protocol.messages import anchor_from_json
 from consortium.scenarios import aml
 from consortium.store.artifacts import ArtifactStore
+from consortium.store.journal import Journal
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

@@ -48,13 +48,6 @@ from consortium.ledger.jobs import RoundAnchor
 from consortium.ledger.members import Members, ProposalOutcome
 from consortium.ledger.roles import Role
 from consortium.orchestration.bundle import export_bundle
-from consortium.orchestration.checks import (
-    RoundContext,
-    Standing,
-    UpdateRefused,
-    check_submission,
-    update_allowance,
-)
 from consortium.orchestration.coordinator import (
     Coordinator,
     JournalMismatch,
@@ -62,7 +55,16 @@ from consortium.orchestration.coordinator import (
     RoundRefused,
     RoundResult,
 )
-from consortium.orchestration.messages import (
+from consortium.orchestration.transport import LocalTransport
+from consortium.protocol.fedavg.checks import (
+    RoundContext,
+    Standing,
+    UpdateRefused,
+    check_submission,
+    update_allowance,
+)
+from consortium.protocol.fedavg.participant import Participant, ReceiptAlarm
+from consortium.protocol.messages import (
     MalformedMessage,
     RoundOpen,
     RoundReceipt,
@@ -70,8 +72,6 @@ from consortium.orchestration.messages import (
     pack_objects,
     unpack_objects,
 )
-from consortium.orchestration.participant import Participant, ReceiptAlarm
-from consortium.orchestration.transport import LocalTransport
 from consortium.scenarios import aml
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model, model_objects, put_model

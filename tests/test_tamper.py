@@ -59,7 +59,7 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment, Founder, deploy
 from consortium.ledger.roles import Role
 from consortium.orchestration.bundle import export_bundle
-from consortium.orchestration.messages import anchor_to_json
+from consortium.protocol.messages import anchor_to_json
 from consortium.scenarios import aml
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model, put_model

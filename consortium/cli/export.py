@@ -39,9 +39,9 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import Job
 from consortium.orchestration.bundle import export_bundle
-from consortium.orchestration.journal import Journal, JournalReader
-from consortium.orchestration.messages import anchor_from_json
+from consortium.protocol.messages import anchor_from_json
 from consortium.store.artifacts import ArtifactStore
+from consortium.store.journal import Journal, JournalReader
 
 COORDINATOR_DIR = "coordinator"
 STORE_DIR = "store"

@@ -1,6 +1,6 @@
 """``consortium journal``: the coordinator's write-ahead journal, and its repair.
 
-The journal (:mod:`consortium.orchestration.journal`) is what lets a coordinator resume a job
+The journal (:mod:`consortium.store.journal`) is what lets a coordinator resume a job
 after a crash. One damaged past what opening it cuts (a torn last line) is refused by resume
 and export; ``consortium journal repair`` rebuilds it from the chain and the coordinator's
 store (:mod:`consortium.orchestration.repair`), keeping the damaged file beside it.

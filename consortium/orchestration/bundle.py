@@ -29,9 +29,9 @@ from consortium.errors import ConsortiumError
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job
 from consortium.lockfile import ExclusiveLock
-from consortium.orchestration.journal import Journal
-from consortium.orchestration.messages import anchor_from_json
+from consortium.protocol.messages import anchor_from_json
 from consortium.store.artifacts import ArtifactStore
+from consortium.store.journal import Journal
 from consortium.store.models import model_objects
 
 BUNDLE_FORMAT = "consortium.audit-bundle/2"

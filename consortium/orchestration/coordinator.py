@@ -25,22 +25,21 @@ from consortium.crypto.eip712 import Domain
 from consortium.crypto.merkle import MerkleTree
 from consortium.crypto.update_record import SignedUpdateRecord, sort_key
 from consortium.errors import ConsortiumError, TransactionRejected
+from consortium.faults import crash_point
 from consortium.fl.aggregation import fedavg
 from consortium.fl.data import LabeledTable
 from consortium.fl.metrics import binary_metrics
 from consortium.fl.model import Model, predict_proba
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job, JobProgress, RoundAnchor
-from consortium.orchestration.checks import (
+from consortium.protocol.fedavg.checks import (
     RoundContext,
     Standing,
     UpdateRefused,
     check_submission,
     update_allowance,
 )
-from consortium.orchestration.faults import crash_point
-from consortium.orchestration.journal import Journal
-from consortium.orchestration.messages import (
+from consortium.protocol.messages import (
     RoundOpen,
     RoundReceipt,
     UpdateSubmission,
@@ -49,6 +48,7 @@ from consortium.orchestration.messages import (
     pack_objects,
 )
 from consortium.store.artifacts import ArtifactStore
+from consortium.store.journal import Journal
 from consortium.store.models import get_model, model_objects, put_model
 
 MAX_REASON = 500

@@ -1,6 +1,6 @@
 """Rebuilding a damaged coordinator journal from the chain and the coordinator's store.
 
-A journal can be damaged past what :class:`~consortium.orchestration.journal.Journal` cuts
+A journal can be damaged past what :class:`~consortium.store.journal.Journal` cuts
 on open (a torn last line): a disk error, an editor, or two writers before locking existed.
 Nothing of an anchored job is lost with it, because what the journal says about an anchored
 round is also on chain (the ``RoundAnchored`` event and its transaction) and in the store (the
@@ -38,9 +38,9 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import Job, RoundAnchor
 from consortium.lockfile import ExclusiveLock
-from consortium.orchestration.journal import CorruptJournal, JournalReader
-from consortium.orchestration.messages import anchor_from_json, anchor_to_json
+from consortium.protocol.messages import anchor_from_json, anchor_to_json
 from consortium.store.artifacts import ArtifactStore
+from consortium.store.journal import CorruptJournal, JournalReader
 
 # A signed update record is well under this; larger objects (tensors) are not records.
 MAX_RECORD_BYTES = 64 * 1024

@@ -13,8 +13,8 @@ import json
 from collections.abc import Mapping
 
 from consortium.errors import ConsortiumError, UsageError
-from consortium.orchestration.messages import RoundOpen, RoundReceipt, UpdateSubmission
-from consortium.orchestration.participant import Participant
+from consortium.protocol.fedavg.participant import Participant
+from consortium.protocol.messages import RoundOpen, RoundReceipt, UpdateSubmission
 
 
 class ParticipantFailed(ConsortiumError):

@@ -32,11 +32,11 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment, Founder, deploy
 from consortium.ledger.roles import Role
 from consortium.orchestration.coordinator import Coordinator, RoundResult
-from consortium.orchestration.journal import Journal, JournalReader
-from consortium.orchestration.participant import Participant, TrainingPlan
 from consortium.orchestration.transport import LocalTransport
+from consortium.protocol.fedavg.participant import Participant, TrainingPlan
 from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
 from consortium.store.artifacts import ArtifactStore
+from consortium.store.journal import Journal, JournalReader
 from consortium.store.models import put_model
 
 PURPOSE = "aml-risk-scoring"

@@ -109,25 +109,25 @@ from consortium.fl.metrics import binary_metrics
 from consortium.fl.model import Model, init_model, predict_proba
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job, RoundAnchor
-from consortium.orchestration.checks import (
+from consortium.orchestration.coordinator import RoundResult
+from consortium.orchestration.transport import LocalTransport
+from consortium.protocol.fedavg.checks import (
     RoundContext,
     Standing,
     UpdateRefused,
     check_submission,
     update_allowance,
 )
-from consortium.orchestration.coordinator import RoundResult
-from consortium.orchestration.journal import Journal
-from consortium.orchestration.messages import (
+from consortium.protocol.fedavg.participant import Participant
+from consortium.protocol.messages import (
     RoundOpen,
     RoundReceipt,
     pack_objects,
 )
-from consortium.orchestration.participant import Participant
-from consortium.orchestration.transport import LocalTransport
 from consortium.scenarios import aml
 from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
 from consortium.store.artifacts import ArtifactStore
+from consortium.store.journal import Journal
 from consortium.store.models import get_model, model_objects, put_model
 
 OVERHEAD_TARGET = 1.10
@@ -554,11 +554,11 @@ TOUCHPOINTS = (
     Touchpoint(
         "participants' commitment reads",
         ("ledger/jobs.py", "round_commitment"),
-        ("orchestration/participant.py", "check_receipt"),
+        ("protocol/fedavg/participant.py", "check_receipt"),
     ),
     Touchpoint(
         "journal: signed + anchored entries",
-        ("orchestration/journal.py", "append"),
+        ("store/journal.py", "append"),
         (COORD, "_anchor"),
     ),
 )

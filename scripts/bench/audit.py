@@ -102,10 +102,10 @@ from consortium.fl.aggregation import fedavg
 from consortium.fl.model import Model, init_model
 from consortium.ledger.client import Ledger
 from consortium.orchestration.bundle import export_bundle
-from consortium.orchestration.journal import Journal
-from consortium.orchestration.messages import anchor_to_json
+from consortium.protocol.messages import anchor_to_json
 from consortium.scenarios import aml
 from consortium.store.artifacts import ArtifactStore
+from consortium.store.journal import Journal
 from consortium.store.models import put_model
 
 THROUGHPUT_TARGET = 0.5

@@ -16,7 +16,7 @@ from consortium.errors import ConsortiumError
 from consortium.fl.model import InvalidUpdate, Model, validate_update
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job
-from consortium.orchestration.messages import UpdateSubmission, unpack_objects
+from consortium.protocol.messages import UpdateSubmission, unpack_objects
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model
 

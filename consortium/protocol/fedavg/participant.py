@@ -20,8 +20,7 @@ from consortium.errors import ChainRevert, ConsortiumError
 from consortium.fl.data import LabeledTable
 from consortium.fl.model import local_train
 from consortium.ledger.client import Ledger
-from consortium.orchestration.journal import Journal
-from consortium.orchestration.messages import (
+from consortium.protocol.messages import (
     RoundOpen,
     RoundReceipt,
     UpdateSubmission,
@@ -29,6 +28,7 @@ from consortium.orchestration.messages import (
     unpack_objects,
 )
 from consortium.store.artifacts import ArtifactStore
+from consortium.store.journal import Journal
 from consortium.store.models import get_model, model_objects, put_model
 
 

@@ -1,4 +1,8 @@
-"""The coordinator's write-ahead journal: what it is about to do, written before it does it.
+"""A party's write-ahead journal: what it is about to do, written before it does it.
+
+The coordinator's journal is what lets it resume a job after a crash; a participant's records
+what it sent. It lives beside the artifact store because it is the same kind of thing: a
+party's own durable state, read back after a crash.
 
 One canonical-JSON object per line, each flushed and fsynced before the action it announces.
 A crash can only tear the last line; on open, a torn tail is cut off (it announced nothing
