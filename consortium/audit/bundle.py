@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import re
 import tarfile
 import tempfile
@@ -36,6 +35,7 @@ from eth_utils import is_checksum_address
 
 from consortium.crypto.digests import from_hex32
 from consortium.errors import UsageError
+from consortium.jsonio import parse_json
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import RoundAnchor
 from consortium.store.artifacts import ArtifactStore
@@ -54,14 +54,6 @@ takes about 0.8 MB (each record's entry, with its 10-hash inclusion proof, 773 b
 this is ten times that. A longer line is skipped unread and fails its round's ``manifest``
 check, so that no line can make the audit hold more than this much of the file at once."""
 _SKIP_CHUNK = 2**20  # how much of an over-long line is read at a time while skipping it
-MAX_JSON_DEPTH = 64
-"""How deeply bundle JSON may nest arrays and objects; a round entry nests four deep. Python's
-``json`` recurses on the C stack once per level, and py_ecc (imported with the chain code)
-raises the recursion limit to 100,000, so some 60,000 nested ``[`` (120 kB) would crash the
-auditor rather than raise RecursionError: deeper text is refused before it is parsed."""
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
-
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
 UINT32_MAX = 2**32 - 1
 UINT256_MAX = 2**256 - 1
@@ -279,43 +271,6 @@ def _round_lines(handle: IO[bytes], limit: int) -> Iterator[RoundLine]:
                 yield RoundLine(position, value=parse_json(line))
             except UsageError as exc:
                 yield RoundLine(position, error=f"the line is {exc}")
-
-
-def parse_json(data: bytes) -> Any:
-    """``data`` parsed as UTF-8 JSON, or a UsageError saying why not, worded to follow "is".
-
-    Everything the auditor parses from a bundle goes through here: beside syntax errors, a
-    hostile file can hold numbers too long to convert (ValueError) and arrays nested deeper
-    than the parser can recurse, which are refused before parsing (:data:`MAX_JSON_DEPTH`).
-    """
-    if _nests_too_deep(data):
-        raise UsageError(
-            f"not readable JSON: it nests arrays and objects more than {MAX_JSON_DEPTH} deep"
-        )
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno}" if exc.lineno > 1 else f"column {exc.colno}"
-        raise UsageError(f"not JSON ({exc.msg} at {where})") from None
-    except ValueError as exc:
-        raise UsageError(f"not readable JSON: {exc}") from None
-
-
-def _nests_too_deep(data: bytes) -> bool:
-    """Whether the brackets outside strings open more than :data:`MAX_JSON_DEPTH` levels.
-
-    For JSON text this is its nesting; for text that is not, it is at least the depth a parser
-    reaches before it fails (strings are delimited the same way up to the first error).
-    Stops at the first level too many, so a hostile line costs little.
-    """
-    depth = 0
-    for bracket in _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS):
-        depth += 1 if bracket in b"[{" else -1
-        if depth > MAX_JSON_DEPTH:
-            return True
-    return False
 
 
 def parse_job(obj: Any) -> ManifestJob:
