@@ -22,8 +22,8 @@ from consortium.audit.verifier import verify_bundle
 from consortium.chain.embedded import EmbeddedChain
 from consortium.ledger.client import Ledger
 from consortium.lockfile import LockHeld
+from consortium.orchestration.anchorer import JournalMismatch
 from consortium.orchestration.bundle import export_bundle
-from consortium.orchestration.coordinator import JournalMismatch
 from consortium.orchestration.repair import RepairFailed, repair_journal
 from consortium.scenarios import aml
 from consortium.store.journal import CorruptJournal, Journal, JournalReader

@@ -47,15 +47,12 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import RoundAnchor
 from consortium.ledger.members import Members, ProposalOutcome
 from consortium.ledger.roles import Role
+from consortium.orchestration.anchorer import JournalMismatch
 from consortium.orchestration.bundle import export_bundle
-from consortium.orchestration.coordinator import (
-    Coordinator,
-    JournalMismatch,
-    ReceiptsFailed,
-    RoundRefused,
-    RoundResult,
-)
+from consortium.orchestration.coordinator import Coordinator
+from consortium.orchestration.engine import ReceiptsFailed, RoundResult
 from consortium.orchestration.transport import LocalTransport
+from consortium.protocol.base import RoundRefused
 from consortium.protocol.fedavg.checks import (
     RoundContext,
     Standing,
@@ -73,6 +70,7 @@ from consortium.protocol.messages import (
     unpack_objects,
 )
 from consortium.scenarios import aml
+from consortium.scenarios.aml_data import generate_validation
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model, model_objects, put_model
 
@@ -153,9 +151,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Embedde
 def _scenario(chain: EmbeddedChain, out: Path) -> Iterator[Scenario]:
     """The scenario recorded in ``out``, with its coordinator on a recording transport."""
     run = aml.load(chain, out)
-    coordinator = aml.coordinator_for(chain, run)
-    transport = RecordingTransport(coordinator.transport.participants)  # type: ignore[attr-defined]
-    coordinator.transport = transport
+    transport = RecordingTransport(aml.participants_for(chain, run))
+    coordinator = aml.coordinator_for(chain, run, transport)
     try:
         yield Scenario(chain, run, coordinator, transport)
     finally:
@@ -575,9 +572,12 @@ def test_a_journal_serves_one_job_only(scenario: Scenario) -> None:
         }
     ]
     entries = len(list(coordinator.journal))
-    coordinator.job_id += 1  # the same journal, used for another job
+    other_job = Coordinator(
+        coordinator.ledger, scenario.job_id + 1, coordinator.store, coordinator.journal,
+        scenario.transport, generate_validation(0),
+    )  # fmt: skip  # the same journal, used for another job
     with pytest.raises(JournalMismatch, match=f"belongs to job {scenario.job_id} of ledger"):
-        coordinator.run(2)
+        other_job.run(2)
     assert len(list(coordinator.journal)) == entries  # refused before writing anything
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,7 +100,17 @@ class _EmbeddedProvider(EthereumTesterProvider):
     raise the same exceptions, with the same revert data, as it does against anvil or Besu.
     """
 
+    def __init__(self, tester: EthereumTester) -> None:
+        super().__init__(tester)
+        # py-evm is not thread-safe; a pipelined coordinator reads and sends from two threads,
+        # as a node's clients do, so requests are served one at a time, as a node serves them.
+        self._serving = threading.Lock()
+
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        with self._serving:
+            return self._serve(method, params)
+
+    def _serve(self, method: RPCEndpoint, params: Any) -> RPCResponse:
         try:
             return super().make_request(method, params)
         except EthTesterFailure as exc:

@@ -16,7 +16,7 @@ from consortium.cli.params import epochs_option, json_option
 from consortium.errors import UsageError
 from consortium.ledger.client import Ledger
 from consortium.orchestration.bundle import export_bundle
-from consortium.orchestration.coordinator import RoundResult
+from consortium.orchestration.engine import RoundResult
 from consortium.protocol.messages import anchor_to_json
 from consortium.scenarios import aml
 from consortium.scenarios.governance import Step, run_governance

@@ -31,9 +31,11 @@ from consortium.fl.model import init_model
 from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment, Founder, deploy
 from consortium.ledger.roles import Role
-from consortium.orchestration.coordinator import Coordinator, RoundResult
+from consortium.orchestration.coordinator import Coordinator
+from consortium.orchestration.engine import RoundResult
 from consortium.orchestration.transport import LocalTransport
 from consortium.protocol.fedavg.participant import Participant, TrainingPlan
+from consortium.protocol.fedavg.round import Transport
 from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import Journal, JournalReader
@@ -250,11 +252,12 @@ def load(chain: Chain, out: Path) -> AmlRun:
     )
 
 
-def coordinator_for(chain: Chain, run: AmlRun) -> Coordinator:
-    """The coordinator and the participants of ``run``, wired through the local transport."""
+def participants_for(chain: Chain, run: AmlRun) -> dict[str, Participant]:
+    """The banks of ``run`` as participants, by address, each with its own data, store,
+    journal and view of the chain."""
     plan = run.settings.plan()
     data = generate_banks(run.settings.banks, run.settings.seed)
-    participants = {
+    return {
         bank.account.address: Participant(
             bank.name,
             bank.account,
@@ -266,26 +269,34 @@ def coordinator_for(chain: Chain, run: AmlRun) -> Coordinator:
         )
         for bank, bank_data in zip(run.banks, data, strict=True)
     }
+
+
+def coordinator_for(
+    chain: Chain, run: AmlRun, transport: Transport | None = None, *, depth: int = 1
+) -> Coordinator:
+    """The coordinator of ``run``, reaching the participants through ``transport`` (by
+    default the local transport to :func:`participants_for`)."""
     return Coordinator(
         Ledger(chain, run.deployment, run.institute.account),
         run.job_id,
         run.institute.store,
         run.institute.journal(),
-        LocalTransport(participants),
+        transport or LocalTransport(participants_for(chain, run)),
         generate_validation(run.settings.seed),
+        depth=depth,
     )
 
 
 def run_rounds(
-    chain: Chain, run: AmlRun, on_round: Callable[[RoundResult], None]
+    chain: Chain, run: AmlRun, on_round: Callable[[RoundResult], None], *, depth: int = 1
 ) -> list[RoundResult]:
-    """Runs (or finishes) the scenario's rounds; every party's journal is closed, and its
-    writer's lock given up, when they end, however they end."""
-    coordinator = coordinator_for(chain, run)
-    transport = coordinator.transport
-    assert isinstance(transport, LocalTransport)
+    """Runs (or finishes) the scenario's rounds, ``depth`` rounds in flight at most; every
+    party's journal is closed, and its writer's lock given up, when they end, however they
+    end."""
+    participants = participants_for(chain, run)
+    coordinator = coordinator_for(chain, run, LocalTransport(participants), depth=depth)
     try:
         return coordinator.run(run.settings.rounds, on_round)
     finally:
-        for journal in (coordinator.journal, *(p.journal for p in transport.participants.values())):
+        for journal in (coordinator.journal, *(p.journal for p in participants.values())):
             journal.close()

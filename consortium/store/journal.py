@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,28 +42,33 @@ class Journal:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = ExclusiveLock(path, f"the journal {path}")
+        self._appending = threading.Lock()  # a pipelined engine appends from two threads
         try:
-            self._entries = self._load()
+            self._load()
             self._file = path.open("ab")
         except BaseException:
             self._lock.release()
             raise
 
-    def _load(self) -> list[dict[str, Any]]:
+    def _load(self) -> None:
+        """Reads every entry into memory and the index, cutting a torn last line."""
+        self._entries: list[dict[str, Any]] = []
+        self._index: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
         if not self.path.exists():
-            return []
+            return
         raw = self.path.read_bytes()
         lines = raw.split(b"\n")
-        entries: list[dict[str, Any]] = []
         offset = 0
         for number, line in enumerate(lines, start=1):
             is_tail = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
             if line:
                 try:
                     entry = json.loads(line)
-                    if not isinstance(entry, dict) or entry.get("seq") != len(entries):
+                    if not isinstance(entry, dict) or entry.get("seq") != len(self._entries):
                         raise ValueError("out of sequence")
-                except ValueError:
+                    if not isinstance(entry.get("kind"), str):
+                        raise ValueError("no kind")
+                except (ValueError, RecursionError):
                     if not is_tail:
                         raise CorruptJournal(
                             f"{self.path}: line {number} is damaged; the journal cannot be "
@@ -71,9 +77,8 @@ class Journal:
                         ) from None
                     self._truncate(offset)
                     break
-                entries.append(entry)
+                self._add(entry)
             offset += len(line) + 1
-        return entries
 
     def _truncate(self, size: int) -> None:
         """Cuts a torn last line written by a process that died mid-write."""
@@ -84,23 +89,31 @@ class Journal:
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Writes one entry and returns once it is on disk."""
-        entry = {"seq": len(self._entries), "kind": kind, **fields}
-        self._file.write(jcs(entry) + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._entries.append(entry)
+        with self._appending:
+            entry = {"seq": len(self._entries), "kind": kind, **fields}
+            self._file.write(jcs(entry) + b"\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._add(entry)
         return entry
+
+    def _add(self, entry: dict[str, Any]) -> None:
+        self._entries.append(entry)
+        self._index.setdefault((entry["kind"], None), []).append(entry)
+        number = entry.get("round")
+        if isinstance(number, int) and not isinstance(number, bool):
+            self._index.setdefault((entry["kind"], number), []).append(entry)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(list(self._entries))
 
     def find(self, kind: str, **match: Any) -> list[dict[str, Any]]:
-        """Every entry of ``kind`` whose fields equal ``match``, oldest first."""
-        return [
-            e
-            for e in self._entries
-            if e["kind"] == kind and all(e.get(k) == v for k, v in match.items())
-        ]
+        """Every entry of ``kind`` whose fields equal ``match``, oldest first. Entries are
+        indexed by kind and round, so a look-up of one round costs the same at round 1,000 as
+        at round 1."""
+        key = (kind, match.pop("round")) if "round" in match else (kind, None)
+        candidates = self._index.get(key, [])
+        return [e for e in candidates if all(e.get(k) == v for k, v in match.items())]
 
     def last(self, kind: str, **match: Any) -> dict[str, Any] | None:
         """The newest entry of ``kind`` matching ``match``, if any."""
@@ -131,7 +144,7 @@ class JournalReader(Journal):
 
     def __init__(self, path: Path) -> None:  # not Journal's: that one locks and appends
         self.path = path
-        self._entries = self._load()
+        self._load()
 
     def _truncate(self, size: int) -> None:
         """Leaves a torn last line to the writer, which cuts it when it next opens."""

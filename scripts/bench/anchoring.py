@@ -109,7 +109,7 @@ from consortium.fl.metrics import binary_metrics
 from consortium.fl.model import Model, init_model, predict_proba
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job, RoundAnchor
-from consortium.orchestration.coordinator import RoundResult
+from consortium.orchestration.engine import RoundResult
 from consortium.orchestration.transport import LocalTransport
 from consortium.protocol.fedavg.checks import (
     RoundContext,
@@ -534,22 +534,25 @@ class Touchpoint:
     minus: tuple[tuple[str, str], tuple[str, str]] | None = None  # (callee, caller) to subtract
 
 
-COORD = "orchestration/coordinator.py"
+ANCHORER = "orchestration/anchorer.py"
+ENGINE = "orchestration/engine.py"
 SIGN = ("chain/transact.py", "sign")
 ESTIMATE = ("web3/contract/contract.py", "estimate_gas")
 TOUCHPOINTS = (
     Touchpoint("job terms (Jobs.get, once per coordinator)", ("ledger/jobs.py", "get")),
     Touchpoint("job progress (jobProgress, every round)", ("ledger/jobs.py", "progress")),
-    Touchpoint("preflight: membership and consent, when re-checked", (COORD, "_preflight")),
+    Touchpoint("preflight: membership and consent, when re-checked", (ANCHORER, "preflight")),
     Touchpoint(
-        "dataset-owner reads for the checks", (COORD, "_dataset_owners"), (COORD, "_prepare")
+        "dataset-owner reads for the checks", (ANCHORER, "dataset_owners"), (ENGINE, "_prepare")
     ),
     Touchpoint("anchor tx: gas estimate", ESTIMATE, SIGN),
     Touchpoint("anchor tx: block limit, nonce, fees, signing", SIGN, minus=(ESTIMATE, SIGN)),
     Touchpoint(
-        "anchor tx: send (mined at once)", ("chain/transact.py", "broadcast"), (COORD, "_anchor")
+        "anchor tx: send (mined at once)", ("chain/transact.py", "broadcast"), (ANCHORER, "anchor")
     ),
-    Touchpoint("anchor tx: wait for receipt", ("chain/transact.py", "confirm"), (COORD, "_anchor")),
+    Touchpoint(
+        "anchor tx: wait for receipt", ("chain/transact.py", "confirm"), (ANCHORER, "anchor")
+    ),
     Touchpoint("anchor event decode + block read", ("ledger/jobs.py", "anchor_in")),
     Touchpoint(
         "participants' commitment reads",
@@ -559,7 +562,7 @@ TOUCHPOINTS = (
     Touchpoint(
         "journal: signed + anchored entries",
         ("store/journal.py", "append"),
-        (COORD, "_anchor"),
+        (ANCHORER, "anchor"),
     ),
 )
 

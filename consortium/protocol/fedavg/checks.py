@@ -14,8 +14,8 @@ from consortium.crypto.eip712 import Domain
 from consortium.crypto.update_record import SignedUpdateRecord
 from consortium.errors import ConsortiumError
 from consortium.fl.model import InvalidUpdate, Model, validate_update
-from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job
+from consortium.protocol.base import Standing
 from consortium.protocol.messages import UpdateSubmission, unpack_objects
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model
@@ -23,40 +23,6 @@ from consortium.store.models import get_model
 
 class UpdateRefused(ConsortiumError):
     """An update failed a check and is left out of the round."""
-
-
-@dataclass(frozen=True)
-class Standing:
-    """Which participants are active members and which datasets the job's consumer may use,
-    as the chain says at the start of a round; read once per round, not once per update."""
-
-    members: frozenset[str]
-    usable_datasets: frozenset[int]
-
-    @classmethod
-    def unchanged(cls, job: Job) -> Standing:
-        """Everything in order: what the contract's fast path vouches for."""
-        return cls(frozenset(job.participants), frozenset(job.dataset_ids))
-
-    @classmethod
-    def read(cls, ledger: Ledger, job: Job, owners: Mapping[int, str]) -> Standing:
-        """Reads membership and consent of the whole job from the chain in three calls, however
-        many parties and datasets: the parties' and owners' records, the consumer's consents,
-        and the latest block's time, by which a call of ``isConsentValid`` judges a window.
-        A dataset is usable as ``anchorRound`` has it: the consumer's own, or consented to and
-        owned by an active provider."""
-        states = ledger.members.states([*job.participants, *owners.values()])
-        borrowed = [d for d, owner in owners.items() if owner != job.consumer]
-        consents = ledger.consents.many(borrowed, job.consumer, job.purpose)
-        now = ledger.now()
-        return cls(
-            frozenset(p for p in job.participants if states[p].active),
-            frozenset(
-                d
-                for d, owner in owners.items()
-                if owner == job.consumer or (consents[d].holds(now) and states[owner].is_provider)
-            ),
-        )
 
 
 UPDATE_SLACK_BYTES = 64 * 1024

@@ -1,0 +1,255 @@
+"""Anchoring a round's intent on chain, crash-safe; it knows nothing of models or protocols.
+
+The :class:`ChainAnchorer` is the ledger side of the round engine: it reads the job's terms,
+progress and standing, refuses a round the contract would reject, and anchors an intent by the
+write-ahead rule (DESIGN.md, step 5): the signed transaction is journaled before it is sent, a
+journaled attempt is looked up before anything is signed again, a transaction the node lost is
+sent again as signed, and the mined anchor is checked against the intent. The
+:class:`NullAnchorer` is the same interface with the ledger switched off: the baseline the
+benchmarks measure anchoring against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hexbytes import HexBytes
+
+from consortium.chain.transact import SignedTransaction
+from consortium.errors import ConsortiumError, TransactionRejected
+from consortium.faults import crash_point
+from consortium.ledger.client import Ledger
+from consortium.ledger.jobs import Job, JobProgress, RoundAnchor
+from consortium.protocol.base import RoundIntent, RoundRefused, Standing
+from consortium.protocol.messages import anchor_from_json, anchor_to_json
+from consortium.store.journal import Journal
+
+
+class JournalMismatch(ConsortiumError):
+    """The chain and the coordinator's journal disagree about a round: an alarm."""
+
+
+@dataclass(frozen=True)
+class Anchored:
+    """A round's anchor as mined, with its transaction and the gas it used."""
+
+    anchor: RoundAnchor
+    tx_hash: str
+    gas_used: int
+
+
+class Anchorer(Protocol):
+    """What the round engine needs of the ledger side."""
+
+    def binding(self) -> dict[str, Any]:
+        """What the journal's first entry ties the journal to (job, ledger, chain)."""
+        ...
+
+    def job(self) -> Job: ...
+
+    def progress(self) -> JobProgress: ...
+
+    def dataset_owners(self, job: Job) -> dict[int, str]: ...
+
+    def preflight(self, job: Job, progress: JobProgress, round_number: int) -> Standing:
+        """The job's standing now; RoundRefused if round ``round_number``'s anchor would be
+        rejected."""
+        ...
+
+    def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> Anchored:
+        """The intent anchored: found if already mined, else (re)sent and awaited.
+        ``chain_round`` is the chain's last anchored round as the engine last read it."""
+        ...
+
+
+class ChainAnchorer:
+    """Anchors the rounds of job ``job_id`` through ``ledger``, whose signer coordinates it."""
+
+    def __init__(self, ledger: Ledger, job_id: int) -> None:
+        self.ledger = ledger
+        self.job_id = job_id
+        self._terms: Job | None = None
+        self._owners: dict[int, str] | None = None
+
+    def binding(self) -> dict[str, Any]:
+        return {
+            "jobId": self.job_id,
+            "ledger": self.ledger.deployment.ledger,
+            "chainId": self.ledger.chain.chain_id,
+            "deployment": self.ledger.deployment.to_json(),
+        }
+
+    def job(self) -> Job:
+        """The job as created: participants, datasets, consumer and purpose never change, so
+        they are read once; what does change comes from :meth:`progress` every round."""
+        if self._terms is None:
+            self._terms = self.ledger.jobs.get(self.job_id)
+        return self._terms
+
+    def progress(self) -> JobProgress:
+        return self.ledger.jobs.progress(self.job_id)
+
+    def dataset_owners(self, job: Job) -> dict[int, str]:
+        """Who owns each of the job's datasets; read once, in one call, since ownership never
+        changes (and every dataset of a job was registered when the job was created)."""
+        if self._owners is None:
+            owners = self.ledger.consents.owners(job.dataset_ids)
+            unknown = sorted(d for d, owner in owners.items() if owner is None)
+            if unknown:
+                raise RoundRefused(f"job {job.id} names unregistered datasets {unknown}")
+            self._owners = {d: owner for d, owner in owners.items() if owner is not None}
+        return self._owners
+
+    def preflight(self, job: Job, progress: JobProgress, round_number: int) -> Standing:
+        """The job's standing on chain now; refuses a round whose anchor the contract would
+        reject, saying why."""
+        if progress.status != "open":
+            raise RoundRefused(f"job {job.id} is {progress.status}")
+        if progress.check_still_holds:
+            return Standing.unchanged(job)
+        owners = self.dataset_owners(job)
+        standing = Standing.read(self.ledger, job, owners)
+        problems = [
+            f"{p} is no longer an active member"
+            for p in job.participants
+            if p not in standing.members
+        ] + [
+            f"consent for dataset {d} (owner {owner}) to {job.consumer} for {job.purpose!r} "
+            "is not valid now (revoked, outside its window, or its owner no longer an active "
+            "provider)"
+            for d, owner in owners.items()
+            if d not in standing.usable_datasets
+        ]
+        if problems:
+            raise RoundRefused(
+                f"round {round_number} refused: {'; '.join(problems)}; the contract "
+                f"accepts no anchor for job {job.id} until this is undone (close the job and "
+                "create a new one without them otherwise)"
+            )
+        return standing
+
+    def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> Anchored:
+        round_number = intent.round
+        transactor = self.ledger.transactor
+        journaled = [
+            SignedTransaction(HexBytes(e["txHash"]), HexBytes(e["raw"]), e["nonce"])
+            for e in journal.find("signed", round=round_number)
+        ]
+        receipt = self._settle(journaled) if journaled else None
+        if receipt is None:
+            # Without earlier attempts the engine's reading is current; after them, the chain
+            # may have moved since.
+            if (self.progress().last_round if journaled else chain_round) >= round_number:
+                raise JournalMismatch(
+                    f"round {round_number} of job {self.job_id} is anchored on chain by a "
+                    "transaction this coordinator's journal does not know"
+                )
+            signed = self.ledger.jobs.sign_anchor(
+                self.job_id, round_number, intent.root, intent.count, intent.model,
+                intent.metrics,
+            )  # fmt: skip
+            journal.append(
+                "signed", round=round_number, txHash=signed.tx_hash.to_0x_hex(),
+                raw=signed.raw.to_0x_hex(), nonce=signed.nonce,
+            )  # fmt: skip
+            crash_point("signed", round_number)
+            transactor.broadcast(signed)
+            crash_point("sent", round_number)
+            receipt = transactor.confirm(signed.tx_hash)
+        anchor = self.ledger.jobs.anchor_in(receipt)
+        _check_anchor(anchor, intent)
+        tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
+        journaled_anchor = journal.last("anchored", round=round_number)
+        # A resent anchor is mined in another block than the one journaled before the node
+        # lost it: the newest entry must name the anchor the chain now holds.
+        if journaled_anchor is None or journaled_anchor["anchor"] != anchor_to_json(anchor):
+            journal.append(
+                "anchored", round=round_number, anchor=anchor_to_json(anchor), txHash=tx_hash,
+                gasUsed=receipt["gasUsed"],
+            )  # fmt: skip
+        crash_point("anchored", round_number)
+        return Anchored(anchor, tx_hash, int(receipt["gasUsed"]))
+
+    def _settle(self, journaled: list[SignedTransaction]) -> Any:
+        """The receipt of the round's journaled anchor transaction, resending the newest if
+        the node lost it; None when none can be mined any more (its nonce went elsewhere).
+
+        Every journaled attempt is looked up, not only the newest: an older one that the node
+        rejected on resend may still have been mined from another node's pool.
+        """
+        transactor = self.ledger.transactor
+        for signed in reversed(journaled):
+            if transactor.receipt(signed.tx_hash) is not None:
+                return transactor.confirm(signed.tx_hash)  # raises the reason if it failed
+        for signed in reversed(journaled):
+            if transactor.is_known(signed.tx_hash):  # pending: wait for it
+                return transactor.confirm(signed.tx_hash)
+        newest = journaled[-1]
+        try:
+            transactor.broadcast(newest)  # lost (a node restart empties its pool): resend
+        except TransactionRejected:
+            # Mined between the look-up and the resend ("nonce too low"), or truly dead.
+            return (
+                transactor.confirm(newest.tx_hash) if transactor.is_known(newest.tx_hash) else None
+            )
+        return transactor.confirm(newest.tx_hash)
+
+
+def _check_anchor(anchor: RoundAnchor, intent: RoundIntent) -> None:
+    """The mined anchor is the intended one. The anchor comes from the contract's own
+    ``RoundAnchored`` event, emitted with the commitment it stored in the same call, so no
+    read-back is needed; every participant reads the stored commitment anyway."""
+    mined = (
+        anchor.merkle_root,
+        anchor.participant_count,
+        anchor.model_digest,
+        anchor.metrics_digest,
+    )
+    if mined != (intent.root, intent.count, intent.model, intent.metrics):
+        raise JournalMismatch(
+            f"round {anchor.round} of job {anchor.job_id}: the chain holds another anchor "
+            "than the journal's intent"
+        )
+
+
+class NullAnchorer:
+    """The ledger switched off: the job lives in memory, and an anchor is the intent itself
+    with no block, no transaction and no gas. The engine runs the same rounds over it, so the
+    difference to a :class:`ChainAnchorer` run is what anchoring costs."""
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+        self._progress = JobProgress("open", job.last_round, job.head_model_digest, True)
+
+    def binding(self) -> dict[str, Any]:
+        return {"jobId": self._job.id, "ledger": None, "chainId": None}
+
+    def job(self) -> Job:
+        return self._job
+
+    def progress(self) -> JobProgress:
+        return self._progress
+
+    def dataset_owners(self, job: Job) -> dict[int, str]:
+        return {}
+
+    def preflight(self, job: Job, progress: JobProgress, round_number: int) -> Standing:
+        return Standing.unchanged(job)
+
+    def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> Anchored:
+        previous = self._progress.head_model_digest
+        anchor = RoundAnchor(
+            self._job.id, intent.round, intent.root, intent.count, intent.model, intent.metrics,
+            previous, 0, 0,
+        )  # fmt: skip
+        self._progress = JobProgress("open", intent.round, intent.model, True)
+        return Anchored(anchor, "", 0)
+
+
+def anchored_from_journal(journal: Journal, round_number: int) -> Anchored | None:
+    """The round's newest journaled anchor, if any."""
+    entry = journal.last("anchored", round=round_number)
+    if entry is None:
+        return None
+    return Anchored(anchor_from_json(entry["anchor"]), entry["txHash"], int(entry["gasUsed"]))

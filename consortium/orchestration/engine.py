@@ -1,0 +1,275 @@
+"""The round engine: runs and resumes the rounds of one job, whatever the protocol.
+
+It owns what must be the same for every protocol (DESIGN.md, "Round engine and protocols"):
+the write-ahead journal, anchoring through an :class:`~consortium.orchestration.anchorer.
+Anchorer`, receipts, resume and pipelining. A round goes: journal ``opened``; the protocol runs
+the round to its intent (every artifact durable); journal ``intent``; anchor it (``signed``,
+``anchored``); hand every party its receipt; journal ``delivered``.
+
+On (re)start the chain, not the journal, says which rounds are done: a round the journal calls
+delivered is taken from the journal only while the chain holds its anchor; a journaled intent
+is anchored before anything new is trained; a round whose intent was never written is redone.
+
+Pipelining (``depth`` > 1): round r+1 is trained as soon as round r's intent is journaled,
+while one background thread anchors round r and delivers its receipts. Anchors are still sent
+in round order, one at a time, and each only after its intent (and so its artifacts) is
+durable; at most ``depth`` rounds are in flight. Resuming is never pipelined: whatever an
+interrupted run left is finished round by round first.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from consortium.crypto.digests import hex32
+from consortium.crypto.merkle import MerkleTree
+from consortium.errors import ConsortiumError, UsageError
+from consortium.faults import crash_point
+from consortium.ledger.jobs import JobProgress, RoundAnchor
+from consortium.orchestration.anchorer import (
+    Anchored,
+    Anchorer,
+    JournalMismatch,
+    anchored_from_journal,
+)
+from consortium.protocol.base import (
+    RoundIntent,
+    RoundProtocol,
+    RoundRefused,
+    RoundStart,
+    bounded,
+)
+from consortium.protocol.messages import RoundReceipt
+from consortium.store.journal import Journal
+from consortium.timing import Timings, timed
+
+DEFAULT_DEPTH = 2
+MAX_DEPTH = 8
+
+
+class ReceiptsFailed(ConsortiumError):
+    """A participant raised an alarm over its receipt, or could not be given one."""
+
+
+@dataclass
+class RoundResult:
+    """One anchored round, as the round table shows it."""
+
+    round: int
+    anchor: RoundAnchor
+    tx_hash: str
+    gas_used: int
+    metrics: dict[str, Any]
+    refused: dict[str, str]
+    timings: Timings = field(default_factory=dict)
+    resumed: bool = False
+
+
+class RoundEngine:
+    """Runs the rounds of one job: ``protocol`` between the parties, ``anchorer`` on chain."""
+
+    def __init__(
+        self,
+        protocol: RoundProtocol,
+        anchorer: Anchorer,
+        journal: Journal,
+        *,
+        depth: int = 1,
+    ) -> None:
+        if not 1 <= depth <= MAX_DEPTH:
+            raise UsageError(f"pipeline depth must be 1 to {MAX_DEPTH}, not {depth}")
+        self.protocol = protocol
+        self.anchorer = anchorer
+        self.journal = journal
+        self.depth = depth
+
+    # ------------------------------------------------------------------ driving
+
+    def run(
+        self, rounds: int, on_round: Callable[[RoundResult], None] = lambda result: None
+    ) -> list[RoundResult]:
+        """Runs (or finishes) rounds 1..``rounds``; rounds already done are reported as such."""
+        self._bind_journal()
+        chain_round = self.anchorer.progress().last_round
+        results: list[RoundResult] = []
+        number = 1
+        # What an earlier run left (done, anchored, or journaled) is finished one by one.
+        while number <= rounds and (
+            number <= chain_round or self.journal.last("opened", round=number)
+        ):
+            if number <= chain_round and self.journal.last("delivered", round=number):
+                result = self._result_from_journal(number)
+            else:
+                result = self.run_round(number)
+            results.append(result)
+            on_round(result)
+            number += 1
+        if number > rounds:
+            return results
+        if self.depth == 1:
+            for round_number in range(number, rounds + 1):
+                result = self.run_round(round_number)
+                results.append(result)
+                on_round(result)
+            return results
+        return results + self._pipelined(number, rounds, on_round)
+
+    def run_round(self, round_number: int) -> RoundResult:
+        """Runs one round to the end, resuming whatever an earlier attempt left."""
+        self._bind_journal()
+        timings: Timings = {}
+        progress = self.anchorer.progress()
+        if progress.last_round < round_number - 1:
+            raise RoundRefused(
+                f"round {round_number} of job {self.anchorer.job().id}: round "
+                f"{progress.last_round + 1} is not anchored yet"
+            )
+        entry = self.journal.last("intent", round=round_number)
+        resumed = entry is not None or bool(self.journal.last("opened", round=round_number))
+        if progress.last_round >= round_number and entry is None:
+            raise JournalMismatch(
+                f"round {round_number} of job {self.anchorer.job().id} is anchored on chain, but "
+                "this coordinator's journal never meant to anchor it"
+            )
+        intent = (
+            RoundIntent.from_json(entry)
+            if entry is not None
+            else self._prepare(progress, round_number, progress.head_model_digest, timings)
+        )
+        return self._anchor_and_deliver(intent, progress.last_round, timings, resumed)
+
+    def _pipelined(
+        self, first: int, rounds: int, on_round: Callable[[RoundResult], None]
+    ) -> list[RoundResult]:
+        """Rounds ``first``..``rounds``, each trained while the one before is anchored."""
+        results: list[RoundResult] = []
+        base = self.anchorer.progress().head_model_digest
+        in_flight: deque[Future[RoundResult]] = deque()
+
+        def settle(until: int) -> None:
+            while len(in_flight) > until:
+                result = in_flight.popleft().result()  # the anchoring thread's error, if any
+                results.append(result)
+                on_round(result)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="anchoring") as anchoring:
+            try:
+                for round_number in range(first, rounds + 1):
+                    timings: Timings = {}
+                    progress = self.anchorer.progress()
+                    intent = self._prepare(progress, round_number, base, timings)
+                    in_flight.append(
+                        anchoring.submit(
+                            self._anchor_and_deliver, intent, round_number - 1, timings, False
+                        )
+                    )
+                    base = intent.model
+                    settle(self.depth - 1)
+                settle(0)
+            finally:
+                # Rounds already handed over are anchored before an error surfaces, unless one
+                # before them failed: the chain would refuse them out of order.
+                failed = False
+                for future in in_flight:
+                    if failed:
+                        future.cancel()
+                    failed = failed or future.cancelled() or future.exception() is not None
+        return results
+
+    # ------------------------------------------------------------------ one round
+
+    def _bind_journal(self) -> None:
+        """Ties the journal to this job, ledger and chain on first use, and refuses a journal
+        tied to another: its rounds would otherwise pass for this job's. The first entry also
+        records the whole deployment, so that the journal alone says where to export from."""
+        binding = self.anchorer.binding()
+        identity = {key: binding[key] for key in ("jobId", "ledger", "chainId")}
+        bound = self.journal.last("job")
+        if bound is None and not list(self.journal):
+            self.journal.append("job", **binding)
+        elif bound is None or {key: bound.get(key) for key in identity} != identity:
+            owner = (
+                "names no job"
+                if bound is None
+                else f"belongs to job {bound.get('jobId')} of ledger {bound.get('ledger')} "
+                f"on chain {bound.get('chainId')}"
+            )
+            raise JournalMismatch(
+                f"{self.journal.path} {owner}, not job {identity['jobId']} of ledger "
+                f"{identity['ledger']} on chain {identity['chainId']}: use one journal per job"
+            )
+
+    def _prepare(
+        self, progress: JobProgress, round_number: int, base: bytes, timings: Timings
+    ) -> RoundIntent:
+        """Opens the round, lets the protocol run it, and journals its intent."""
+        job = self.anchorer.job()
+        standing = self.anchorer.preflight(job, progress, round_number)
+        owners = self.anchorer.dataset_owners(job)
+        self.journal.append("opened", round=round_number, base=hex32(base))
+        crash_point("opened", round_number)
+        intent = self.protocol.run_round(
+            RoundStart(job, round_number, base, owners, standing), timings
+        )
+        self.journal.append("intent", **intent.to_json())
+        crash_point("intent", round_number)
+        return intent
+
+    def _anchor_and_deliver(
+        self, intent: RoundIntent, chain_round: int, timings: Timings, resumed: bool
+    ) -> RoundResult:
+        with timed(timings, "anchor"):
+            anchored = self.anchorer.anchor(intent, self.journal, chain_round)
+        with timed(timings, "receipts"):
+            failures = self._deliver(anchored.anchor, intent)
+        self.journal.append("delivered", round=intent.round, failures=failures)
+        crash_point("delivered", intent.round)
+        if failures:
+            raise ReceiptsFailed(
+                f"round {intent.round} is anchored, but receipts failed: "
+                + "; ".join(f"{p}: {reason}" for p, reason in failures.items())
+            )
+        return self._result(intent, anchored, timings, resumed)
+
+    def _deliver(self, anchor: RoundAnchor, intent: RoundIntent) -> dict[str, str]:
+        """Hands every party its inclusion proof, or the reason it was left out (DESIGN.md,
+        step 6). Every party gets its receipt even when another one's fails; the failures (an
+        alarm, an unreachable party) are returned to be journaled."""
+        tree = MerkleTree(self.protocol.store.get(d) for d in intent.records)
+        receipts = [
+            *(
+                (party, RoundReceipt(anchor, index, tree.inclusion_proof(index)))
+                for index, party in enumerate(intent.participants)
+            ),
+            *(
+                (party, RoundReceipt(anchor, None, [], reason))
+                for party, reason in intent.refused.items()
+            ),
+        ]
+        failures: dict[str, str] = {}
+        for party, receipt in receipts:
+            try:
+                self.protocol.deliver(party, receipt)
+            except ConsortiumError as exc:
+                failures[party] = bounded(str(exc))
+        return failures
+
+    def _result(
+        self, intent: RoundIntent, anchored: Anchored, timings: Timings, resumed: bool
+    ) -> RoundResult:
+        metrics = self.protocol.store.get_json(anchored.anchor.metrics_digest)
+        return RoundResult(
+            intent.round, anchored.anchor, anchored.tx_hash, anchored.gas_used, metrics,
+            dict(intent.refused), timings, resumed,
+        )  # fmt: skip
+
+    def _result_from_journal(self, round_number: int) -> RoundResult:
+        anchored = anchored_from_journal(self.journal, round_number)
+        entry = self.journal.last("intent", round=round_number)
+        if anchored is None or entry is None:
+            raise JournalMismatch(f"round {round_number} is delivered but not anchored")
+        return self._result(RoundIntent.from_json(entry), anchored, {}, resumed=True)
