@@ -1,0 +1,145 @@
+"""Pipelined rounds: round r+1 trains while round r's anchor confirms, and nothing else changes.
+
+Two runs of the same job (same keys, same chain state) on fresh embedded chains, one with the
+pipeline off and one with two rounds in flight, must anchor the very same rounds; and the
+pipelined one must really overlap: a receipt of round r waits, here, until round r+1 has begun
+training, which only a pipelined engine can satisfy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from consortium.chain.embedded import EmbeddedChain
+from consortium.errors import ChainRevert, UsageError
+from consortium.orchestration.engine import RoundEngine
+from consortium.orchestration.transport import LocalTransport
+from consortium.protocol.fedavg.participant import Participant
+from consortium.protocol.messages import RoundOpen, RoundReceipt, UpdateSubmission
+from consortium.scenarios import aml
+from consortium.store.journal import JournalReader
+
+ROUNDS = 4
+SETTINGS = aml.AmlSettings(banks=3, rounds=ROUNDS, seed=11, epochs=1)
+PARTIES = ("institute", "bank-0", "bank-1", "bank-2", "regulator")
+
+
+class OverlapProbe(LocalTransport):
+    """Records, for each round r, whether round r+1 had been opened to some participant when
+    round r's receipts went out; with ``hold``, it waits (5 s at most) for that to happen."""
+
+    def __init__(self, participants: dict[str, Participant], *, hold: bool) -> None:
+        super().__init__(participants)
+        self.hold = hold
+        self.opened: dict[int, threading.Event] = {}
+        self.overlapped: set[int] = set()
+
+    def _opened(self, round_number: int) -> threading.Event:
+        return self.opened.setdefault(round_number, threading.Event())
+
+    def open_round(self, participant: str, message: RoundOpen) -> UpdateSubmission:
+        self._opened(message.round).set()
+        return super().open_round(participant, message)
+
+    def deliver(self, participant: str, receipt: RoundReceipt) -> None:
+        following = self._opened(receipt.anchor.round + 1)
+        hold = self.hold and receipt.anchor.round < ROUNDS  # the last round has no follower
+        if following.wait(timeout=5) if hold else following.is_set():
+            self.overlapped.add(receipt.anchor.round)
+        super().deliver(participant, receipt)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One set of party keys for every run here (the aggregation order follows them)."""
+    out = tmp_path_factory.mktemp("keys")
+    for party in PARTIES:
+        aml.Party.create(party, out)
+    return out
+
+
+def _set_up(keys: Path, out: Path) -> tuple[EmbeddedChain, aml.AmlRun]:
+    """The scenario on a fresh embedded chain, with the parties' keys of ``keys``."""
+    chain = EmbeddedChain()
+    for party in PARTIES:
+        (out / "parties" / party).mkdir(parents=True)
+        shutil.copy(keys / "parties" / party / "key.json", out / "parties" / party)
+    return chain, aml.set_up(chain, out, SETTINGS, report=lambda _: None)
+
+
+def _run(chain: EmbeddedChain, run: aml.AmlRun, depth: int) -> tuple[list[str], OverlapProbe]:
+    participants = aml.participants_for(chain, run)
+    probe = OverlapProbe(participants, hold=depth > 1)
+    coordinator = aml.coordinator_for(chain, run, probe, depth=depth)
+    try:
+        results = coordinator.run(ROUNDS)
+    finally:
+        coordinator.journal.close()
+        for participant in participants.values():
+            participant.journal.close()
+    assert [r.round for r in results] == list(range(1, ROUNDS + 1))
+    job = coordinator.ledger.jobs.get(run.job_id)
+    assert job.last_round == ROUNDS
+    for result in results:
+        assert coordinator.ledger.jobs.verify(result.anchor)  # each anchor is the chain's
+    return [r.anchor.model_digest.hex() for r in results], probe
+
+
+def test_pipelined_rounds_overlap_and_anchor_what_unpipelined_rounds_anchor(
+    keys: Path, tmp_path: Path
+) -> None:
+    runs = {}
+    for depth in (1, 2):
+        chain, run = _set_up(keys, tmp_path / f"depth-{depth}")
+        runs[depth] = (*_run(chain, run, depth), run.institute.directory)
+        chain.close()
+    (models_1, probe_1, _), (models_2, probe_2, out_2) = runs[1], runs[2]
+    assert models_2 == models_1
+    assert probe_1.overlapped == set()  # unpipelined: round r+1 never starts before r is done
+    assert probe_2.overlapped == set(range(1, ROUNDS))
+    # The journal shows it too: round r+1 opened before round r was delivered, and still
+    # every anchor was signed in round order, each after its own intent.
+    entries = list(JournalReader(out_2 / "journal.jsonl"))
+    position = {(e["kind"], e.get("round")): e["seq"] for e in entries}
+    for number in range(1, ROUNDS):
+        assert position[("opened", number + 1)] < position[("delivered", number)]
+        assert position[("signed", number)] < position[("signed", number + 1)]
+    for number in range(1, ROUNDS + 1):
+        assert position[("intent", number)] < position[("signed", number)]
+
+
+def test_a_failed_anchor_stops_the_pipeline_after_the_round_in_training(
+    keys: Path, tmp_path: Path
+) -> None:
+    """Round 2's anchor fails (the job was closed meanwhile): the engine raises its error once
+    round 3, already training, is prepared, and anchors nothing after it."""
+    chain, run = _set_up(keys, tmp_path / "run")
+    participants = aml.participants_for(chain, run)
+    coordinator = aml.coordinator_for(chain, run, LocalTransport(participants), depth=2)
+    anchor = coordinator.anchorer.anchor
+
+    def closing_before_round_2(intent, journal, chain_round):  # type: ignore[no-untyped-def]
+        if intent.round == 2:
+            coordinator.ledger.jobs.close(run.job_id)
+        return anchor(intent, journal, chain_round)
+
+    coordinator.anchorer.anchor = closing_before_round_2  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ChainRevert, match="Job 1 is closed"):
+            coordinator.run(ROUNDS)
+    finally:
+        coordinator.journal.close()
+        for participant in participants.values():
+            participant.journal.close()
+    assert coordinator.ledger.jobs.get(run.job_id).last_round == 1
+    journal = JournalReader(run.institute.directory / "journal.jsonl")
+    assert journal.find("signed", round=3) == []
+
+
+def test_the_depth_is_bounded() -> None:
+    with pytest.raises(UsageError, match="pipeline depth must be 1 to 8, not 0"):
+        RoundEngine(None, None, None, depth=0)  # type: ignore[arg-type]
