@@ -13,11 +13,12 @@ from pathlib import Path
 import click
 
 from consortium.cli.context import CliContext, pass_context
-from consortium.cli.export import JOURNAL_FILE, STORE_DIR, coordinator_dir, job_on_chain
+from consortium.cli.export import JOURNAL_FILE, STORE_DIR, coordinator_dir
 from consortium.cli.output import emit_json
-from consortium.cli.params import json_option
+from consortium.cli.params import ID, json_option
 from consortium.errors import UsageError
 from consortium.ledger.client import Ledger
+from consortium.orchestration.export import job_on_chain
 from consortium.orchestration.repair import journaled_deployment, repair_journal
 from consortium.store.artifacts import ArtifactStore
 
@@ -28,7 +29,7 @@ def journal() -> None:
 
 
 @journal.command("repair")
-@click.option("--job", "job_id", type=click.IntRange(1), required=True, help="The job's id.")
+@click.option("--job", "job_id", type=ID, required=True, help="The job's id.")
 @click.option(
     "--from",
     "source",

@@ -15,8 +15,8 @@ from consortium.cli.output import emit_json, emit_table
 from consortium.cli.params import epochs_option, json_option
 from consortium.errors import UsageError
 from consortium.ledger.client import Ledger
-from consortium.orchestration.bundle import export_bundle
 from consortium.orchestration.engine import RoundResult
+from consortium.orchestration.export import export_job
 from consortium.protocol.messages import anchor_to_json
 from consortium.scenarios import aml
 from consortium.scenarios.governance import Step, run_governance
@@ -102,9 +102,9 @@ def aml_command(
                 run = aml.set_up(chain, directory, settings, report=status.update)
         results = _run_with_progress(console, chain, run)
         ledger = Ledger(chain, run.deployment)
-        bundle = export_bundle(
+        bundle = export_job(
             ledger, run.job_id, run.institute.store, run.institute.journal_reader(), directory
-        )
+        ).bundle
         verdict = _audit(chain, bundle)
         if as_json:
             emit_json(
