@@ -9,7 +9,7 @@ import click
 
 from consortium.cli.context import CliContext, pass_context
 from consortium.cli.output import emit_json, emit_table, timestamp
-from consortium.cli.params import account_option, json_option
+from consortium.cli.params import ID, account_option, json_option
 from consortium.crypto.canonical import json_digest
 from consortium.errors import UsageError
 from consortium.ledger.consents import Dataset
@@ -85,7 +85,7 @@ def register(
 
 
 @dataset.command("update-subjects")
-@click.argument("dataset_id", type=click.IntRange(1))
+@click.argument("dataset_id", type=ID)
 @click.argument("subjects_root")
 @account_option
 @pass_context
@@ -136,7 +136,7 @@ def list_datasets(context: CliContext, as_json: bool) -> None:
 
 
 @dataset.command("show")
-@click.argument("dataset_id", type=click.IntRange(1))
+@click.argument("dataset_id", type=ID)
 @json_option
 @pass_context
 def show(context: CliContext, dataset_id: int, as_json: bool) -> None:

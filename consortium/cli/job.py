@@ -15,7 +15,7 @@ import click
 
 from consortium.cli.context import CliContext, pass_context
 from consortium.cli.output import emit_json, emit_table, timestamp
-from consortium.cli.params import account_option, json_option
+from consortium.cli.params import ID, account_option, json_option
 from consortium.ledger.jobs import Job, JobProgress
 
 
@@ -75,7 +75,7 @@ def _next_anchor(progress: JobProgress) -> str:
 
 
 @job.command("show")
-@click.argument("job_id", type=click.IntRange(1))
+@click.argument("job_id", type=ID)
 @json_option
 @pass_context
 def show(context: CliContext, job_id: int, as_json: bool) -> None:
@@ -108,7 +108,7 @@ def show(context: CliContext, job_id: int, as_json: bool) -> None:
 
 
 @job.command("close")
-@click.argument("job_id", type=click.IntRange(1))
+@click.argument("job_id", type=ID)
 @account_option
 @pass_context
 def close(context: CliContext, job_id: int, account: str) -> None:

@@ -8,7 +8,7 @@ import click
 
 from consortium.cli.context import CliContext, pass_context
 from consortium.cli.output import emit_json, emit_table, timestamp
-from consortium.cli.params import ACCOUNT, ROLES, account_option, json_option
+from consortium.cli.params import ACCOUNT, ID, ROLES, account_option, json_option
 from consortium.ledger.client import Ledger
 from consortium.ledger.members import Member, Proposal, ProposalKind, ProposalOutcome
 from consortium.ledger.roles import Role
@@ -135,7 +135,7 @@ def propose_quorum(context: CliContext, quorum_bps: int, account: str) -> None:
 
 
 @member.command("vote")
-@click.argument("proposal_id", type=click.IntRange(1))
+@click.argument("proposal_id", type=ID)
 @account_option
 @pass_context
 def vote(context: CliContext, proposal_id: int, account: str) -> None:
@@ -144,7 +144,7 @@ def vote(context: CliContext, proposal_id: int, account: str) -> None:
 
 
 @member.command("execute")
-@click.argument("proposal_id", type=click.IntRange(1))
+@click.argument("proposal_id", type=ID)
 @account_option
 @pass_context
 def execute(context: CliContext, proposal_id: int, account: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import click
@@ -30,12 +31,62 @@ class RolesType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+MAX_DIGITS = 80
+"""Longer decimal text is beyond every uint the contracts take (2**256 has 78 digits), and
+past what Python converts to int (4,300 digits) it would not even parse."""
+
+
+class UInt(click.ParamType):
+    """A decimal integer that fits the contracts' ``uint<bits>``, at least ``low``.
+
+    Ids, times and nonces go to the chain as fixed-width unsigned integers; a larger number
+    would only fail inside the ABI encoder, with a traceback instead of a message.
+    """
+
+    def __init__(self, bits: int, low: int = 0) -> None:
+        self.bits = bits
+        self.low = low
+        self.name = f"UINT{bits}"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self._bounded(value, param, ctx)
+        text = str(value).strip()
+        if not text.isdecimal():
+            self.fail(f"{text!r} is not a whole number", param, ctx)
+        if len(text) > MAX_DIGITS:
+            self.fail(f"a {len(text)}-digit number is beyond uint{self.bits}", param, ctx)
+        return self._bounded(int(text), param, ctx)
+
+    def _bounded(self, number: int, param: click.Parameter | None, ctx: click.Context | None):
+        if number >= 2**self.bits:
+            self.fail(f"{number} is beyond uint{self.bits}", param, ctx)
+        if number < self.low:
+            self.fail(f"{number} is less than {self.low}", param, ctx)
+        return number
+
+
+TIME_BITS = 64
+"""Every time the contracts keep is a ``uint64`` of unix seconds."""
+
+
+def _on_chain_time(text: str, seconds: int) -> int:
+    """``seconds`` if the contracts can hold it; else a usage error naming what was given."""
+    if seconds < 0:
+        raise UsageError(f"time {text!r} is before 1970, which the chain cannot record")
+    if seconds >= 2**TIME_BITS:
+        raise UsageError(f"time {text!r} is beyond uint{TIME_BITS} seconds")
+    return seconds
+
+
 class TimeType(click.ParamType):
     """A point in time: ``now``, unix seconds, an ISO 8601 date or time (UTC unless it says
     otherwise), or ``+N`` with a unit s/m/h/d/w relative to now.
 
     Converted to a callable taking the chain's "now", because relative times must be relative
-    to the chain's clock, not the local one.
+    to the chain's clock, not the local one. A time the contracts cannot hold (before 1970,
+    beyond uint64) is refused here if it is absolute, and when it is resolved if it is
+    relative.
     """
 
     name = "TIME"
@@ -44,6 +95,19 @@ class TimeType(click.ParamType):
         if callable(value):
             return value
         text = str(value).strip()
+        resolve = self._parse(text, param, ctx)
+        try:
+            _on_chain_time(text, resolve(0))  # an absolute time, or a relative one's offset
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+        return lambda now: _on_chain_time(text, resolve(now))
+
+    def _parse(
+        self, text: str, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Callable[[int], int]:
+        """``text`` as a function of the chain's now, not yet checked against uint64."""
+        if len(text) > MAX_DIGITS:
+            self.fail(f"{text[:20]!r}... is beyond uint{TIME_BITS} seconds", param, ctx)
         if text == "now":
             return lambda now: now
         if match := _RELATIVE.match(text):
@@ -85,6 +149,8 @@ class AccountType(click.ParamType):
 ROLES = RolesType()
 TIME = TimeType()
 ACCOUNT = AccountType()
+ID = UInt(256, low=1)
+"""A job, proposal or dataset id: the contracts number each from 1, as uint256."""
 
 
 account_option = click.option(
