@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 import pytest
+from cli_process import one_line_error as process_error
+from cli_process import run_cli_process
 from click.testing import CliRunner, Result
 from conftest import isolate_cli
 from eth_account import Account
@@ -228,3 +231,93 @@ def test_context_resolves_account_names_and_any_address(run: Run) -> None:
     assert context.resolve_address(outsider.lower()) == outsider
     with pytest.raises(KeystoreError, match="unknown account 'nobody'"):
         context.resolve_address("nobody")
+
+
+def test_a_bad_file_in_the_keystore_is_named_and_the_others_still_work(
+    run: Run, tmp_path: Path
+) -> None:
+    assert run("account", "new", "alice").exit_code == 0
+    broken = tmp_path / ".consortium" / "keystore" / "broken.json"
+    broken.write_text("{truncated")
+    warning = (
+        f"warning: skipped {broken}: corrupt keystore file {broken}: "
+        "not JSON (Expecting property name enclosed in double quotes at column 2)\n"
+    )
+    listed = run("account", "list", "--json")
+    assert listed.exit_code == 0
+    assert [row["name"] for row in json.loads(listed.stdout)] == ["alice"]
+    assert listed.stderr == warning
+    created = run("account", "new", "bob")
+    assert created.exit_code == 0, created.output
+    table = run("account", "list")
+    assert "alice" in table.stdout and "bob" in table.stdout
+    assert table.stderr == warning
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("..", "use 1 to 64 letters, digits, '_', '.' or '-', not starting with '.' or '-'"),
+        ("-x", "use 1 to 64 letters, digits, '_', '.' or '-', not starting with '.' or '-'"),
+        (KEY_ADDRESS, "it could be taken for an address"),
+        ("0xbank", "it could be taken for an address"),
+    ],
+)
+def test_names_that_fail_elsewhere_are_refused(run: Run, name: str, reason: str) -> None:
+    for command in (("new", "--", name), ("import", "--private-key-file", "-", "--", name)):
+        result = run("account", *command, input=KEY)
+        assert result.exit_code == 2
+        assert one_line_error(result) == f"error: invalid account name {name!r}: {reason}"
+    assert run("account", "list", "--json").stdout.strip() == "[]"
+
+
+def test_import_refuses_a_keystore_whose_kdf_would_not_finish(run: Run, tmp_path: Path) -> None:
+    keyfile = Account.encrypt(KEY, "pw", kdf="scrypt", iterations=1024)
+    keyfile["crypto"]["kdfparams"]["n"] = 2**30
+    (tmp_path / "hostile.json").write_text(json.dumps(keyfile))
+    result = run("account", "import", "x", "--keystore", "hostile.json")
+    assert result.exit_code == 2
+    assert one_line_error(result) == (
+        "error: refusing keystore file hostile.json: scrypt n*r*p is 8,589,934,592, "
+        "above the limit of 8,388,608"
+    )
+
+
+@pytest.mark.parametrize(
+    ("levels", "reason"),
+    [
+        (100_000, "keystore file deep.json is larger than 65,536 bytes, the limit for a keystore"),
+        (30_000, "corrupt keystore file deep.json: not readable JSON: it nests arrays and objects"),
+    ],
+)
+def test_import_refuses_deeply_nested_json(
+    run: Run, tmp_path: Path, levels: int, reason: str
+) -> None:
+    (tmp_path / "deep.json").write_text("[" * levels + "]" * levels)
+    result = run("account", "import", "x", "--keystore", "deep.json")
+    assert result.exit_code == 2
+    assert one_line_error(result).startswith(f"error: {reason}")
+
+
+def test_files_that_never_end_are_refused_promptly(tmp_path: Path) -> None:
+    """Run as a process with a deadline: a regression would block or read without end."""
+    os.mkfifo(tmp_path / "fifo.json")
+    imported = run_cli_process(tmp_path, "account", "import", "x", "--keystore", "fifo.json")
+    assert process_error(imported) == (
+        "error: cannot read keystore file fifo.json: it is a FIFO, not a regular file"
+    )
+    zero = run_cli_process(tmp_path, "account", "import", "x", "--keystore", "/dev/zero")
+    assert process_error(zero) == (
+        "error: cannot read keystore file /dev/zero: it is a character device, not a regular file"
+    )
+    key = run_cli_process(tmp_path, "account", "import", "x", "--private-key-file", "/dev/zero")
+    assert process_error(key) == "error: /dev/zero holds more than 4,096 bytes, not a private key"
+
+    keystore = tmp_path / ".consortium" / "keystore"
+    keystore.mkdir(parents=True)
+    os.mkfifo(keystore / "alice.json")
+    exported = run_cli_process(tmp_path, "account", "export", "alice")
+    assert process_error(exported) == (
+        f"error: cannot read keystore file {keystore / 'alice.json'}: it is a FIFO, "
+        "not a regular file"
+    )

@@ -12,7 +12,7 @@ from eth_account import Account
 
 from consortium.cli.passwords import resolve_password
 from consortium.crypto import devkeys
-from consortium.crypto.keystore import Keystore
+from consortium.crypto.keystore import MAX_KEYSTORE_BYTES, Keystore, SkippedFile
 from consortium.errors import KeystoreError
 
 FAST_N = 2**10
@@ -61,10 +61,34 @@ def test_import_key_rejects_bad_keys_without_echoing_them(keystore: Keystore, ba
     assert keystore.list() == []
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "../x", "a b", "x" * 65, "é"])
+@pytest.mark.parametrize("name", ["", "a/b", "../x", "a b", "x" * 65, "é", ".", "..", ".x", "-x"])
 def test_invalid_names(keystore: Keystore, name: str) -> None:
-    with pytest.raises(KeystoreError, match="invalid account name"):
+    with pytest.raises(KeystoreError) as info:
         keystore.create(name, "pw")
+    assert str(info.value) == (
+        f"invalid account name {name!r}: "
+        "use 1 to 64 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+    )
+    assert keystore.list() == []
+
+
+@pytest.mark.parametrize("name", [ANVIL_0, ANVIL_0.lower()[2:], "0x", "0xbank", "0Xab"])
+def test_names_that_read_as_addresses_are_refused(
+    keystore: Keystore, tmp_path: Path, name: str
+) -> None:
+    with pytest.raises(KeystoreError) as info:
+        keystore.import_key(name, KEY, "pw")
+    assert str(info.value) == f"invalid account name {name!r}: it could be taken for an address"
+    source = tmp_path / "wallet.json"
+    source.write_text(json.dumps(Account.encrypt(KEY, "pw", kdf="scrypt", iterations=FAST_N)))
+    with pytest.raises(KeystoreError, match="it could be taken for an address"):
+        keystore.import_file(name, source)
+    assert keystore.list() == []
+
+
+def test_names_may_hold_dots_and_dashes_after_the_first_character(keystore: Keystore) -> None:
+    assert keystore.create("bank.a-1_", "pw").name == "bank.a-1_"
+    assert keystore.create("_0x", "pw").name == "_0x"
 
 
 def test_never_overwrites_a_name_or_an_address(keystore: Keystore) -> None:
@@ -163,8 +187,163 @@ def test_corrupt_file_in_the_keystore_is_named(keystore: Keystore) -> None:
     info.path.write_text("{truncated")
     with pytest.raises(KeystoreError, match=rf"corrupt keystore file {info.path}"):
         keystore.unlock("alice", "pw")
-    with pytest.raises(KeystoreError, match=rf"corrupt keystore file {info.path}"):
-        keystore.list()
+
+
+def test_unreadable_files_are_skipped_and_named_without_hiding_the_others(
+    keystore: Keystore,
+) -> None:
+    """One bad file used to make every listing, and so every new account, fail."""
+    alice = keystore.create("alice", "pw")
+    directory = keystore.directory
+    (directory / "broken.json").write_text("{truncated")
+    (directory / "deep.json").write_text("[" * 30_000 + "]" * 30_000)  # within the size bound
+    (directory / "huge.json").write_text(" " * (MAX_KEYSTORE_BYTES + 1))
+    (directory / "folder.json").mkdir()
+    (directory / "0xstray.json").write_text("{}")
+    bob = keystore.create("bob", "pw")  # the address check reads every file
+    assert keystore.list() == [alice, bob]
+    assert keystore.get(bob.address) == bob
+    assert keystore.unlock("alice", "pw").address == alice.address
+    infos, skipped = keystore.scan()
+    assert infos == [alice, bob]
+    assert skipped == [
+        SkippedFile(directory / "0xstray.json", "'0xstray' is not an account name: it could be "
+                    "taken for an address"),
+        SkippedFile(directory / "broken.json", f"corrupt keystore file {directory / 'broken.json'}"
+                    ": not JSON (Expecting property name enclosed in double quotes at column 2)"),
+        SkippedFile(directory / "deep.json", f"corrupt keystore file {directory / 'deep.json'}: "
+                    "not readable JSON: it nests arrays and objects more than 64 deep"),
+        SkippedFile(directory / "folder.json", f"cannot read keystore file "
+                    f"{directory / 'folder.json'}: it is a directory, not a regular file"),
+        SkippedFile(directory / "huge.json", f"keystore file {directory / 'huge.json'} is larger "
+                    "than 65,536 bytes, the limit for a keystore file"),
+    ]  # fmt: skip
+    with pytest.raises(KeystoreError, match=r"it is a directory, not a regular file$"):
+        keystore.get("folder")
+
+
+def _with_kdf(kdf: str, **params: object) -> dict[str, object]:
+    """A v3 key file of KEY whose key derivation parameters are changed to ``params``."""
+    keyfile = Account.encrypt(KEY, "pw", kdf=kdf, iterations=FAST_N)
+    keyfile["crypto"]["kdfparams"].update(params)
+    return keyfile
+
+
+REAL_WALLET_KDFS = {
+    "geth standard": ("scrypt", {"n": 262144, "r": 8, "p": 1}),
+    "geth light": ("scrypt", {"n": 4096, "r": 8, "p": 6}),
+    "pyethereum": ("scrypt", {"n": 262144, "r": 1, "p": 8}),
+    "keys.scrypt_n at its most": ("scrypt", {"n": 2**20, "r": 8, "p": 1}),
+    "ethereumjs pbkdf2": ("pbkdf2", {"c": 262144}),
+    "eth-account pbkdf2": ("pbkdf2", {"c": 1_000_000}),
+}
+
+
+@pytest.mark.parametrize(("kdf", "params"), REAL_WALLET_KDFS.values(), ids=REAL_WALLET_KDFS)
+def test_import_accepts_what_wallets_write(
+    keystore: Keystore, tmp_path: Path, kdf: str, params: dict[str, int]
+) -> None:
+    source = tmp_path / "wallet.json"
+    source.write_text(json.dumps(_with_kdf(kdf, dklen=32, **params)))
+    assert keystore.import_file("wallet", source).address == KEY_ADDRESS
+
+
+HOSTILE_KDFS = {
+    "scrypt n": (
+        ("scrypt", {"n": 2**30}),
+        "scrypt n*r*p is 8,589,934,592, above the limit of 8,388,608",
+    ),
+    "scrypt r": (
+        ("scrypt", {"r": 2**20}),
+        "scrypt n*r*p is 1,073,741,824, above the limit of 8,388,608",
+    ),
+    "scrypt p": (("scrypt", {"p": 2**30}), "scrypt n*r*p is 8,796,093,022,208, above the limit"),
+    "pbkdf2 c": (("pbkdf2", {"c": 10**12}), "pbkdf2 c is 1,000,000,000,000, above the limit"),
+    "dklen": (("scrypt", {"dklen": 2**40}), "scrypt dklen is 1,099,511,627,776, not 32 to 64"),
+    "short dklen": (("pbkdf2", {"dklen": 16}), "pbkdf2 dklen is 16, not 32 to 64"),
+}
+
+
+@pytest.mark.parametrize(("change", "reason"), HOSTILE_KDFS.values(), ids=HOSTILE_KDFS)
+def test_import_refuses_what_unlock_cannot_bound(
+    keystore: Keystore, tmp_path: Path, change: tuple[str, dict[str, int]], reason: str
+) -> None:
+    kdf, params = change
+    source = tmp_path / "hostile.json"
+    source.write_text(json.dumps(_with_kdf(kdf, **params)))
+    with pytest.raises(KeystoreError) as info:
+        keystore.import_file("hostile", source)
+    assert str(info.value).startswith(f"refusing keystore file {source}: {reason}")
+    assert keystore.list() == []
+
+
+def test_unlock_refuses_a_hostile_file_dropped_into_the_directory(keystore: Keystore) -> None:
+    keystore.directory.mkdir(parents=True)
+    path = keystore.directory / "dropped.json"
+    keyfile = _with_kdf("scrypt", N=2**30)  # eth-account reads keys in any letter case
+    path.write_text(json.dumps(keyfile))
+    assert [info.name for info in keystore.list()] == ["dropped"]
+    with pytest.raises(KeystoreError) as info:
+        keystore.unlock("dropped", "pw")
+    assert str(info.value) == (
+        f"refusing keystore file {path}: scrypt n*r*p is 8,589,934,592, above the limit of "
+        "8,388,608"
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"n": "1024"}, "scrypt n is not a positive integer"),
+        ({"r": True}, "scrypt r is not a positive integer"),
+        ({"p": 0}, "scrypt p is not a positive integer"),
+        ({"dklen": None}, "scrypt dklen is not a positive integer"),
+    ],
+)
+def test_malformed_kdf_parameters_are_corrupt(
+    keystore: Keystore, tmp_path: Path, params: dict[str, object], reason: str
+) -> None:
+    source = tmp_path / "odd.json"
+    source.write_text(json.dumps(_with_kdf("scrypt", **params)))
+    with pytest.raises(KeystoreError) as info:
+        keystore.import_file("odd", source)
+    assert str(info.value) == f"corrupt keystore file {source}: {reason}"
+
+
+@pytest.mark.parametrize(
+    ("crypto", "reason"),
+    [
+        ({"kdf": "argon2"}, "unknown kdf 'argon2'"),
+        ({"kdf": ["scrypt"]}, "unknown kdf ['scrypt']"),
+        ({"kdfparams": [1024]}, "'kdfparams' is not an object"),
+    ],
+)
+def test_unknown_kdfs_are_corrupt(
+    keystore: Keystore, tmp_path: Path, crypto: dict[str, object], reason: str
+) -> None:
+    keyfile = Account.encrypt(KEY, "pw", kdf="scrypt", iterations=FAST_N)
+    keyfile["crypto"].update(crypto)
+    source = tmp_path / "odd.json"
+    source.write_text(json.dumps(keyfile))
+    with pytest.raises(KeystoreError) as info:
+        keystore.import_file("odd", source)
+    assert str(info.value) == f"corrupt keystore file {source}: {reason}"
+
+
+def test_pbkdf2_other_than_hmac_sha256_is_refused(keystore: Keystore, tmp_path: Path) -> None:
+    """eth-account would fail an assertion on a prf that is not HMAC, a traceback for users."""
+    source = tmp_path / "odd.json"
+    source.write_text(json.dumps(_with_kdf("pbkdf2", prf="sha256")))
+    with pytest.raises(KeystoreError) as info:
+        keystore.import_file("odd", source)
+    assert str(info.value) == f"corrupt keystore file {source}: pbkdf2 prf is not 'hmac-sha256'"
+
+
+def test_pbkdf2_keys_unlock(keystore: Keystore, tmp_path: Path) -> None:
+    source = tmp_path / "wallet.json"
+    source.write_text(json.dumps(Account.encrypt(KEY, "pw", kdf="pbkdf2", iterations=1000)))
+    keystore.import_file("wallet", source)
+    assert keystore.unlock("wallet", "pw").address == KEY_ADDRESS
 
 
 def test_tampered_address_is_detected(keystore: Keystore) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -20,6 +21,10 @@ from consortium.cli.context import CliContext, pass_context
 from consortium.cli.passwords import resolve_password
 from consortium.crypto.devkeys import is_dev_key
 from consortium.errors import UsageError
+
+MAX_PRIVATE_KEY_BYTES = 4096
+"""The most read of a private key file: 64 hex digits and some white space. Pipes are fine, but a
+device such as /dev/zero given by mistake is refused instead of read without end."""
 
 
 @click.group()
@@ -44,7 +49,9 @@ def new(context: CliContext, name: str) -> None:
 def list_accounts(context: CliContext, as_json: bool) -> None:
     """List the accounts in the keystore."""
     keystore = context.keystore()
-    infos = keystore.list()
+    infos, skipped = keystore.scan()
+    for file in skipped:
+        click.echo(f"warning: skipped {file.path}: {file.reason}", err=True)
     if as_json:
         rows = [{"name": i.name, "address": i.address, "path": str(i.path)} for i in infos]
         click.echo(json.dumps(rows, indent=2))
@@ -139,18 +146,24 @@ def export(context: CliContext, name: str, what: str, out: Path | None) -> None:
 
 
 def _read_private_key(source: Path) -> str:
-    if str(source) != "-":
-        try:
-            return source.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:  # its message would quote bytes of the key
-            raise UsageError(f"{source} is not a text file holding a hex private key") from None
-    if sys.stdin.isatty():
+    from_stdin = str(source) == "-"
+    if from_stdin and sys.stdin.isatty():
         # Typed keys must not echo on the screen.
-        key: str = click.prompt("Private key", hide_input=True)
-        return key
-    return sys.stdin.read()
+        return str(click.prompt("Private key", hide_input=True))
+    name = "stdin" if from_stdin else str(source)
+    try:
+        with nullcontext(sys.stdin.buffer) if from_stdin else source.open("rb") as handle:
+            data = handle.read(MAX_PRIVATE_KEY_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(data) > MAX_PRIVATE_KEY_BYTES:
+        raise UsageError(
+            f"{name} holds more than {MAX_PRIVATE_KEY_BYTES:,} bytes, not a private key"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:  # its message would quote bytes of the key
+        raise UsageError(f"{name} is not text holding a hex private key") from None
 
 
 def _write_new_file(path: Path, text: str) -> None:
