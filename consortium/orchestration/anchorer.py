@@ -219,8 +219,9 @@ class NullAnchorer:
     difference to a :class:`ChainAnchorer` run is what anchoring costs."""
 
     def __init__(self, job: Job) -> None:
+        """``job``'s terms; its rounds start afresh from its initial model."""
         self._job = job
-        self._progress = JobProgress("open", job.last_round, job.head_model_digest, True)
+        self._progress = JobProgress("open", 0, job.initial_model_digest, True)
 
     def binding(self) -> dict[str, Any]:
         return {"jobId": self._job.id, "ledger": None, "chainId": None}

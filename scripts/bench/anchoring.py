@@ -20,10 +20,11 @@ The anchored run is the AML scenario: ``aml.set_up`` (not timed), then the two s
 ``Coordinator.run``), both timed. On anvil the node is started in a temporary directory on a
 free port and reached through ``connect(url, poll_latency=0.005)``.
 
-The ledger-off baseline does the very same round work with no chain at all, built here from
-the project's public pieces. It runs with the embedded run's bank keys and EIP-712 domain, so it
-signs byte-identical records and must produce the very roots, models and metrics the embedded
-run anchored; the script checks this round by round and refuses to report otherwise.
+The ledger-off baseline runs the very same round engine and FedAvg protocol with no chain at
+all: the engine's ``NullAnchorer`` stands where the ``ChainAnchorer`` stands in the anchored
+run. It runs with the embedded run's bank keys and EIP-712 domain, so it signs byte-identical
+records and must produce the very roots, models and metrics the embedded run anchored; the
+script checks this round by round and refuses to report otherwise.
 
 It *includes*, timed from the same start point as the anchored run:
 
@@ -101,34 +102,24 @@ from consortium.chain.embedded import EmbeddedChain
 from consortium.cli.params import epochs_option
 from consortium.crypto.digests import hex32
 from consortium.crypto.eip712 import Domain
-from consortium.crypto.merkle import MerkleTree, verify_inclusion
-from consortium.crypto.update_record import SignedUpdateRecord, sort_key
+from consortium.crypto.merkle import verify_inclusion
 from consortium.errors import ConsortiumError
-from consortium.fl.aggregation import fedavg
-from consortium.fl.metrics import binary_metrics
-from consortium.fl.model import Model, init_model, predict_proba
+from consortium.fl.model import init_model
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job, RoundAnchor
-from consortium.orchestration.engine import RoundResult
+from consortium.orchestration.anchorer import NullAnchorer
+from consortium.orchestration.engine import RoundEngine, RoundResult
 from consortium.orchestration.transport import LocalTransport
-from consortium.protocol.fedavg.checks import (
-    RoundContext,
-    Standing,
-    UpdateRefused,
-    check_submission,
-    update_allowance,
-)
 from consortium.protocol.fedavg.participant import Participant
+from consortium.protocol.fedavg.round import FedAvgRound
 from consortium.protocol.messages import (
-    RoundOpen,
     RoundReceipt,
-    pack_objects,
 )
 from consortium.scenarios import aml
 from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import Journal
-from consortium.store.models import get_model, model_objects, put_model
+from consortium.store.models import put_model
 
 OVERHEAD_TARGET = 1.10
 FLAT_TOLERANCE = 0.01  # fast-path anchor gas may vary by 1 % of the largest across sizes
@@ -269,12 +260,12 @@ def _commitment(anchor: RoundAnchor) -> Commitment:
 
 @dataclass(frozen=True)
 class BaselineJob:
-    """What the baseline needs of the anchored run to redo exactly its work off chain."""
+    """What the baseline needs of the anchored run to redo exactly its work off chain: the job
+    as created (read before anything is anchored), its domain and its banks' keys."""
 
     settings: aml.AmlSettings
     domain: Domain
-    job_id: int
-    consumer: str
+    job: Job
     banks: list[aml.Party]
 
     @classmethod
@@ -282,8 +273,7 @@ class BaselineJob:
         return cls(
             run.settings,
             Domain(chain.chain_id, run.deployment.ledger),
-            run.job_id,
-            run.banks[0].account.address,
+            Ledger(chain, run.deployment).jobs.get(run.job_id),
             run.banks,
         )
 
@@ -308,20 +298,25 @@ class _OffChainTransport(LocalTransport):
         )  # fmt: skip
 
 
-def _timed(timings: dict[str, float], phase: str, since: float) -> float:
-    now = time.perf_counter()
-    timings[phase] = now - since
-    return now
-
-
 def measure_baseline(job: BaselineJob, out: Path) -> Run:
-    """The same rounds with the ledger switched off (see the module docstring)."""
+    """The same rounds on the same engine with the ledger switched off: the FedAvg protocol
+    and the round engine of the anchored run, over a :class:`NullAnchorer` (see the module
+    docstring)."""
     settings = job.settings
-    coordinator = ArtifactStore(out / "coordinator" / "store")
-    base_digest = put_model(coordinator, init_model(len(FEATURE_NAMES), settings.seed))
+    results: list[RoundResult] = []
+    marks: list[float] = []
+
+    def on_round(result: RoundResult) -> None:
+        marks.append(time.perf_counter())
+        results.append(result)
 
     start = time.perf_counter()
     cpu = time.process_time()
+    coordinator = ArtifactStore(out / "coordinator" / "store")
+    if put_model(coordinator, init_model(len(FEATURE_NAMES), settings.seed)) != (
+        job.job.initial_model_digest
+    ):
+        raise BenchmarkError("the baseline's initial model is not the job's")
     # Participant takes a Ledger only for the two values of its EIP-712 domain; the stand-in
     # has nothing else, so any chain access would fail loudly.
     signing = cast(
@@ -345,111 +340,28 @@ def measure_baseline(job: BaselineJob, out: Path) -> Run:
         )
         for bank, bank_data in zip(job.banks, data, strict=True)
     }
-    transport = _OffChainTransport(participants)
+    protocol = FedAvgRound(
+        coordinator, _OffChainTransport(participants), generate_validation(settings.seed),
+        job.domain,
+    )  # fmt: skip
     journal = Journal(out / "coordinator" / "journal.jsonl")
-    validation = generate_validation(settings.seed)
-    order = tuple(sorted(participants, key=lambda a: int(a, 16)))  # as createJob stores them
+    engine = RoundEngine(protocol, NullAnchorer(job.job), journal)
     wired = time.perf_counter()
-
-    rounds: list[dict[str, float]] = []
-    commitments: list[Commitment] = []
-    for round_number in range(1, settings.rounds + 1):
-        began = time.perf_counter()
-        timings: dict[str, float] = {}
-        base = get_model(coordinator, base_digest)
-        journal.append("opened", round=round_number, base=hex32(base_digest))
-        message = RoundOpen(
-            job.job_id, round_number, base_digest,
-            pack_objects(coordinator, model_objects(coordinator, base_digest)),
-        )  # fmt: skip
-
-        mark = time.perf_counter()
-        submissions = {p: transport.open_round(p, message) for p in order}
-        mark = _timed(timings, "train", mark)
-
-        local_job = _local_job(job, order, round_number, base_digest)
-        context = RoundContext(
-            local_job, round_number, base_digest, base, job.domain, {},
-            Standing.unchanged(local_job), update_allowance(message.objects),
-        )  # fmt: skip
-        accepted: list[tuple[SignedUpdateRecord, Model]] = []
-        refused: dict[str, str] = {}
-        for participant, submission in submissions.items():
-            try:
-                accepted.append(
-                    (submission.record, check_submission(submission, context, coordinator))
-                )
-            except UpdateRefused as exc:
-                refused[participant] = str(exc)
-        mark = _timed(timings, "verify", mark)
-        if not accepted:
-            raise BenchmarkError(f"baseline round {round_number}: no usable update ({refused})")
-
-        accepted.sort(key=lambda item: sort_key(item[0]))
-        model = fedavg([(r.record.participant, u, r.record.num_examples) for r, u in accepted])
-        model_digest = put_model(coordinator, model)
-        records = [coordinator.put_json(r.to_json()) for r, _ in accepted]
-        tree = MerkleTree(coordinator.get(d) for d in records)
-        scores = binary_metrics(validation.y, predict_proba(model, validation.X))
-        metrics_digest = coordinator.put_json(
-            {
-                "round": round_number,
-                "validation": scores.to_json(),
-                "accepted": [r.record.participant for r, _ in accepted],
-                "examples": sum(r.record.num_examples for r, _ in accepted),
-                "refused": refused,
-            }
-        )
-        mark = _timed(timings, "aggregate", mark)
-        intent = journal.append(
-            "intent", round=round_number, root=hex32(tree.root), count=tree.size,
-            model=hex32(model_digest), metrics=hex32(metrics_digest),
-            records=[hex32(d) for d in records],
-            participants=[r.record.participant for r, _ in accepted], refused=refused,
-        )  # fmt: skip
-
-        mark = time.perf_counter()
-        local = RoundAnchor(
-            job.job_id, round_number, tree.root, tree.size, model_digest, metrics_digest,
-            base_digest, 0, 0,
-        )  # fmt: skip
-        delivered = MerkleTree(coordinator.get(bytes.fromhex(d)) for d in intent["records"])
-        for index, participant in enumerate(intent["participants"]):
-            transport.deliver(
-                participant, RoundReceipt(local, index, delivered.inclusion_proof(index))
-            )
-        for participant, reason in refused.items():
-            transport.deliver(participant, RoundReceipt(local, None, [], reason))
-        _timed(timings, "receipts", mark)
-        journal.append("delivered", round=round_number)
-
-        wall = time.perf_counter() - began
-        rounds.append({**timings, "other": wall - sum(timings.values()), "round": wall})
-        commitments.append(_commitment(local))
-        base_digest = model_digest
+    engine.run(settings.rounds, on_round)
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
     journal.close()
+    for participant in participants.values():
+        participant.journal.close()
     return Run(
         label="ledger off (baseline)",
         chain="none",
         seconds=seconds,
         wiring=wired - start,
-        rounds=rounds,
-        commitments=commitments,
+        rounds=_round_rows([r.timings for r in results], marks, wired),
+        commitments=[_commitment(r.anchor) for r in results],
         cpu=cpu,
     )
-
-
-def _local_job(job: BaselineJob, order: tuple[str, ...], round_number: int, head: bytes) -> Job:
-    """The job as the baseline knows it locally; only id, participants and consumer matter."""
-    return Job(
-        id=job.job_id, coordinator=order[0], status="open", last_round=round_number - 1,
-        last_anchor_block=0, checked_membership_epoch=0, checked_consent_epoch=0,
-        consent_window=(0, 0), head_model_digest=head, consumer=job.consumer, created_at=0,
-        created_block=0, purpose=aml.PURPOSE, model_spec_digest=b"", initial_model_digest=b"",
-        participants=order, dataset_ids=(),
-    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- anvil and gas
