@@ -516,7 +516,10 @@ def test_datasets_register_update_list_show(consortium: Consortium, tmp_path: Pa
     )
     (tmp_path / "broken.json").write_text("{")
     broken = run("dataset", "register", "x", "--schema", "broken.json", "-a", "logistics")
-    assert one_line_error(broken, 2).startswith("error: broken.json: invalid JSON")
+    assert one_line_error(broken, 2) == (
+        "error: schema file broken.json is not JSON "
+        "(Expecting property name enclosed in double quotes at column 2)"
+    )
 
     update = ("dataset", "update-subjects", "1")
     # Registration is version 1; each new root is the next version, an unchanged one is not.
@@ -717,7 +720,9 @@ def test_signed_grant_is_relayed_by_anyone_once(consortium: Consortium, tmp_path
         "error: signed grant lacks field 'signature'"
     )
     (tmp_path / "notjson.json").write_text("not json")
-    assert "cannot read notjson.json" in one_line_error(run(*relay, "notjson.json", "-a", "x"), 2)
+    assert one_line_error(run(*relay, "notjson.json", "-a", "x"), 2) == (
+        "error: signed grant notjson.json is not JSON (Expecting value at column 1)"
+    )
     assert "does not exist" in usage_error(run(*relay, "absent.json", "-a", "newcomer"))
     assert one_line_error(run("consent", "show", "1", "bank", "--purpose", "credit"), 2).startswith(
         "error: no consent for dataset 1"

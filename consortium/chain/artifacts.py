@@ -10,11 +10,14 @@ from typing import Any
 
 from consortium.errors import UsageError
 from consortium.files import write_text_atomically
+from consortium.jsonio import NoSuchFile, read_json_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = PROJECT_ROOT / "contracts"
 ARTIFACTS_DIR = CONTRACTS_DIR / "artifacts"
 CONTRACTS = ("ConsortiumRegistry", "ConsentRegistry", "TrainingLedger")
+MAX_ARTIFACT_BYTES = 8 * 2**20
+"""The largest artifact read; the committed ones take under 100 kB each."""
 
 
 @dataclass(frozen=True)
@@ -35,11 +38,9 @@ def load_artifact(name: str) -> Artifact:
     """The committed artifact of contract ``name``."""
     path = ARTIFACTS_DIR / f"{name}.json"
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        raw = read_json_file(path, what="contract artifact", max_bytes=MAX_ARTIFACT_BYTES)
+    except NoSuchFile:
         raise UsageError(f"missing contract artifact {path}: run `consortium compile`") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"corrupt contract artifact {path}: {exc}") from None
     return Artifact(
         name=name,
         abi=raw["abi"],

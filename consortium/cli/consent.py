@@ -13,6 +13,7 @@ from consortium.cli.context import CliContext, pass_context
 from consortium.cli.output import emit_json, emit_table, timestamp
 from consortium.cli.params import ACCOUNT, TIME, account_option, json_option
 from consortium.errors import ConsortiumError, UsageError
+from consortium.jsonio import read_json_file
 from consortium.ledger.consents import Consent, Consents, SignedGrant
 from consortium.ledger.values import encode_purpose
 
@@ -244,6 +245,10 @@ class GrantAlreadyUsed(ConsortiumError):
     """The signed grant's nonce was spent on chain: relayed before, or superseded."""
 
 
+MAX_GRANT_BYTES = 2**20
+"""The largest signed grant file read; a grant takes well under 1 kB."""
+
+
 @consent.command("relay")
 @click.argument("grant_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @account_option
@@ -254,10 +259,7 @@ def relay(context: CliContext, grant_file: Path, account: str) -> None:
     The file is checked before anything is sent, so a damaged or edited file costs no gas;
     relaying the same file twice reports the consent already in place.
     """
-    try:
-        data = json.loads(grant_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read {grant_file}: {exc}") from None
+    data = read_json_file(grant_file, what="signed grant", max_bytes=MAX_GRANT_BYTES)
     signed = SignedGrant.from_json(data)
     deployment = context.deployment()
     if signed.chain_id != deployment.chain_id:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -12,8 +11,12 @@ from consortium.cli.output import emit_json, emit_table, timestamp
 from consortium.cli.params import ID, account_option, json_option
 from consortium.crypto.canonical import json_digest
 from consortium.errors import UsageError
+from consortium.jsonio import read_json_file
 from consortium.ledger.consents import Dataset
 from consortium.ledger.values import bytes32
+
+MAX_SCHEMA_BYTES = 2**20
+"""The largest schema file read: a description of columns, far smaller than this."""
 
 
 @click.group()
@@ -27,12 +30,7 @@ def _schema_digest(schema_file: Path | None, schema_digest: str | None) -> str:
     if schema_digest is not None:
         return schema_digest
     assert schema_file is not None
-    try:
-        schema = json.loads(schema_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {schema_file}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{schema_file}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+    schema = read_json_file(schema_file, what="schema file", max_bytes=MAX_SCHEMA_BYTES)
     return json_digest(schema).hex()
 
 

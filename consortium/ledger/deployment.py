@@ -20,10 +20,13 @@ from consortium.chain.backend import Chain
 from consortium.chain.transact import Transactor
 from consortium.errors import UsageError
 from consortium.files import write_text_atomically
+from consortium.jsonio import NoSuchFile, read_json_file
 from consortium.ledger.errors import revert_decoder
 from consortium.ledger.roles import Role
 
 DEPLOYMENT_FORMAT = 1
+MAX_DEPLOYMENT_BYTES = 2**20
+"""The largest deployment file read; one holds four addresses and two numbers."""
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,9 @@ class Deployment:
     def load(cls, path: Path) -> Deployment:
         """Reads the deployment file at ``path``."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+            data = read_json_file(path, what="deployment file", max_bytes=MAX_DEPLOYMENT_BYTES)
+        except NoSuchFile:
             raise UsageError(f"no deployment at {path}: run `consortium deploy` first") from None
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
         return cls.from_json(data, source=str(path))
 
     def save(self, path: Path) -> None:

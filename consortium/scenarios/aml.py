@@ -25,9 +25,11 @@ from eth_account.signers.local import LocalAccount
 
 from consortium.chain.backend import Chain
 from consortium.crypto.canonical import json_digest
+from consortium.crypto.keystore import MAX_KEYSTORE_BYTES
 from consortium.errors import UsageError
 from consortium.files import write_text_atomically
 from consortium.fl.model import init_model
+from consortium.jsonio import read_json_file
 from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment, Founder, deploy
 from consortium.ledger.roles import Role
@@ -43,6 +45,7 @@ from consortium.store.models import put_model
 
 PURPOSE = "aml-risk-scoring"
 SCENARIO_FILE = "scenario.json"
+MAX_SCENARIO_BYTES = 2**20  # settings, parties and a deployment: a few kB
 DEPLOYMENT_FILE = "deployment.json"
 SCENARIO_FORMAT = "consortium.simulation/1"
 FUNDS = 10**20
@@ -112,7 +115,9 @@ class Party:
     @classmethod
     def load(cls, name: str, out: Path) -> Party:
         directory = out / "parties" / name
-        keystore = json.loads((directory / "key.json").read_text())
+        keystore = read_json_file(
+            directory / "key.json", what="party key file", max_bytes=MAX_KEYSTORE_BYTES
+        )
         return cls(
             name, Account.from_key(Account.decrypt(keystore, SIMULATION_PASSWORD)), directory
         )
@@ -233,7 +238,7 @@ def load(chain: Chain, out: Path) -> AmlRun:
     path = out / SCENARIO_FILE
     if not path.exists():
         raise UsageError(f"nothing to resume: {path} does not exist")
-    data = json.loads(path.read_text())
+    data = read_json_file(path, what="scenario file", max_bytes=MAX_SCENARIO_BYTES)
     if data.get("format") != SCENARIO_FORMAT:
         raise UsageError(f"{path} is not a {SCENARIO_FORMAT} file")
     deployment = Deployment.from_json(data["deployment"], source=str(path))
