@@ -11,7 +11,7 @@ from hexbytes import HexBytes
 from consortium.chain.anvil import AnvilNode
 from consortium.chain.backend import Chain, RpcChain, connect
 from consortium.chain.embedded import EmbeddedChain
-from consortium.errors import ChainUnavailable, UsageError
+from consortium.errors import ChainUnavailable, TransactionRejected, UsageError
 
 ETH_TESTER_CHAIN_ID = 131277322940537
 DAY = 86_400
@@ -68,6 +68,29 @@ def test_fund_sends_a_signed_transfer(chain: Chain) -> None:
     chain.fund(account.address, 12345)
     chain.fund(account.address, 5)
     assert chain.w3.eth.get_balance(account.address) == 12350
+
+
+@pytest.mark.anvil
+def test_fund_signs_again_when_another_sender_took_the_nonce(
+    anvil_chain: RpcChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a second ``chain fund`` racing this one does: it reads the same pending nonce and
+    its transfer is mined first, so the node answers "nonce too low" to this one."""
+    eth = anvil_chain.w3.eth
+    anvil_chain.fund(Account.create().address, 1)  # the faucet has a used nonce to race for
+    read_nonce = eth.get_transaction_count
+    reads = iter([lambda *args: read_nonce(*args) - 1])  # the first read is already stale
+    monkeypatch.setattr(eth, "get_transaction_count", lambda *args: next(reads, read_nonce)(*args))
+    account = Account.create()
+    anvil_chain.fund(account.address, 777)
+    assert eth.get_balance(account.address) == 777
+
+
+def test_fund_beyond_the_faucet_is_rejected_in_one_line(chain: Chain) -> None:
+    faucet = Account.from_key(chain._faucet_key).address
+    too_much = chain.w3.eth.get_balance(faucet) + 1
+    with pytest.raises(TransactionRejected, match=r"^funding 0x\w+: the node refused: \S[^\n]*$"):
+        chain.fund(Account.create().address, too_much)
 
 
 def test_fee_fields_follow_the_fee_market(chain: Chain) -> None:

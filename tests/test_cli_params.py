@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from consortium.cli.chain import EtherType
 from consortium.cli.main import cli
 from consortium.cli.params import TIME, UInt
 
@@ -88,3 +89,26 @@ def test_a_relative_time_beyond_uint64_is_refused_when_resolved() -> None:
     assert almost(1) == 2**64 - 1
     with pytest.raises(Exception, match=r"time '\+18446744073709551614s' is beyond uint64"):
         almost(2)
+
+
+@pytest.mark.parametrize(
+    ("ether", "reason"),
+    [
+        ("nan", "nan is not a positive amount"),
+        ("inf", "inf is not a positive amount"),
+        ("-1", "-1 is not a positive amount"),
+        ("1e400", "1e400 ether is more than any account can hold (uint256 wei)"),
+        ("1e-19", "1e-19 ether is less than 1 wei"),
+        ("ten", "'ten' is not a number"),
+    ],
+)
+def test_ether_amounts_no_transfer_can_carry_are_one_line_errors(ether: str, reason: str) -> None:
+    assert run("chain", "fund", ACCOUNT, "--ether", ether) == (
+        2,
+        f"error: Invalid value for '--ether': {reason} (see 'consortium chain fund --help')\n",
+    )
+
+
+@pytest.mark.parametrize(("ether", "wei"), [("100", 10**20), ("1e-18", 1), ("0.1", 10**17)])
+def test_ether_amounts_convert_to_wei_exactly(ether: str, wei: int) -> None:
+    assert EtherType().convert(ether, None, None) == wei

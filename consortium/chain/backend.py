@@ -9,23 +9,33 @@ chain, and are the only place that may use non-standard RPC methods.
 
 from __future__ import annotations
 
+import random
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 
 import requests
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
-from web3.exceptions import TimeExhausted
+from web3.exceptions import TimeExhausted, Web3RPCError
 from web3.types import BlockData, RPCEndpoint, TxReceipt
 
 from consortium.crypto.devkeys import ANVIL_KEYS, LOCAL_CHAIN_IDS
-from consortium.errors import ChainUnavailable, TransactionFailed, UsageError
+from consortium.errors import ChainUnavailable, TransactionFailed, TransactionRejected, UsageError
 
 EMBEDDED = "embedded"
 # Same as anvil's default, so that gas behaves alike on both backends; deployments need ~30M.
 BLOCK_GAS_LIMIT = 30_000_000
+FUND_ATTEMPTS = 20
+"""How often :meth:`Chain.fund` signs anew when another sender took the faucet's nonce; each
+retry waits a random moment of up to :data:`FUND_BACKOFF` seconds times the attempt, so that
+racing senders spread out instead of colliding again."""
+FUND_BACKOFF = 0.02
+_NONCE_TAKEN = ("nonce too low", "replacement transaction underpriced")
+"""What nodes answer for a nonce that another transaction has used or holds pending."""
 
 
 class Chain(ABC):
@@ -54,10 +64,27 @@ class Chain(ABC):
         """Sends ``wei`` to ``address`` from the dev chain's prefunded account (dev chains only).
 
         The transfer is signed locally like every other transaction, so it works the same on
-        nodes that hold no keys.
+        nodes that hold no keys. Several processes may fund at once (parallel test runs, two
+        terminals): a transfer whose nonce another one took first is rejected by the node,
+        unsent, and is signed again with the next nonce.
         """
         self._require_local_dev("fund accounts")
         faucet = Account.from_key(self._faucet_key)
+        for attempt in range(FUND_ATTEMPTS):
+            tx_hash = self._send_from_faucet(faucet, address, wei)
+            if tx_hash is not None:
+                break
+            time.sleep(random.uniform(0, FUND_BACKOFF * (attempt + 1)))
+        else:
+            raise TransactionRejected(
+                f"funding {address}: other transactions took the faucet's nonce "
+                f"{FUND_ATTEMPTS} times in a row; try again"
+            )
+        if self.wait_for_receipt(tx_hash)["status"] != 1:
+            raise TransactionFailed(f"funding {address} failed: {tx_hash.to_0x_hex()}")
+
+    def _send_from_faucet(self, faucet: LocalAccount, address: str, wei: int) -> HexBytes | None:
+        """The hash of the sent transfer; None if its nonce was taken meanwhile."""
         tx: dict[str, Any] = {
             "from": faucet.address,
             "to": to_checksum_address(address),
@@ -66,10 +93,14 @@ class Chain(ABC):
             "nonce": self.w3.eth.get_transaction_count(faucet.address, "pending"),
             **self.fee_fields(),
         }
-        tx["gas"] = self.w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
-        tx_hash = self.w3.eth.send_raw_transaction(faucet.sign_transaction(tx).raw_transaction)
-        if self.wait_for_receipt(tx_hash)["status"] != 1:
-            raise TransactionFailed(f"funding {address} failed: {tx_hash.to_0x_hex()}")
+        try:
+            tx["gas"] = self.w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
+            return self.w3.eth.send_raw_transaction(faucet.sign_transaction(tx).raw_transaction)
+        except Web3RPCError as exc:
+            reason = rpc_message(exc)
+            if any(taken in reason.lower() for taken in _NONCE_TAKEN):
+                return None
+            raise TransactionRejected(f"funding {address}: the node refused: {reason}") from None
 
     def increase_time(self, seconds: int) -> None:
         """Moves the chain's clock forward: the next block's timestamp is at least ``seconds``
@@ -183,6 +214,15 @@ class RpcChain(Chain):
 
     def close(self) -> None:
         self._session.close()
+
+
+def rpc_message(exc: Exception) -> str:
+    """The node's own error message, without web3's dict repr around it."""
+    if isinstance(exc, Web3RPCError) and isinstance(exc.rpc_response, dict):
+        error = exc.rpc_response.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return str(exc)
 
 
 def connect(url: str, *, chain_id: int | None = None, poll_latency: float = 0.05) -> Chain:

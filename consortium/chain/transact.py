@@ -22,7 +22,7 @@ from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import BlockIdentifier, TxParams, TxReceipt
 
-from consortium.chain.backend import Chain
+from consortium.chain.backend import Chain, rpc_message
 from consortium.chain.reverts import RevertDecoder
 from consortium.errors import ChainUnavailable, TransactionFailed, TransactionRejected
 
@@ -94,7 +94,7 @@ class Transactor:
                 revert = self.decoder.from_exception(exc)
                 if revert is not None:
                     raise revert from None
-                detail = f": {_rpc_message(exc)}"
+                detail = f": {rpc_message(exc)}"
             else:
                 detail = "; replaying it as a call did not reproduce the failure"
         raise TransactionFailed(
@@ -123,7 +123,7 @@ class Transactor:
         except (ContractLogicError, Web3RPCError) as exc:
             revert = decoder.from_exception(exc)
             if revert is None:
-                raise ChainUnavailable(f"the node failed the call: {_rpc_message(exc)}") from None
+                raise ChainUnavailable(f"the node failed the call: {rpc_message(exc)}") from None
             raise revert from None
 
     def sign(
@@ -164,7 +164,7 @@ class Transactor:
             try:
                 return HexBytes(self.chain.w3.eth.send_raw_transaction(signed.raw))
             except Web3RPCError as exc:
-                if "already" in _rpc_message(exc).lower():  # "already known", "already imported"
+                if "already" in rpc_message(exc).lower():  # "already known", "already imported"
                     return signed.tx_hash
                 raise self._rejected(exc) from None
 
@@ -192,7 +192,7 @@ class Transactor:
     def _rejected(self, exc: Exception) -> TransactionRejected:
         return TransactionRejected(
             f"{self.chain.description} rejected the transaction from {self.account.address}: "
-            f"{_rpc_message(exc)}"
+            f"{rpc_message(exc)}"
         )
 
 
@@ -203,12 +203,3 @@ def _connection(where: str) -> Iterator[None]:
         yield
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise ChainUnavailable(f"lost the connection to {where}: {type(exc).__name__}") from None
-
-
-def _rpc_message(exc: Exception) -> str:
-    """The node's own error message, without web3's dict repr around it."""
-    if isinstance(exc, Web3RPCError) and isinstance(exc.rpc_response, dict):
-        error = exc.rpc_response.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return str(exc)

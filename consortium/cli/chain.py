@@ -7,7 +7,7 @@ place.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation, localcontext
 
 import click
 
@@ -15,9 +15,38 @@ from consortium.chain.anvil import AnvilNode, NodeStatus
 from consortium.cli.context import CliContext, pass_context
 from consortium.cli.output import emit_json, emit_table
 from consortium.cli.params import json_option
-from consortium.errors import UsageError
 
 WEI_PER_ETHER = 10**18
+MAX_WEI = 2**256 - 1
+_EXACT_DIGITS = 100  # enough for any uint256 amount of wei, with its fraction
+
+
+class EtherType(click.ParamType):
+    """A positive amount of ether, converted to wei exactly.
+
+    Read as a decimal, not a float: a float turns ``nan``, ``inf`` and ``1e400`` into values
+    that no wei amount (a uint256) can be, and rounds ordinary amounts.
+    """
+
+    name = "ETHER"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        try:
+            ether = Decimal(text)
+        except InvalidOperation:
+            self.fail(f"{text!r} is not a number", param, ctx)
+        if not ether.is_finite() or ether <= 0:
+            self.fail(f"{text} is not a positive amount", param, ctx)
+        with localcontext(prec=_EXACT_DIGITS):
+            wei = int(ether * WEI_PER_ETHER)
+        if wei > MAX_WEI:
+            self.fail(f"{text} ether is more than any account can hold (uint256 wei)", param, ctx)
+        if wei == 0:
+            self.fail(f"{text} ether is less than 1 wei", param, ctx)
+        return wei
 
 
 def _node(context: CliContext) -> AnvilNode:
@@ -121,24 +150,20 @@ def status(context: CliContext, as_json: bool) -> None:
 
 @chain.command()
 @click.argument("account")
-@click.option(
-    "--ether",
-    type=click.FloatRange(min=0, min_open=True),
-    default=100.0,
-    show_default=True,
-    help="Amount to send.",
-)
+@click.option("--ether", "wei", type=EtherType(), default="100", show_default=True, help="Amount.")
 @pass_context
-def fund(context: CliContext, account: str, ether: float) -> None:
+def fund(context: CliContext, account: str, wei: int) -> None:
     """Send ether to ACCOUNT (address or keystore name) from the dev chain's faucet.
 
     Only local development chains have a faucet; on any other chain members fund their
     accounts the way that network prescribes.
     """
     address = context.resolve_address(account)
-    wei = int(Decimal(str(ether)) * WEI_PER_ETHER)
-    if wei == 0:
-        raise UsageError("--ether is too small to send")
     context.chain().fund(address, wei)
     balance = context.chain().w3.eth.get_balance(address)
-    click.echo(f"sent {ether:g} ETH to {address}; balance {Decimal(balance) / WEI_PER_ETHER} ETH")
+    click.echo(f"sent {_ether(wei)} ETH to {address}; balance {_ether(balance)} ETH")
+
+
+def _ether(wei: int) -> str:
+    """``wei`` in ether, exactly and without trailing zeros."""
+    return f"{Decimal(wei) / WEI_PER_ETHER:f}".rstrip("0").rstrip(".")
