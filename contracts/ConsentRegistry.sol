@@ -3,7 +3,6 @@ pragma solidity 0.8.28;
 
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
-import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 
 import {ConsortiumRegistry} from "./ConsortiumRegistry.sol";
 
@@ -13,10 +12,14 @@ import {ConsortiumRegistry} from "./ConsortiumRegistry.sol";
 /// @dev The data never comes here: a dataset is a name, the digest of its schema and, optionally,
 /// the Merkle root of its consented data subjects, versioned. A grant can be sent by the dataset
 /// owner or relayed by anyone holding the owner's EIP-712 signature (nonce + deadline), so that a
-/// provider's key can stay offline. `consentEpoch` increases whenever a consent may have become
-/// invalid before its window ends (revocation, new grant replacing an old one), so that other
-/// contracts can cache a positive answer.
-contract ConsentRegistry is EIP712, Nonces {
+/// provider's key can stay offline. Each consent (dataset x grantee x purpose) has its own nonce,
+/// `grantNonce`, which every change of that consent increases (a grant, direct or relayed, a
+/// revocation) and which the owner can increase alone with `cancelSignedGrants`; a signed grant
+/// must carry the current value, so a grant signed before any later change of its consent, or
+/// before a cancellation, can never be relayed. `consentEpoch` increases whenever a consent may
+/// have become invalid before its window ends (revocation, new grant replacing an old one), so
+/// that other contracts can cache a positive answer.
+contract ConsentRegistry is EIP712 {
     struct Dataset {
         address owner;
         uint64 registeredAt;
@@ -35,7 +38,8 @@ contract ConsentRegistry is EIP712, Nonces {
         bool revoked;
     }
 
-    /// @notice EIP-712 type of a consent grant signed by a dataset owner.
+    /// @notice EIP-712 type of a consent grant signed by a dataset owner; `nonce` is the consent's
+    /// `grantNonce` at signing.
     bytes32 public constant GRANT_TYPEHASH = keccak256(
         "ConsentGrant(uint256 datasetId,address grantee,bytes32 purpose,uint64 validFrom,uint64 validUntil,uint256 nonce,uint256 deadline)"
     );
@@ -51,6 +55,7 @@ contract ConsentRegistry is EIP712, Nonces {
     mapping(uint256 id => mapping(uint32 version => bytes32 root)) private _subjectsRoots;
     mapping(bytes32 key => Consent) private _consents;
     mapping(uint256 id => bytes32[] keys) private _consentKeys;
+    mapping(bytes32 key => uint256 nonce) private _grantNonces;
 
     /// @notice Provider `owner` registered dataset `datasetId`.
     event DatasetRegistered(
@@ -64,6 +69,11 @@ contract ConsentRegistry is EIP712, Nonces {
     );
     /// @notice Consent revoked for dataset x grantee x purpose.
     event ConsentRevoked(uint256 indexed datasetId, address indexed grantee, bytes32 indexed purpose);
+    /// @notice Every signed grant of dataset x grantee x purpose not yet relayed is void; the next one
+    /// must carry `nonce`. The consent itself is unchanged.
+    event SignedGrantsCancelled(
+        uint256 indexed datasetId, address indexed grantee, bytes32 indexed purpose, uint256 nonce
+    );
 
     /// @notice `account` is not an active member with the PROVIDER role.
     error NotProvider(address account);
@@ -87,6 +97,9 @@ contract ConsentRegistry is EIP712, Nonces {
     error SignatureExpired(uint256 deadline);
     /// @notice The grant was signed by `signer`, not by the dataset owner `owner`.
     error WrongSigner(address signer, address owner);
+    /// @notice The signed grant carries nonce `nonce`, not its consent's current nonce `currentNonce`:
+    /// the consent changed, or its signed grants were cancelled, after it was signed.
+    error InvalidGrantNonce(uint256 currentNonce, uint256 nonce);
 
     /// @param registry_ The deployed membership registry.
     constructor(ConsortiumRegistry registry_) EIP712("ConsortiumLedger", "1") {
@@ -141,7 +154,9 @@ contract ConsentRegistry is EIP712, Nonces {
     }
 
     /// @notice Relays a consent grant signed offline by the dataset owner (EIP-712 `ConsentGrant`).
-    /// @param nonce Must equal the owner's next nonce (`nonces(owner)`).
+    /// @dev The grant must be the owner's answer to the consent as it is now: once the consent has
+    /// changed in any way since signing, or the owner cancelled its signed grants, it is refused.
+    /// @param nonce Must equal the consent's current nonce, `grantNonce(datasetId, grantee, purpose)`.
     /// @param deadline Last unix second at which the signature may be used.
     /// @param signature 65-byte ECDSA signature over the typed data.
     function grantConsentBySig(
@@ -160,20 +175,40 @@ contract ConsentRegistry is EIP712, Nonces {
             keccak256(abi.encode(GRANT_TYPEHASH, datasetId, grantee, purpose, validFrom, validUntil, nonce, deadline));
         address signer = ECDSA.recover(_hashTypedDataV4(structHash), signature);
         if (signer != owner) revert WrongSigner(signer, owner);
-        _useCheckedNonce(owner, nonce);
+        uint256 current = _grantNonces[consentKey(datasetId, grantee, purpose)];
+        if (nonce != current) revert InvalidGrantNonce(current, nonce);
         _ownedDataset(datasetId, owner);
         _grant(datasetId, grantee, purpose, validFrom, validUntil);
     }
 
-    /// @notice Revokes the consent for dataset `datasetId`, `grantee` and `purpose`; takes effect at once.
+    /// @notice Revokes the consent for dataset `datasetId`, `grantee` and `purpose`; takes effect at once,
+    /// and voids every signed grant of this consent made before.
     function revokeConsent(uint256 datasetId, address grantee, bytes32 purpose) external {
         _ownedDataset(datasetId, msg.sender);
-        Consent storage c = _consents[consentKey(datasetId, grantee, purpose)];
+        bytes32 key = consentKey(datasetId, grantee, purpose);
+        Consent storage c = _consents[key];
         if (c.grantedAt == 0) revert NoConsent(datasetId, grantee, purpose);
         if (c.revoked) revert AlreadyRevoked(datasetId, grantee, purpose);
         c.revoked = true;
+        ++_grantNonces[key];
         ++consentEpoch;
         emit ConsentRevoked(datasetId, grantee, purpose);
+    }
+
+    /// @notice Voids every signed grant of the consent for dataset `datasetId`, `grantee` and `purpose`
+    /// that has not been relayed, without changing the consent (granted or not).
+    /// @dev Only the dataset's owner may cancel, even while it lacks the PROVIDER role: cancelling
+    /// only takes away what its signatures could still do. No validity changes, so `consentEpoch`
+    /// stays.
+    /// @return nonce The nonce the next signed grant of this consent must carry.
+    function cancelSignedGrants(uint256 datasetId, address grantee, bytes32 purpose)
+        external
+        returns (uint256 nonce)
+    {
+        Dataset storage d = _dataset(datasetId);
+        if (d.owner != msg.sender) revert NotDatasetOwner(datasetId, msg.sender);
+        nonce = ++_grantNonces[consentKey(datasetId, grantee, purpose)];
+        emit SignedGrantsCancelled(datasetId, grantee, purpose, nonce);
     }
 
     // ----------------------------------------------------------------- views
@@ -240,6 +275,12 @@ contract ConsentRegistry is EIP712, Nonces {
         return _domainSeparatorV4();
     }
 
+    /// @notice The nonce the next signed grant of the consent for dataset x grantee x purpose must
+    /// carry: the number of changes of that consent (grants, revocations, cancellations) so far.
+    function grantNonce(uint256 datasetId, address grantee, bytes32 purpose) external view returns (uint256) {
+        return _grantNonces[consentKey(datasetId, grantee, purpose)];
+    }
+
     /// @notice Storage key of a consent.
     function consentKey(uint256 datasetId, address grantee, bytes32 purpose) public pure returns (bytes32) {
         return keccak256(abi.encode(datasetId, grantee, purpose));
@@ -264,6 +305,7 @@ contract ConsentRegistry is EIP712, Nonces {
         c.validUntil = validUntil;
         c.grantedAt = uint64(block.timestamp);
         c.revoked = false;
+        ++_grantNonces[key];
         emit ConsentGranted(datasetId, grantee, purpose, validFrom, validUntil);
     }
 

@@ -143,8 +143,8 @@ def consortium(run: Run, tmp_path: Path, anvil_node: AnvilNode) -> Iterator[Cons
         (["member"], ["propose", "vote", "execute", "leave", "list", "show", "proposals"]),
         (["member", "propose"], ["add", "remove", "roles", "quorum"]),
         (["dataset"], ["register", "update-subjects", "list", "show"]),
-        (["consent"], ["grant", "revoke", "list", "show", "sign", "relay"]),
-        (["consent", "sign"], ["--deadline", "--nonce", "--out", "--until"]),
+        (["consent"], ["grant", "revoke", "cancel", "list", "show", "sign", "relay"]),
+        (["consent", "sign"], ["--deadline", "--out", "--until"]),
         (["job"], ["list", "show", "close"]),
         (["compile"], ["--check"]),
     ],
@@ -743,24 +743,84 @@ def test_signed_grant_is_relayed_by_anyone_once(consortium: Consortium, tmp_path
         "for 'credit'; nothing sent\n"
     )
 
-    # Two grants signed with the same nonce: only the first relayed one can count.
-    audit = ("consent", "sign", "1", "institute", "--until", "+1d", "-a", "logistics")
-    ok(run(*audit, "--purpose", "audit", "--out", "audit.json"))
-    ok(run(*audit, "--purpose", "audit-2", "--nonce", "1", "--out", "audit2.json"))
+    # Two grants signed for the consent as it is: only the first relayed one can count.
+    audit = ("consent", "sign", "1", "institute", "--purpose", "audit", "-a", "logistics")
+    ok(run(*audit, "--until", "+1d", "--out", "audit.json"))
+    assert ok(run(*audit, "--until", "+2d", "--out", "audit2.json")).endswith("(nonce 0)\n")
     ok(run(*relay, "audit2.json", "-a", "bank"))
     assert one_line_error(run(*relay, "audit.json", "-a", "bank"), 1) == (
-        f"error: nonce 1 of {a['logistics']} is already used (next is 2): the grant was "
-        "relayed before and has since changed, or was superseded"
+        "error: audit.json: superseded: the consent changed or its signed grants were "
+        "cancelled since it was signed (nonce 0, now 1)"
     )
 
     # Past its deadline, the chain refuses it.
-    ok(run(*audit, "--purpose", "late", "--deadline", "1", "--out", "late.json"))
+    late = ("consent", "sign", "1", "institute", "--purpose", "late", "--until", "+1d")
+    ok(run(*late, "--deadline", "1", "--out", "late.json", "-a", "logistics"))
     assert one_line_error(run(*relay, "late.json", "-a", "bank"), 1) == (
         "error: The signed grant expired at 1."
     )
     # Revoked after relaying: relaying the same file again does not silently re-grant.
     ok(run("consent", "revoke", "1", "bank", "--purpose", "credit", "-a", "logistics"))
-    assert "is already used" in one_line_error(run(*relay, "grant.json", "-a", "bank"), 1)
+    assert one_line_error(run(*relay, "grant.json", "-a", "bank"), 1) == (
+        "error: grant.json: superseded: the consent changed or its signed grants were "
+        "cancelled since it was signed (nonce 0, now 2)"
+    )
+    shown = as_json(run("consent", "show", "1", "bank", "--purpose", "credit", "--json"))
+    assert shown["state"] == "revoked"
+
+
+@pytest.mark.anvil
+def test_signed_grants_die_with_any_later_change_of_their_consent(
+    consortium: Consortium, tmp_path: Path
+) -> None:
+    """A signed grant handed out before a revocation, a newer grant or a cancellation cannot
+    bring its consent back or roll it back: the relay is refused before anything is sent."""
+    run, a = consortium.run, consortium.address
+    ok(run("dataset", "register", "shipments", "--schema-digest", ROOT_A, "-a", "logistics"))
+    purpose = ("--purpose", "credit")
+    sign = ("consent", "sign", "1", "bank", *purpose, "-a", "logistics")
+    relay = ("consent", "relay")
+    show = ("consent", "show", "1", "bank", *purpose, "--json")
+
+    # Signed, then revoked: the old signature does not revive the consent.
+    ok(run("consent", "grant", "1", "bank", *purpose, "--until", "+1d", "-a", "logistics"))
+    ok(run(*sign, "--until", "+30d", "--out", "before-revoke.json"))
+    ok(run("consent", "revoke", "1", "bank", *purpose, "-a", "logistics"))
+    assert one_line_error(run(*relay, "before-revoke.json", "-a", "newcomer"), 1) == (
+        "error: before-revoke.json: superseded: the consent changed or its signed grants were "
+        "cancelled since it was signed (nonce 1, now 2)"
+    )
+    assert as_json(run(*show))["state"] == "revoked"
+
+    # Signed, then granted directly with another window: no rollback to the signed one.
+    ok(run(*sign, "--until", "+30d", "--out", "before-grant.json"))
+    ok(run("consent", "grant", "1", "bank", *purpose, "--until", "+2d", "-a", "logistics"))
+    window = as_json(run(*show))
+    assert "(nonce 2, now 3)" in one_line_error(run(*relay, "before-grant.json", "-a", "bank"), 1)
+    assert as_json(run(*show)) == window
+
+    # Signed and handed out, then cancelled: the consent stays as it is, the file is void.
+    ok(run(*sign, "--until", "+30d", "--out", "handed-out.json"))
+    cancel = ("consent", "cancel", "1", "bank", *purpose)
+    assert ok(run(*cancel, "-a", "logistics")) == (
+        "signed grants cancelled: dataset 1 to bank for 'credit'; the consent is unchanged, "
+        "and grants signed from now on carry nonce 4\n"
+    )
+    assert as_json(run(*show)) == window
+    assert "(nonce 3, now 4)" in one_line_error(run(*relay, "handed-out.json", "-a", "bank"), 1)
+    assert one_line_error(run(*cancel, "-a", "bank"), 1) == (
+        f"error: {a['bank']} does not own dataset 1."
+    )
+    # A consent never granted can have its signed grants cancelled too.
+    never = ("consent", "cancel", "1", "institute", "--purpose", "audit", "-a", "logistics")
+    assert ok(run(*never)).endswith("grants signed from now on carry nonce 1\n")
+
+    # Signed after all that, the grant is relayed once; the second relay sends nothing.
+    assert ok(run(*sign, "--until", "+30d", "--out", "fresh.json")).endswith("(nonce 4)\n")
+    ok(run(*relay, "fresh.json", "-a", "institute"))
+    fresh = json.loads((tmp_path / "fresh.json").read_text())
+    assert as_json(run(*show))["validUntil"] == fresh["validUntil"]
+    assert ok(run(*relay, "fresh.json", "-a", "institute")).endswith("; nothing sent\n")
 
 
 @pytest.mark.anvil

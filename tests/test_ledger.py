@@ -669,6 +669,8 @@ def test_revoke_regrant_epochs_and_listing(chain: Chain) -> None:
     assert c.consent_epoch() == 3
     assert c.reader.consents.is_valid(ds, bank.address, PURPOSE)
     assert not c.reader.consents.get(ds, bank.address, PURPOSE).revoked
+    # Each of the four changes moved the consent's nonce too, which voids older signed grants.
+    assert c.reader.consents.nonce_of(ds, bank.address, PURPOSE) == 4
 
     # Other grantees and purposes are separate consents; a first grant moves no epoch.
     logistics.consents.grant(ds, institute.address, "audit", now, now + DAY)
@@ -720,7 +722,7 @@ def test_signed_grant_relayed_by_anyone(chain: Chain) -> None:
     owner = c.accounts[1]
     ds = logistics.consents.register("shipments", digest("schema"))
     now = logistics.now()
-    assert c.call("consents", "nonces", owner.address) == 0
+    assert c.reader.consents.nonce_of(ds, bank.address, PURPOSE) == 0
 
     # Signing needs no transaction: a reader-only ledger will do.
     grant = c.reader.consents.sign_grant(
@@ -751,20 +753,124 @@ def test_signed_grant_relayed_by_anyone(chain: Chain) -> None:
         }
     ]
     assert c.reader.consents.is_valid(ds, bank.address, PURPOSE)
-    assert c.call("consents", "nonces", owner.address) == 1
+    assert c.reader.consents.nonce_of(ds, bank.address, PURPOSE) == 1
 
     # The same signature cannot be replayed.
-    with reverts("InvalidAccountNonce", account=owner.address, currentNonce=1):
+    with reverts("InvalidGrantNonce", currentNonce=1, nonce=0) as refused:
         institute.consents.relay_grant(grant)
+    assert str(refused.value) == (
+        "The signed grant carries nonce 0, not its consent's current nonce 1: the consent "
+        "changed, or its signed grants were cancelled, after it was signed."
+    )
 
-    # The next nonce works, relayed by a member this time.
+    # Nonces count per consent: another consent of the same owner starts at 0, and a grant of
+    # it, relayed by a member this time, leaves the first consent's nonce alone.
     second = c.reader.consents.sign_grant(
         owner, ds, institute.address, "audit", now, now + DAY, deadline=now + 600
     )
-    assert second.nonce == 1
+    assert second.nonce == 0
     institute.consents.relay_grant(second)
     assert c.reader.consents.is_valid(ds, institute.address, "audit")
-    assert c.call("consents", "nonces", owner.address) == 2
+    assert c.reader.consents.nonce_of(ds, institute.address, "audit") == 1
+    assert c.reader.consents.nonce_of(ds, bank.address, PURPOSE) == 1
+    third = c.reader.consents.sign_grant(
+        owner, ds, bank.address, PURPOSE, now, now + 2 * DAY, deadline=now + 600
+    )
+    assert third.nonce == 1
+    bank.consents.relay_grant(third)
+    assert c.reader.consents.get(ds, bank.address, PURPOSE).valid_until == now + 2 * DAY
+
+
+def test_signed_grant_voided_by_every_later_change_of_its_consent(chain: Chain) -> None:
+    """A signed grant counts only for the consent as it was when signed: a revocation, a direct
+    grant, a relayed grant or a cancellation after it voids it, so relaying it can neither
+    revive a revoked consent nor roll back a newer window."""
+    c = deploy_consortium(chain)
+    bank, logistics, institute = c.ledgers
+    owner = c.accounts[1]
+    ds = logistics.consents.register("shipments", digest("schema"))
+    now = logistics.now()
+    consents = c.reader.consents
+
+    def sign(until: int) -> SignedGrant:
+        return consents.sign_grant(owner, ds, bank.address, PURPOSE, now, until, now + 600)
+
+    # Revoked after signing: the grant cannot revive the consent.
+    logistics.consents.grant(ds, bank.address, PURPOSE, now, now + DAY)
+    revived = sign(now + 30 * DAY)
+    assert revived.nonce == 1
+    logistics.consents.revoke(ds, bank.address, PURPOSE)
+    with reverts("InvalidGrantNonce", currentNonce=2, nonce=1):
+        institute.consents.relay_grant(revived)
+    assert consents.get(ds, bank.address, PURPOSE).revoked
+    assert not consents.is_valid(ds, bank.address, PURPOSE)
+
+    # Granted again directly with another window: the older signed window cannot return.
+    stale = sign(now + 30 * DAY)
+    logistics.consents.grant(ds, bank.address, PURPOSE, now, now + 2 * DAY)
+    with reverts("InvalidGrantNonce", currentNonce=3, nonce=2):
+        institute.consents.relay_grant(stale)
+    held = consents.get(ds, bank.address, PURPOSE)
+    assert (held.valid_until, held.revoked) == (now + 2 * DAY, False)
+
+    # Cancelled: the consent is as it was, and no grant signed before can be relayed.
+    cancelled = sign(now + 30 * DAY)
+    epoch = c.consent_epoch()
+    assert logistics.consents.cancel_signed_grants(ds, bank.address, PURPOSE) == 4
+    assert c.consent_epoch() == epoch  # no validity changed
+    assert consents.get(ds, bank.address, PURPOSE) == held
+    with reverts("InvalidGrantNonce", currentNonce=4, nonce=3):
+        institute.consents.relay_grant(cancelled)
+
+    # Two grants signed for the same state: the first relayed voids the other.
+    first, other = sign(now + 5 * DAY), sign(now + 6 * DAY)
+    institute.consents.relay_grant(first)
+    with reverts("InvalidGrantNonce", currentNonce=5, nonce=4):
+        institute.consents.relay_grant(other)
+    with reverts("InvalidGrantNonce", currentNonce=5, nonce=4):
+        institute.consents.relay_grant(first)
+    assert consents.get(ds, bank.address, PURPOSE).valid_until == now + 5 * DAY
+    assert consents.nonce_of(ds, bank.address, PURPOSE) == 5
+
+
+def test_cancel_signed_grants(chain: Chain) -> None:
+    c = deploy_consortium(chain)
+    bank, logistics, institute = c.ledgers
+    owner = c.accounts[1]
+    ds = logistics.consents.register("shipments", digest("schema"))
+    now = logistics.now()
+    consents = c.reader.consents
+
+    # A consent never granted can have signed grants outstanding, and they can be cancelled.
+    handed_out = consents.sign_grant(owner, ds, bank.address, PURPOSE, now, now + DAY, now + 600)
+    receipt = logistics.send(
+        logistics.consent_registry.functions.cancelSignedGrants(ds, bank.address, PURPOSE32)
+    )
+    assert events(logistics.consent_registry, "SignedGrantsCancelled", receipt) == [
+        {"datasetId": ds, "grantee": bank.address, "purpose": PURPOSE32, "nonce": 1}
+    ]
+    assert event_names(logistics, receipt) == ["SignedGrantsCancelled"]
+    with reverts("InvalidGrantNonce", currentNonce=1, nonce=0):
+        institute.consents.relay_grant(handed_out)
+    with pytest.raises(UsageError, match="no consent for dataset"):
+        consents.get(ds, bank.address, PURPOSE)
+    # Other consents of the dataset keep their nonces.
+    assert consents.nonce_of(ds, institute.address, PURPOSE) == 0
+    assert consents.nonce_of(ds, bank.address, "audit") == 0
+
+    # Only the owner cancels; it may even while it lacks the PROVIDER role, since cancelling
+    # only takes away what its signatures could still do.
+    with reverts("NotDatasetOwner", datasetId=ds, account=bank.address):
+        bank.consents.cancel_signed_grants(ds, bank.address, PURPOSE)
+    with reverts("UnknownDataset", datasetId=99):
+        logistics.consents.cancel_signed_grants(99, bank.address, PURPOSE)
+    c.set_roles(logistics.address, AUDITOR)
+    assert logistics.consents.cancel_signed_grants(ds, bank.address, PURPOSE) == 2
+    c.set_roles(logistics.address, PROVIDER)
+    fresh = consents.sign_grant(owner, ds, bank.address, PURPOSE, now, now + DAY, now + 600)
+    assert fresh.nonce == 2
+    institute.consents.relay_grant(fresh)
+    assert consents.is_valid(ds, bank.address, PURPOSE)
 
 
 def test_signed_grant_rejections(chain: Chain) -> None:
@@ -783,7 +889,7 @@ def test_signed_grant_rejections(chain: Chain) -> None:
     with reverts("WrongSigner", signer=intruder.address, owner=owner.address):
         institute.consents.relay_grant(forged)
 
-    def signed_in(domain: Domain, deadline: int = now + 600) -> SignedGrant:
+    def signed_in(domain: Domain, deadline: int = now + 600, nonce: int = 0) -> SignedGrant:
         """A grant by the owner signed in ``domain`` but presented as made for this one."""
         message = {
             "datasetId": ds,
@@ -791,7 +897,7 @@ def test_signed_grant_rejections(chain: Chain) -> None:
             "purpose": PURPOSE32,
             "validFrom": now,
             "validUntil": now + DAY,
-            "nonce": 0,
+            "nonce": nonce,
             "deadline": deadline,
         }
         signature = sign_typed(owner, domain, CONSENT_GRANT_TYPES, message)
@@ -803,7 +909,7 @@ def test_signed_grant_rejections(chain: Chain) -> None:
             purpose=PURPOSE,
             valid_from=now,
             valid_until=now + DAY,
-            nonce=0,
+            nonce=nonce,
             deadline=deadline,
             signer=owner.address,
             signature=signature,
@@ -831,6 +937,12 @@ def test_signed_grant_rejections(chain: Chain) -> None:
     with reverts("SignatureExpired", deadline=now - 1):
         institute.consents.relay_grant(late)
 
+    # Signed ahead of the consent's nonce: refused, since a later change (a revocation, say)
+    # would otherwise be what arms it.
+    ahead = signed_in(Domain(chain.chain_id, c.deployment.consents), nonce=1)
+    with reverts("InvalidGrantNonce", currentNonce=0, nonce=1):
+        institute.consents.relay_grant(ahead)
+
     # The Python side refuses to submit a grant made for another chain.
     with pytest.raises(UsageError):
         institute.consents.relay_grant(dataclasses.replace(good, chain_id=chain.chain_id + 1))
@@ -838,7 +950,7 @@ def test_signed_grant_rejections(chain: Chain) -> None:
     assert not consents.is_valid(ds, bank.address, PURPOSE)
     institute.consents.relay_grant(good)
     assert consents.is_valid(ds, bank.address, PURPOSE)
-    assert c.call("consents", "nonces", owner.address) == 1
+    assert consents.nonce_of(ds, bank.address, PURPOSE) == 1
 
 
 # ============================================================================ training ledger
@@ -1272,23 +1384,42 @@ def _fake_deployment(chain_id: int) -> Deployment:
     return Deployment(chain_id, *addresses[:3], block_number=1, deployer=addresses[3])
 
 
+def _deployment_as_if_on(chain: Chain, chain_id: int) -> Deployment:
+    """Real contracts on ``chain``, in a deployment record that says ``chain_id``."""
+    return dataclasses.replace(deploy_consortium(chain).deployment, chain_id=chain_id)
+
+
 def test_ledger_refuses_a_deployment_of_another_chain(chain: Chain) -> None:
     with pytest.raises(UsageError, match="chain"):
         Ledger(chain, _fake_deployment(chain.chain_id + 1))
     with pytest.raises(UsageError, match="chain"):
         Ledger(chain, _fake_deployment(1), Account.create())
-    ledger = Ledger(chain, _fake_deployment(chain.chain_id))
+    ledger = Ledger(chain, deploy_consortium(chain).deployment)
     with pytest.raises(UsageError, match="account"):
         ledger.members.leave()
     with pytest.raises(UsageError, match="account"):
         _ = ledger.address
 
 
+def test_ledger_refuses_a_deployment_whose_contracts_have_no_code(chain: Chain) -> None:
+    """What a deployment file holds after its development chain was reset."""
+    stale = _fake_deployment(chain.chain_id)
+    addresses = f"{stale.registry}, {stale.consents}, {stale.ledger}"
+    expected = (
+        f"deployment.json names contracts with no code on chain {chain.chain_id} at "
+        f"{addresses}: the chain was reset? move the file away and re-run `consortium deploy`"
+    )
+    with pytest.raises(UsageError) as refused:
+        Ledger(chain, stale, source="deployment.json")
+    assert str(refused.value) == expected
+
+
 def test_ledger_refuses_development_keys_on_other_chains(chain: Chain) -> None:
     dev_keys = [Account.from_key(ANVIL_KEYS[3]), Account.from_key(ETH_TESTER_KEYS[3])]
     # On the local chain they are fine.
+    deployment = deploy_consortium(chain).deployment
     for key in dev_keys:
-        assert Ledger(chain, _fake_deployment(chain.chain_id), key).address == key.address
+        assert Ledger(chain, deployment, key).address == key.address
     # A chain that says it is chain 1 (the Ethereum mainnet id).
     remote = SimpleNamespace(chain_id=1, w3=chain.w3, description="remote")
     for key in dev_keys:
@@ -1298,7 +1429,8 @@ def test_ledger_refuses_development_keys_on_other_chains(chain: Chain) -> None:
             refuse_dev_key(key.address, 1)
         refuse_dev_key(key.address, chain.chain_id)
     fresh = Account.create()
-    assert Ledger(remote, _fake_deployment(1), fresh).address == fresh.address  # type: ignore[arg-type]
+    remote_deployment = _deployment_as_if_on(chain, 1)
+    assert Ledger(remote, remote_deployment, fresh).address == fresh.address  # type: ignore[arg-type]
     refuse_dev_key(fresh.address, 1)
 
 

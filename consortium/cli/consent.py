@@ -45,7 +45,7 @@ def _with_window(command: Callable[..., None]) -> Callable[..., None]:
 
 @click.group()
 def consent() -> None:
-    """Grant, revoke, list and relay data-usage consents."""
+    """Grant, revoke, list and relay data-usage consents, and cancel signed grants."""
 
 
 @consent.command("grant")
@@ -89,6 +89,27 @@ def revoke(context: CliContext, dataset_id: int, grantee: str, purpose: str, acc
     who = context.resolve_address(grantee)
     context.ledger(account).consents.revoke(dataset_id, who, purpose)
     click.echo(f"consent revoked: dataset {dataset_id} to {grantee} for {purpose!r}")
+
+
+@consent.command("cancel")
+@click.argument("dataset_id", type=click.IntRange(1))
+@click.argument("grantee", type=ACCOUNT)
+@purpose_option
+@account_option
+@pass_context
+def cancel(context: CliContext, dataset_id: int, grantee: str, purpose: str, account: str) -> None:
+    """Void every signed grant of a consent not yet relayed; the consent itself stays as it is.
+
+    For a grant file handed out that must no longer count: only grants signed after this can
+    be relayed. A grant or revocation voids the earlier signed grants by itself.
+    """
+    encode_purpose(purpose)
+    who = context.resolve_address(grantee)
+    nonce = context.ledger(account).consents.cancel_signed_grants(dataset_id, who, purpose)
+    click.echo(
+        f"signed grants cancelled: dataset {dataset_id} to {grantee} for {purpose!r}; the "
+        f"consent is unchanged, and grants signed from now on carry nonce {nonce}"
+    )
 
 
 def _consent_json(c: Consent, now: int) -> dict[str, object]:
@@ -165,9 +186,6 @@ def show(context: CliContext, dataset_id: int, grantee: str, purpose: str, as_js
     help="Last moment the signature may be relayed.",
 )
 @click.option(
-    "--nonce", type=click.IntRange(0), help="The owner's nonce [default: read from chain]."
-)
-@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
@@ -183,7 +201,6 @@ def sign(
     valid_from: Clock,
     valid_until: Clock,
     deadline: Clock,
-    nonce: int | None,
     out: Path,
     account: str,
 ) -> None:
@@ -191,6 +208,8 @@ def sign(
 
     Nothing is sent: the file is the whole output, so it is written only if it is new, and
     only for a dataset the signer owns (a grant by anybody else would be refused on relay).
+    The grant carries the consent's current nonce: any later change of the consent, or
+    `consent cancel`, voids it.
     """
     if out.exists():
         raise UsageError(f"{out} already exists; not overwriting it")
@@ -215,7 +234,6 @@ def sign(
         valid_from(now),
         valid_until(now),
         deadline(now),
-        nonce,
     )
     _write_new(out, json.dumps(signed.to_json(), indent=2) + "\n")
     click.echo(f"signed grant written to {out} (nonce {signed.nonce})")
@@ -241,8 +259,9 @@ def _write_new(path: Path, text: str) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-class GrantAlreadyUsed(ConsortiumError):
-    """The signed grant's nonce was spent on chain: relayed before, or superseded."""
+class GrantNotRelayable(ConsortiumError):
+    """The signed grant's nonce is not its consent's current one, so the chain would refuse
+    it: mostly because the consent changed since, or the owner cancelled its signed grants."""
 
 
 MAX_GRANT_BYTES = 2**20
@@ -257,7 +276,8 @@ def relay(context: CliContext, grant_file: Path, account: str) -> None:
     """Submit a signed grant; the relaying account pays the gas, the signer grants.
 
     The file is checked before anything is sent, so a damaged or edited file costs no gas;
-    relaying the same file twice reports the consent already in place.
+    relaying the same file twice reports the consent already in place, and a grant whose
+    consent changed (or was cancelled) since it was signed is refused with both nonces.
     """
     data = read_json_file(grant_file, what="signed grant", max_bytes=MAX_GRANT_BYTES)
     signed = SignedGrant.from_json(data)
@@ -278,17 +298,22 @@ def relay(context: CliContext, grant_file: Path, account: str) -> None:
             f"{signed.signer} (damaged or edited file)"
         )
     ledger = context.ledger(account)
-    next_nonce = ledger.consents.nonce_of(signed.signer)
-    if signed.nonce < next_nonce:
-        if _already_granted(ledger.consents, signed):
+    current = ledger.consents.nonce_of(signed.dataset_id, signed.grantee, signed.purpose)
+    if signed.nonce != current:
+        if signed.nonce < current and _already_granted(ledger.consents, signed):
             click.echo(
                 f"consent already granted by {signed.signer}: dataset {signed.dataset_id} "
                 f"to {signed.grantee} for {signed.purpose!r}; nothing sent"
             )
             return
-        raise GrantAlreadyUsed(
-            f"nonce {signed.nonce} of {signed.signer} is already used (next is {next_nonce}): "
-            f"the grant was relayed before and has since changed, or was superseded"
+        if signed.nonce > current:
+            raise GrantNotRelayable(
+                f"{grant_file}: signed for nonce {signed.nonce}, ahead of the consent's "
+                f"nonce {current}; the chain refuses it"
+            )
+        raise GrantNotRelayable(
+            f"{grant_file}: superseded: the consent changed or its signed grants were "
+            f"cancelled since it was signed (nonce {signed.nonce}, now {current})"
         )
     ledger.consents.relay_grant(signed)
     click.echo(

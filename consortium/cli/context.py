@@ -66,7 +66,7 @@ class CliContext:
         """The deployed consortium, acting as ``account`` or read-only without one."""
         deployment = self.deployment()  # a missing deployment is named before any connection
         signer = self.signer(account) if account else None
-        return Ledger(self.chain(), deployment, signer)
+        return Ledger(self.chain(), deployment, signer, source=str(self.config.deployment_file))
 
     def keystore(self) -> Keystore:
         return Keystore(self.config.keystore_dir, self.config.keys.scrypt_n)

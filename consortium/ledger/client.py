@@ -32,15 +32,22 @@ class Ledger:
     """
 
     def __init__(
-        self, chain: Chain, deployment: Deployment, signer: LocalAccount | None = None
+        self,
+        chain: Chain,
+        deployment: Deployment,
+        signer: LocalAccount | None = None,
+        *,
+        source: str = "the deployment",
     ) -> None:
+        """``source`` names where ``deployment`` was read, for the errors that refuse it."""
         if chain.chain_id != deployment.chain_id:
             raise UsageError(
-                f"the deployment is on chain {deployment.chain_id}, "
+                f"{source} is on chain {deployment.chain_id}, "
                 f"but the endpoint is chain {chain.chain_id}"
             )
         if signer is not None:
             refuse_dev_key(signer.address, chain.chain_id)
+        deployment.require_code(chain, source)
         self.chain = chain
         self.deployment = deployment
         self.signer = signer

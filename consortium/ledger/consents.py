@@ -71,7 +71,11 @@ class Consent:
 
 @dataclass(frozen=True)
 class SignedGrant:
-    """A consent grant signed by the dataset owner, to be relayed by anyone (EIP-712)."""
+    """A consent grant signed by the dataset owner, to be relayed by anyone (EIP-712).
+
+    ``nonce`` is the consent's ``grantNonce`` when it was signed: any later change of the
+    consent (a grant, a revocation) or a cancellation by the owner voids the grant.
+    """
 
     chain_id: int
     verifying_contract: ChecksumAddress
@@ -239,7 +243,8 @@ class Consents:
         return self._ledger.send(fn)
 
     def revoke(self, dataset_id: int, grantee: str, purpose: str) -> TxReceipt:
-        """Revokes a consent; it stops being valid in the very block that mines this."""
+        """Revokes a consent; it stops being valid in the very block that mines this, and every
+        grant signed for it before is void."""
         fn = self._contract.functions.revokeConsent(
             dataset_id, address(grantee), encode_purpose(purpose)
         )
@@ -305,11 +310,14 @@ class Consents:
         valid_from: int,
         valid_until: int,
         deadline: int,
-        nonce: int | None = None,
     ) -> SignedGrant:
-        """Signs a grant with the owner's key; the nonce defaults to the owner's next one."""
-        if nonce is None:
-            nonce = self.nonce_of(owner.address)
+        """Signs a grant with the owner's key for the consent as the chain holds it now.
+
+        The nonce is always the consent's current one, read from the chain: an older one is
+        void already, and a later one would be armed by whatever change of the consent reached
+        it, a revocation included.
+        """
+        nonce = self.nonce_of(dataset_id, grantee, purpose)
         unsigned = SignedGrant(
             chain_id=self._ledger.chain.chain_id,
             verifying_contract=to_checksum_address(self._contract.address),
@@ -327,9 +335,22 @@ class Consents:
         signature = sign_typed(owner, domain, CONSENT_GRANT_TYPES, unsigned.message())
         return SignedGrant(**{**unsigned.__dict__, "signature": signature})
 
-    def nonce_of(self, owner: str) -> int:
-        """The nonce the owner's next signed grant must carry."""
-        return int(self._ledger.call(self._contract.functions.nonces(address(owner))))
+    def nonce_of(self, dataset_id: int, grantee: str, purpose: str) -> int:
+        """The nonce a signed grant of this consent must carry to be relayed now."""
+        fn = self._contract.functions.grantNonce(
+            dataset_id, address(grantee), encode_purpose(purpose)
+        )
+        return int(self._ledger.call(fn))
+
+    def cancel_signed_grants(self, dataset_id: int, grantee: str, purpose: str) -> int:
+        """Voids every signed grant of this consent not yet relayed, leaving the consent as it
+        is (the signer must own the dataset); returns the nonce the next signed grant takes."""
+        fn = self._contract.functions.cancelSignedGrants(
+            dataset_id, address(grantee), encode_purpose(purpose)
+        )
+        receipt = self._ledger.send(fn)
+        (event,) = self._ledger.events(self._contract, "SignedGrantsCancelled", receipt)
+        return int(event["args"]["nonce"])
 
     def relay_grant(self, grant: SignedGrant) -> TxReceipt:
         """Submits a signed grant; the signer of this ledger only pays the gas."""

@@ -25,6 +25,7 @@ from consortium.ledger.errors import revert_decoder
 from consortium.ledger.roles import Role
 
 DEPLOYMENT_FORMAT = 1
+DEPLOY_AGAIN = "move the file away and re-run `consortium deploy`"
 MAX_DEPLOYMENT_BYTES = 2**20
 """The largest deployment file read; one holds four addresses and two numbers."""
 
@@ -77,6 +78,26 @@ class Deployment:
         except NoSuchFile:
             raise UsageError(f"no deployment at {path}: run `consortium deploy` first") from None
         return cls.from_json(data, source=str(path))
+
+    def require_code(self, chain: Chain, source: str, remedy: str = DEPLOY_AGAIN) -> None:
+        """Refuses a deployment whose contracts are not on ``chain``; ``source`` names where
+        the deployment was read, ``remedy`` what to do about it.
+
+        After a development chain is reset (its state file deleted) the deployment file still
+        names the old addresses, now empty: calls to them return nothing and transactions to
+        them succeed without doing anything, so the error would surface far from its cause.
+        One ``eth_getCode`` per contract, once, catches it where the ledger is opened.
+        """
+        empty = [a for a in self.contracts() if not chain.w3.eth.get_code(a)]
+        if empty:
+            raise UsageError(
+                f"{source} names contracts with no code on chain {self.chain_id} at "
+                f"{', '.join(empty)}: the chain was reset? {remedy}"
+            )
+
+    def contracts(self) -> tuple[ChecksumAddress, ...]:
+        """The addresses of the registry, the consent registry and the training ledger."""
+        return (self.registry, self.consents, self.ledger)
 
     def save(self, path: Path) -> None:
         """Writes the file atomically; refuses to replace another deployment on the same chain."""
