@@ -37,6 +37,7 @@ from bundle_files import (
 )
 from click.testing import CliRunner, Result
 from conftest import ANVIL_CHAIN_ID, free_port
+from ledger_fixtures import DAY, PURPOSE, deploy_consortium, digest
 from web3.types import BlockIdentifier
 
 from consortium.audit import (
@@ -55,7 +56,7 @@ from consortium.audit.bundle import MAX_MANIFEST_BYTES
 from consortium.audit.chainview import ChainView
 from consortium.audit.checks import JobFacts, check_events
 from consortium.audit.evidence import Evidence
-from consortium.audit.replay import ImpliedState
+from consortium.audit.replay import ConsentTerms, ImpliedState
 from consortium.audit.results import Scope
 from consortium.audit.standing import Standing, StandingReader
 from consortium.audit.timeline import ChainEvent, TimelineReader
@@ -420,6 +421,66 @@ def test_events_that_disagree_with_state_fail_naming_the_participant(
     (result,) = replay_inputs.check(events, replace(standing, members=demoted))
     assert not result.ok and result.participant == participant
     assert "the registry holds an active member (no roles)" in result.message
+
+
+def test_cancelled_signed_grants_change_nothing_the_replay_reads(
+    replay_inputs: ReplayInputs,
+) -> None:
+    events = replay_inputs.events
+    granted = next(e for e in events if e.name == "ConsentGranted")
+    cancelled = ChainEvent(
+        granted.block, granted.log_index + 1, "consent", "SignedGrantsCancelled", "cancelled",
+        granted.transaction, args={**granted.args, "nonce": 7},
+    )  # fmt: skip
+    (result,) = replay_inputs.check([*events, cancelled])
+    assert result.ok and result.name == "events", result.message
+
+
+def test_cancellations_are_read_worded_and_replayed_with_the_consents(chain: Chain) -> None:
+    """On a chain where a consent is granted, its signed grants cancelled, revoked and granted
+    again, the timeline names each change and the replay ends in the consent the chain holds."""
+    c = deploy_consortium(chain)
+    bank, logistics, _ = c.ledgers
+    ds = logistics.consents.register("shipments", digest("schema"))
+    now = logistics.now()
+    logistics.consents.cancel_signed_grants(ds, bank.address, PURPOSE)  # never granted yet
+    logistics.consents.grant(ds, bank.address, PURPOSE, now, now + DAY)
+    logistics.consents.cancel_signed_grants(ds, bank.address, PURPOSE)
+    logistics.consents.revoke(ds, bank.address, PURPOSE)
+    logistics.consents.grant(ds, bank.address, PURPOSE, now, now + 2 * DAY)
+    logistics.consents.cancel_signed_grants(ds, bank.address, PURPOSE)
+
+    ledger = c.reader
+    reader = TimelineReader(
+        chain,
+        registry=ledger.registry,
+        consents=ledger.consent_registry,
+        ledger=ledger.training,
+        job_id=1,
+        datasets=[ds],
+    )
+    events = reader.read(c.deployment.block_number, chain.w3.eth.block_number)
+    consent_events = [e for e in events if e.kind == "consent"]
+    assert [e.name for e in consent_events] == [
+        "DatasetRegistered",
+        "SignedGrantsCancelled",
+        "ConsentGranted",
+        "SignedGrantsCancelled",
+        "ConsentRevoked",
+        "ConsentGranted",
+        "SignedGrantsCancelled",
+    ]
+    assert consent_events[-1].detail == (
+        f"dataset {ds}: signed grants of the consent for {PURPOSE!r} to {bank.address} "
+        "cancelled, the next one carries nonce 6"
+    )
+    implied = ImpliedState()
+    implied.apply(events)
+    held = ledger.consents.get(ds, bank.address, PURPOSE)
+    assert implied.consent(ds, bank.address, PURPOSE) == ConsentTerms(
+        held.valid_from, held.valid_until, held.revoked
+    )
+    assert (held.valid_until, held.revoked) == (now + 2 * DAY, False)
 
 
 def test_rounds_out_of_block_order_are_read_again_and_not_replayed_backwards(

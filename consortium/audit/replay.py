@@ -10,7 +10,8 @@ member with the given roles (and a member ever after), ``MemberRemoved`` and ``M
 make it inactive and keep its roles, ``RolesChanged`` sets its roles; ``DatasetRegistered``
 names a dataset's owner for good; ``ConsentGranted`` sets (or replaces) a consent's window
 and clears its revocation, ``ConsentRevoked`` revokes it. Events of other kinds (quorum,
-subjects roots) change nothing the standing checks read.
+subjects roots, ``SignedGrantsCancelled``, which only voids signatures not yet relayed) change
+nothing the standing checks read, and are passed over.
 """
 
 from __future__ import annotations

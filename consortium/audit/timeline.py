@@ -38,7 +38,13 @@ LOG_CHUNK = 2_000
 """Blocks per ``eth_getLogs`` range: small enough for public nodes' range limits."""
 
 MEMBERSHIP_EVENTS = ("MemberAdded", "MemberRemoved", "MemberLeft", "RolesChanged", "QuorumChanged")
-CONSENT_EVENTS = ("DatasetRegistered", "SubjectsRootUpdated", "ConsentGranted", "ConsentRevoked")
+CONSENT_EVENTS = (
+    "DatasetRegistered",
+    "SubjectsRootUpdated",
+    "ConsentGranted",
+    "ConsentRevoked",
+    "SignedGrantsCancelled",
+)
 JOB_EVENTS = ("JobCreated", "RoundAnchored", "JobRevalidated", "JobClosed")
 
 #: Exceptions a read from a node can end in: the report shows them instead of failing, and the
@@ -315,6 +321,13 @@ def _describe(name: str, a: Any) -> tuple[str, int | None]:
         return (
             f"dataset {a['datasetId']}: consent for {decode_purpose(bytes(a['purpose']))!r} "
             f"of {a['grantee']} revoked",
+            None,
+        )
+    if name == "SignedGrantsCancelled":
+        return (
+            f"dataset {a['datasetId']}: signed grants of the consent for "
+            f"{decode_purpose(bytes(a['purpose']))!r} to {a['grantee']} cancelled, the next "
+            f"one carries nonce {a['nonce']}",
             None,
         )
     if name == "JobCreated":
