@@ -719,6 +719,24 @@ def test_signed_grant_is_relayed_by_anyone_once(consortium: Consortium, tmp_path
     assert one_line_error(run(*relay, "unsigned.json", "-a", "newcomer"), 2) == (
         "error: signed grant lacks field 'signature'"
     )
+    # Numbers beyond their field's Solidity type, each named with its bound.
+    for field, bits in [
+        ("chainId", 256),
+        ("datasetId", 256),
+        ("validFrom", 64),
+        ("validUntil", 64),
+        ("nonce", 256),
+        ("deadline", 256),
+    ]:
+        beyond = edited(f"{field}.json", **{field: 2**bits})
+        assert one_line_error(run(*relay, beyond, "-a", "newcomer"), 2) == (
+            f"error: signed grant field {field!r} must be an integer from 0 to 2**{bits}-1 "
+            f"(uint{bits})"
+        )
+    negative = edited("negative.json", nonce=-1)
+    assert "field 'nonce' must be an integer from 0" in one_line_error(
+        run(*relay, negative, "-a", "newcomer"), 2
+    )
     (tmp_path / "notjson.json").write_text("not json")
     assert one_line_error(run(*relay, "notjson.json", "-a", "x"), 2) == (
         "error: signed grant notjson.json is not JSON (Expecting value at column 1)"

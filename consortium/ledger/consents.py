@@ -144,15 +144,15 @@ class SignedGrant:
             raise UsageError(f"not a signed consent grant (format {SIGNED_GRANT_FORMAT})")
         try:
             return cls(
-                chain_id=_int(data["chainId"], "chainId"),
+                chain_id=_uint(data["chainId"], "chainId", 256),
                 verifying_contract=address(data["verifyingContract"]),
-                dataset_id=_int(data["datasetId"], "datasetId"),
+                dataset_id=_uint(data["datasetId"], "datasetId", 256),
                 grantee=address(data["grantee"]),
                 purpose=decode_purpose(encode_purpose(str(data["purpose"]))),
-                valid_from=_int(data["validFrom"], "validFrom"),
-                valid_until=_int(data["validUntil"], "validUntil"),
-                nonce=_int(data["nonce"], "nonce"),
-                deadline=_int(data["deadline"], "deadline"),
+                valid_from=_uint(data["validFrom"], "validFrom", 64),
+                valid_until=_uint(data["validUntil"], "validUntil", 64),
+                nonce=_uint(data["nonce"], "nonce", 256),
+                deadline=_uint(data["deadline"], "deadline", 256),
                 signer=address(data["signer"]),
                 signature=_signature(data["signature"]),
             )
@@ -160,9 +160,13 @@ class SignedGrant:
             raise UsageError(f"signed grant lacks field {exc.args[0]!r}") from None
 
 
-def _int(value: Any, field: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise UsageError(f"signed grant field {field!r} must be a non-negative integer")
+def _uint(value: Any, field: str, bits: int) -> int:
+    """``value`` if it fits the field's Solidity type ``uint<bits>``: a larger one could not be
+    signed or sent, and would fail deep inside the ABI encoder instead of naming the field."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**bits:
+        raise UsageError(
+            f"signed grant field {field!r} must be an integer from 0 to 2**{bits}-1 (uint{bits})"
+        )
     return value
 
 
