@@ -214,6 +214,30 @@ def test_usage_errors_need_no_chain(run: Run, tmp_path: Path) -> None:
         "error: the same account is named as founder twice"
     )
 
+    # Ids and times beyond what the chain holds, in every consent command that takes them.
+    beyond = str(2**256)
+    for words in (
+        ("consent", "grant", beyond, STRANGER, "--purpose", "p", "--until", "+1d", "-a", "x"),
+        ("consent", "revoke", beyond, STRANGER, "--purpose", "p", "-a", "x"),
+        ("consent", "cancel", beyond, STRANGER, "--purpose", "p", "-a", "x"),
+        ("consent", "show", beyond, STRANGER, "--purpose", "p"),
+        ("consent", "sign", beyond, STRANGER, "--purpose", "p", "--until", "+1d", "-a", "x"),
+    ):
+        assert one_line_error(run(*words), 2) == (
+            f"error: Invalid value for 'DATASET_ID': {beyond} is beyond uint256 "
+            f"(see 'consortium consent {words[1]} --help')"
+        )
+    assert f"'--dataset': {beyond} is beyond uint256" in usage_error(
+        run("consent", "list", "--dataset", beyond)
+    )
+    for option in ("--from", "--until", "--deadline"):
+        times = {"--until": "+1d", option: str(2**64)}
+        sign = ("consent", "sign", "1", STRANGER, "--purpose", "p", "--out", "g.json", "-a", "x")
+        assert one_line_error(run(*sign, *(x for kv in times.items() for x in kv)), 2) == (
+            f"error: Invalid value for '{option}': time '{2**64}' is beyond uint64 seconds "
+            "(see 'consortium consent sign --help')"
+        )
+
     # consent sign: the output must be a new file in an existing directory.
     sign = ("consent", "sign", "1", STRANGER, "--purpose", "p", "--until", "+1d", "-a", "bank")
     assert "directory missing does not exist" in one_line_error(

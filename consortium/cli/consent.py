@@ -11,7 +11,7 @@ import click
 
 from consortium.cli.context import CliContext, pass_context
 from consortium.cli.output import emit_json, emit_table, timestamp
-from consortium.cli.params import ACCOUNT, TIME, account_option, json_option
+from consortium.cli.params import ACCOUNT, ID, TIME, account_option, json_option
 from consortium.errors import ConsortiumError, UsageError
 from consortium.jsonio import read_json_file
 from consortium.ledger.consents import Consent, Consents, SignedGrant
@@ -49,7 +49,7 @@ def consent() -> None:
 
 
 @consent.command("grant")
-@click.argument("dataset_id", type=click.IntRange(1))
+@click.argument("dataset_id", type=ID)
 @click.argument("grantee", type=ACCOUNT)
 @purpose_option
 @_with_window
@@ -78,7 +78,7 @@ def grant(
 
 
 @consent.command("revoke")
-@click.argument("dataset_id", type=click.IntRange(1))
+@click.argument("dataset_id", type=ID)
 @click.argument("grantee", type=ACCOUNT)
 @purpose_option
 @account_option
@@ -92,7 +92,7 @@ def revoke(context: CliContext, dataset_id: int, grantee: str, purpose: str, acc
 
 
 @consent.command("cancel")
-@click.argument("dataset_id", type=click.IntRange(1))
+@click.argument("dataset_id", type=ID)
 @click.argument("grantee", type=ACCOUNT)
 @purpose_option
 @account_option
@@ -126,7 +126,7 @@ def _consent_json(c: Consent, now: int) -> dict[str, object]:
 
 
 @consent.command("list")
-@click.option("--dataset", "dataset_id", type=click.IntRange(1), help="Only this dataset.")
+@click.option("--dataset", "dataset_id", type=ID, help="Only this dataset.")
 @json_option
 @pass_context
 def list_consents(context: CliContext, dataset_id: int | None, as_json: bool) -> None:
@@ -153,7 +153,7 @@ def list_consents(context: CliContext, dataset_id: int | None, as_json: bool) ->
 
 
 @consent.command("show")
-@click.argument("dataset_id", type=click.IntRange(1))
+@click.argument("dataset_id", type=ID)
 @click.argument("grantee", type=ACCOUNT)
 @purpose_option
 @json_option
@@ -174,7 +174,7 @@ def show(context: CliContext, dataset_id: int, grantee: str, purpose: str, as_js
 
 
 @consent.command("sign")
-@click.argument("dataset_id", type=click.IntRange(1))
+@click.argument("dataset_id", type=ID)
 @click.argument("grantee", type=ACCOUNT)
 @purpose_option
 @_with_window
