@@ -154,6 +154,14 @@ def _text(value: Any) -> str:
     return value
 
 
+def _path(value: Any) -> str:
+    # The operating system ends a path at a NUL byte, so Python refuses to pass one on.
+    text = _text(value)
+    if "\0" in text:
+        raise _Invalid("must be a path without NUL bytes")
+    return text
+
+
 def _network_url(value: Any) -> str:
     if value == "embedded":
         return value
@@ -172,9 +180,9 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Check]]] = {
         "poll_latency": (0.05, _seconds(0, 60)),
     },
     "paths": {
-        "data_dir": (".consortium", _text),
-        "keystore_dir": ("keystore", _text),
-        "deployment_file": ("deployment.json", _text),
+        "data_dir": (".consortium", _path),
+        "keystore_dir": ("keystore", _path),
+        "deployment_file": ("deployment.json", _path),
     },
     "anvil": {
         "host": ("127.0.0.1", _text),
@@ -190,6 +198,9 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Check]]] = {
         "scrypt_n": (262144, _power_of_two(10, 20)),
     },
 }
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "CONSORTIUM_NETWORK": ("network", "url"),
@@ -213,23 +224,26 @@ def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -
     values = {
         section: {key: spec[0] for key, spec in keys.items()} for section, keys in _SCHEMA.items()
     }
+    origins: dict[tuple[str, str], str] = {}  # where each field not left at its default was set
     data_dir_base = cwd
     source: Path | None = None
     if path is not None:
-        _merge_file(values, path, named_by)
+        _merge_file(values, origins, path, named_by)
         source = (cwd / path.expanduser()).absolute()
         data_dir_base = source.parent
 
     for variable, (section, key) in _ENV_OVERRIDES.items():
         raw = env.get(variable)
         if raw:
-            values[section][key] = _check(
-                f"environment variable {variable}", section, key, _from_env(section, key, raw)
-            )
+            where = f"environment variable {variable}"
+            values[section][key] = _check(where, section, key, _from_env(section, key, raw))
+            origins[section, key] = where
             if (section, key) == ("paths", "data_dir"):
                 data_dir_base = cwd
 
+    _check_anvil_url(values, origins)
     data_dir = data_dir_base / Path(values["paths"]["data_dir"]).expanduser()
+    _check_directory(data_dir, origins.get(("paths", "data_dir")), "paths.data_dir")
     return Config(
         network=NetworkConfig(**values["network"]),
         data_dir=data_dir,
@@ -242,13 +256,23 @@ def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -
     )
 
 
-def _merge_file(values: dict[str, dict[str, Any]], path: Path, named_by: str) -> None:
-    """Read ``path`` and overwrite the defaults in ``values`` with its checked fields.
+def _merge_file(
+    values: dict[str, dict[str, Any]],
+    origins: dict[tuple[str, str], str],
+    path: Path,
+    named_by: str,
+) -> None:
+    """Read ``path`` and overwrite the defaults in ``values`` with its checked fields, noting
+    each in ``origins``.
 
     ``named_by`` is appended to the message for a missing file: a stale ``CONSORTIUM_CONFIG``
     in the environment is otherwise hard to spot.
     """
     where = str(path)
+    if "\0" in where:  # open() would raise ValueError: no file can have such a name
+        raise ConfigError(
+            f"{where!r}: no such configuration file{named_by}: the path holds a NUL byte"
+        )
     try:
         with path.expanduser().open("rb") as handle:
             document = tomllib.load(handle)
@@ -271,6 +295,45 @@ def _merge_file(values: dict[str, dict[str, Any]], path: Path, named_by: str) ->
                 known = ", ".join(_SCHEMA[section])
                 raise ConfigError(f"{where}: unknown key {section}.{key} (known: {known})")
             values[section][key] = _check(where, section, key, value)
+            origins[section, key] = where
+
+
+def _check_anvil_url(
+    values: dict[str, dict[str, Any]], origins: dict[tuple[str, str], str]
+) -> None:
+    """Refuses a file that configures the local anvil node on one port and points network.url
+    at another port of the same host: every command would then talk to some other node, or to
+    none, while `consortium chain start` runs one nobody uses.
+
+    Only fields set in one file are compared: an environment variable pointing network.url
+    elsewhere is a deliberate choice for one shell, and defaults configure no node.
+    """
+    where = origins.get(("network", "url"))
+    if where is None or origins.get(("anvil", "port")) != where:
+        return
+    url, anvil = values["network"]["url"], values["anvil"]
+    if url == "embedded":
+        return
+    parts = urlsplit(url)
+    if parts.hostname not in (*_LOOPBACK, anvil["host"]):
+        return
+    port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    if port != anvil["port"]:
+        raise ConfigError(
+            f"{where}: network.url {url} is port {port} of this host, but anvil.port is "
+            f"{anvil['port']}: make them the same port"
+        )
+
+
+def _check_directory(path: Path, where: str | None, field: str) -> None:
+    """Refuses a directory path at which, or above which, a file is in the way; a directory
+    that does not exist yet is fine (commands create it). ``where`` set the field, if not
+    left at its default."""
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        named = f"{where}: {field}" if where else f"{field} (the default)"
+        what = "it is a file" if blocker == path else f"{blocker} is a file"
+        raise ConfigError(f"{named} {path} cannot be a directory: {what}")
 
 
 def _check(where: str, section: str, key: str, value: Any) -> Any:

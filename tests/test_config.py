@@ -137,6 +137,18 @@ def test_bad_url_message_names_file_field_and_value() -> None:
         ("[network]\nurl = 'http://'\n", "network.url must be"),
         ("[paths]\ndata_dir = ''\n", "paths.data_dir must be a non-empty string"),
         ("[paths]\nkeystore_dir = 3\n", "paths.keystore_dir must be a non-empty string"),
+        ('[paths]\ndata_dir = "a\\u0000b"\n', "paths.data_dir must be a path without NUL bytes"),
+        ('[paths]\nkeystore_dir = "\\u0000"\n', "paths.keystore_dir must be a path without NUL"),
+        ('[paths]\ndeployment_file = "d\\u0000"\n', "paths.deployment_file must be a path"),
+        (
+            '[network]\nurl = "http://127.0.0.1:8546"\n[anvil]\nport = 8545\n',
+            "network.url http://127.0.0.1:8546 is port 8546 of this host, but anvil.port is "
+            "8545: make them the same port",
+        ),
+        (
+            '[network]\nurl = "http://localhost/"\n[anvil]\nport = 8545\n',
+            "network.url http://localhost/ is port 80 of this host, but anvil.port is 8545",
+        ),
         ("[anvil]\nport = 0\n", "anvil.port must be an integer in 1 .. 65535, got 0"),
         ("[anvil]\nport = true\n", "anvil.port must be an integer in 1 .. 65535, got True"),
         ("[anvil]\nchain_id = 0\n", "anvil.chain_id must be an integer in 1 .. "),
@@ -220,3 +232,44 @@ def test_bad_environment_value_names_the_variable(variable: str, value: str, exp
     assert message.startswith(f"environment variable {variable}: ")
     assert expected in message
     assert value in message
+
+
+def test_a_url_and_anvil_port_that_agree_or_that_name_another_host_are_accepted() -> None:
+    for text in (
+        '[network]\nurl = "http://localhost:9545"\n[anvil]\nport = 9545\n',
+        '[network]\nurl = "https://rpc.example.org"\n[anvil]\nport = 9545\n',
+        '[network]\nurl = "http://127.0.0.1:9546"\n',  # no local node configured
+    ):
+        load_config(write(Path("c.toml"), text), env={})
+    # An environment variable points one shell elsewhere, deliberately.
+    path = write(Path("c.toml"), '[network]\nurl = "http://127.0.0.1:9545"\n[anvil]\nport = 9545\n')
+    env = {"CONSORTIUM_NETWORK": "http://127.0.0.1:9999"}
+    assert load_config(path, env=env).network.url == "http://127.0.0.1:9999"
+
+
+def test_a_nul_byte_in_a_path_from_the_environment_or_the_command_line_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"CONSORTIUM_DATA_DIR": "a\0b"})
+    assert str(info.value) == (
+        "environment variable CONSORTIUM_DATA_DIR: paths.data_dir must be a path without NUL "
+        "bytes, got 'a\\x00b'"
+    )
+    with pytest.raises(ConfigError, match=r"^'c\\x00.toml': no such configuration file: the path"):
+        load_config(Path("c\0.toml"), env={})
+
+
+def test_a_file_where_the_data_directory_should_be_is_refused(tmp_path: Path) -> None:
+    write(tmp_path / ".consortium", "not a directory")
+    with pytest.raises(ConfigError) as info:
+        load_config(env={})
+    assert str(info.value) == (
+        f"paths.data_dir (the default) {tmp_path / '.consortium'} cannot be a directory: "
+        "it is a file"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"CONSORTIUM_DATA_DIR": ".consortium/state"})
+    assert str(info.value) == (
+        f"environment variable CONSORTIUM_DATA_DIR: paths.data_dir "
+        f"{tmp_path / '.consortium' / 'state'} cannot be a directory: "
+        f"{tmp_path / '.consortium'} is a file"
+    )
