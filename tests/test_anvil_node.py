@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,11 +114,40 @@ def test_stale_pid_file_is_cleaned_up(node: AnvilNode) -> None:
     assert node.start().running
 
 
-def test_pid_file_naming_another_program_is_stale(node: AnvilNode) -> None:
+def test_a_pid_file_naming_another_program_is_never_signalled(node: AnvilNode) -> None:
+    """A pid recycled after a reboot names some other program: it is not the node, and
+    stopping the node must not signal it."""
     node.pid_file.parent.mkdir(parents=True)
-    node.pid_file.write_text(f"{os.getpid()}\n")  # alive, but not anvil
-    assert not node.status().running
-    assert node.stop() is False
+    with subprocess.Popen(["sleep", "60"]) as other:
+        _wait_for_exec(other.pid, b"sleep")
+        node.pid_file.write_text(f"{other.pid}\n")
+        status = node.status()
+        assert (status.running, status.pid, status.foreign_pid) == (False, None, other.pid)
+        with pytest.raises(UsageError, match=rf"names process {other.pid} \(sleep 60\), which is"):
+            node.stop()
+        assert other.poll() is None and node.pid_file.exists()
+        # Starting replaces the pid file: the node it names is then this one.
+        assert node.start().pid != other.pid
+        other.kill()
+
+
+def _wait_for_exec(pid: int, program: bytes) -> None:
+    """Popen may return while its child is still between fork and exec."""
+    deadline = time.monotonic() + 5
+    while not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(program):
+        assert time.monotonic() < deadline, f"process {pid} did not start {program!r}"
+        time.sleep(0.01)
+
+
+def test_another_configurations_anvil_is_not_this_node(node: AnvilNode, tmp_path: Path) -> None:
+    """Same data directory, another port: the anvil the pid file names serves another
+    configuration, and this one's stop must leave it alone."""
+    node.start()
+    elsewhere = AnvilNode(node.dir.parent, port=node.port + 1, chain_id=31337)
+    assert elsewhere.status().foreign_pid == node.status().pid
+    with pytest.raises(UsageError, match=rf"not this configuration's anvil \(port {node.port + 1}"):
+        elsewhere.stop()
+    assert node.status().running
 
 
 def test_port_taken_by_another_program(node: AnvilNode) -> None:

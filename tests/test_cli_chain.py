@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,3 +126,23 @@ def test_an_archive_node_is_started_when_configured(cli: Cli) -> None:
     pid = cli.json("chain", "status")["pid"]
     command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert b"--preserve-historical-states" in command
+
+
+def test_stop_and_status_leave_a_process_that_is_not_the_node_alone(cli: Cli) -> None:
+    """The pid file names another program (its pid recycled after a reboot, say)."""
+    pid_file = cli.workdir / ".consortium" / "anvil" / "anvil.pid"
+    pid_file.parent.mkdir(parents=True)
+    with subprocess.Popen(["sleep", "60"]) as other:
+        while not Path(f"/proc/{other.pid}/cmdline").read_bytes().startswith(b"sleep"):
+            time.sleep(0.01)  # Popen may return between fork and exec
+        pid_file.write_text(f"{other.pid}\n")
+        refused = cli("chain", "stop", ok=False)
+        assert refused.startswith(f"error: {pid_file} names process {other.pid} (sleep 60), ")
+        assert refused.endswith(": left running; remove the pid file if the node is gone\n")
+        assert "which is not this configuration's anvil (port " in refused
+        assert len(refused.splitlines()) == 1
+        assert other.poll() is None
+        status = cli.json("chain", "status")
+        assert (status["running"], status["pid"], status["foreignPid"]) == (False, None, other.pid)
+        other.kill()
+    assert cli("chain", "stop").strip() == "not running"

@@ -46,6 +46,7 @@ class NodeStatus:
     chain_id: int | None
     block_number: int | None
     state_file: Path
+    foreign_pid: int | None = None  # a live process the pid file names that is not this node
 
 
 class AnvilNode:
@@ -114,9 +115,13 @@ class AnvilNode:
 
         SIGTERM first, on which anvil writes its state file; SIGKILL only if it does not exit
         within ``timeout`` seconds (by default longer for an archive node's larger file).
+        A live process that the pid file names but that is not this node (another program
+        that got the pid after a reboot, or another configuration's anvil) is never
+        signalled: that is refused, and the process and the pid file are left as they are.
         """
         pid = self._running_pid()
         if pid is None:
+            self._refuse_foreign()
             return False
         os.kill(pid, signal.SIGTERM)
         if timeout is None:
@@ -144,20 +149,60 @@ class AnvilNode:
             chain_id=chain_id,
             block_number=block_number,
             state_file=self.state_file,
+            foreign_pid=None if pid is not None else self._foreign_pid(),
         )
 
-    def _running_pid(self) -> int | None:
-        """The pid from the pid file if that process is our anvil; removes a stale pid file."""
+    def describe_foreign(self, pid: int) -> str:
+        """Why process ``pid``, which the pid file names, is not this node."""
+        command = " ".join(_command_line(pid))[:200] or "no command line"
+        return (
+            f"{self.pid_file} names process {pid} ({command}), which is not this "
+            f"configuration's anvil (port {self.port}, state {self.state_file})"
+        )
+
+    def _refuse_foreign(self) -> None:
+        pid = self._foreign_pid()
+        if pid is not None:
+            raise UsageError(
+                f"{self.describe_foreign(pid)}: left running; remove the pid file if the node "
+                "is gone"
+            )
+
+    def _recorded_pid(self) -> int | None:
+        """The live process the pid file names, whatever it is; removes a stale pid file."""
         try:
             pid = int(self.pid_file.read_text().strip())
         except FileNotFoundError:
             return None
         except ValueError:
             pid = None
-        if pid is not None and _is_running_anvil(pid):
+        if pid is not None and _command_line(pid):
             return pid
+        # Gone, or exiting (its command line already released): either way not running.
         self.pid_file.unlink(missing_ok=True)
         return None
+
+    def _running_pid(self) -> int | None:
+        """The pid from the pid file if that process is this node."""
+        pid = self._recorded_pid()
+        return pid if pid is not None and self._is_this_node(pid) else None
+
+    def _foreign_pid(self) -> int | None:
+        """The pid from the pid file if that process lives and is not this node."""
+        pid = self._recorded_pid()
+        return pid if pid is not None and not self._is_this_node(pid) else None
+
+    def _is_this_node(self, pid: int) -> bool:
+        """Whether ``pid`` is anvil serving this node's port from this node's state file: the
+        pid file's check against a pid recycled after a reboot or a crash, and against a
+        pid file copied from another data directory."""
+        command = _command_line(pid)
+        return (
+            bool(command)
+            and Path(command[0]).name == "anvil"
+            and _option(command, "--port") == str(self.port)
+            and _option(command, "--state") == str(self.state_file)
+        )
 
     def _wait_until_ready(self, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -235,17 +280,23 @@ def _port_in_use(host: str, port: int) -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
-def _is_running_anvil(pid: int) -> bool:
-    """True if ``pid`` is a live anvil process: the pid file's check against a pid recycled
-    after a reboot or a crash. Uses /proc, which exists wherever the npm anvil package does
-    (Linux)."""
+def _command_line(pid: int) -> list[str]:
+    """The arguments of live process ``pid``; empty once it is gone or exiting. Uses /proc,
+    which exists wherever the npm anvil package does (Linux)."""
     if not _is_alive(pid):
-        return False
+        return []
     try:
-        command = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+        raw = (Path("/proc") / str(pid) / "cmdline").read_bytes()
     except (FileNotFoundError, ProcessLookupError):
-        return False
-    return Path(command.decode(errors="replace")).name == "anvil"
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
+
+
+def _option(command: list[str], name: str) -> str | None:
+    """The value following ``name`` in ``command``, if any."""
+    if name not in command[:-1]:
+        return None
+    return command[command.index(name) + 1]
 
 
 def _is_alive(pid: int) -> bool:

@@ -118,8 +118,15 @@ def stop(context: CliContext) -> None:
 @json_option
 @pass_context
 def status(context: CliContext, as_json: bool) -> None:
-    """Whether the local node runs, on which URL, and at which block."""
-    current = _node(context).status()
+    """Whether the local node runs, on which URL, and at which block.
+
+    A process that the pid file names but that is not this configuration's node is reported
+    as such, and as not running.
+    """
+    node = _node(context)
+    current = node.status()
+    if current.foreign_pid is not None:
+        click.echo(f"warning: {node.describe_foreign(current.foreign_pid)}", err=True)
     if as_json:
         emit_json(
             {
@@ -129,6 +136,7 @@ def status(context: CliContext, as_json: bool) -> None:
                 "chainId": current.chain_id,
                 "blockNumber": current.block_number,
                 "stateFile": current.state_file,
+                "foreignPid": current.foreign_pid,
             }
         )
         return
