@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import Progress
 
@@ -15,11 +22,16 @@ from consortium.cli.output import emit_json, emit_table
 from consortium.cli.params import epochs_option, json_option
 from consortium.errors import UsageError
 from consortium.ledger.client import Ledger
+from consortium.lockfile import ExclusiveLock, LockHeld
 from consortium.orchestration.engine import RoundResult
 from consortium.orchestration.export import export_job
 from consortium.protocol.messages import anchor_to_json
 from consortium.scenarios import aml
 from consortium.scenarios.governance import Step, run_governance
+
+SCRATCH_PREFIX = "consortium-aml-"
+SCRATCH_OWNER = "owner"  # the lock a run holds on its temporary directory: <dir>/owner.lock
+SCRATCH_GRACE = 86_400.0  # seconds after which an empty directory without a lock is stale
 
 chain_option = click.option(
     "--chain",
@@ -75,7 +87,12 @@ def governance(chain_url: str, as_json: bool) -> None:
     help="Keep every party's store and journal, and the job's bundle, here [default: a "
     "temporary directory, removed afterwards].",
 )
-@click.option("--resume", is_flag=True, help="Finish the interrupted run recorded in --out.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish the interrupted run recorded in --out; a larger --rounds continues it to that "
+    "many rounds, and every other setting must be as before.",
+)
 @json_option
 def aml_command(
     chain_url: str, banks: int, rounds: int, seed: int, epochs: int, out: Path | None,
@@ -91,12 +108,11 @@ def aml_command(
         )
     console = Console(stderr=True, quiet=as_json)
     chain = connect(chain_url)
-    with tempfile.TemporaryDirectory(prefix="consortium-aml-") as scratch:
-        directory = out or Path(scratch)
-        directory.mkdir(parents=True, exist_ok=True)
+    with _work_directory(out) as directory:
         with console.status("setting up the consortium") as status:
             if resume:
-                run = aml.load(chain, directory)
+                given = dict(banks=banks, rounds=rounds, seed=seed, epochs=epochs)
+                run = aml.resume(chain, directory, _given_options(given))
             else:
                 settings = aml.AmlSettings(banks, rounds, seed, epochs)
                 run = aml.set_up(chain, directory, settings, report=status.update)
@@ -126,6 +142,70 @@ def aml_command(
         where = f"; bundle in {bundle}" if out else ""
         click.echo(f"audit of {verdict.rounds} rounds: {verdict.describe()}{where}")
         click.get_current_context().exit(verdict.exit_code)
+
+
+def _given_options(values: dict[str, int]) -> dict[str, int]:
+    """Those of ``values`` that the command line (or the environment) set: on a resume an
+    option left out means "as before", not its default."""
+    context = click.get_current_context()
+    return {
+        name: value
+        for name, value in values.items()
+        if context.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+    }
+
+
+@contextmanager
+def _work_directory(out: Path | None) -> Iterator[Path]:
+    """``--out``, created if need be; without it, a temporary directory removed afterwards.
+
+    A temporary directory is held under a lock for as long as this process runs, so that a
+    later run can tell one that a killed run left (its lock free) from one in use, and
+    remove it.
+    """
+    if out is not None:
+        yield _created(out)
+        return
+    _remove_abandoned_scratch()
+    with (
+        tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as scratch,
+        ExclusiveLock(Path(scratch) / SCRATCH_OWNER, f"directory {scratch}"),
+    ):
+        yield Path(scratch)
+
+
+def _created(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot use --out {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def _remove_abandoned_scratch() -> None:
+    """Removes the temporary directories of runs that were killed (SIGKILL, a power cut)
+    before they could remove their own: those whose owner lock nobody holds, and empty ones
+    older than :data:`SCRATCH_GRACE` seconds (left by runs from before the lock, or killed
+    before they took it). Everything not this user's is left alone."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            info = directory.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            if (directory / f"{SCRATCH_OWNER}.lock").is_file():
+                _remove_unless_held(directory)
+            elif time.time() - info.st_mtime > SCRATCH_GRACE:
+                directory.rmdir()  # only if empty: a directory with content is not ours to judge
+        except OSError:
+            continue  # not empty, or removed meanwhile by another run
+
+
+def _remove_unless_held(directory: Path) -> None:
+    try:
+        with ExclusiveLock(directory / SCRATCH_OWNER, f"directory {directory}"):
+            shutil.rmtree(directory, ignore_errors=True)
+    except LockHeld:
+        pass  # a live run's
 
 
 def _audit(chain: Chain, bundle: Path) -> Verdict:

@@ -14,7 +14,9 @@ CLI's read commands take through ``CONSORTIUM_DEPLOYMENT_FILE``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,12 @@ CONSENT_DAYS = 365
 # the keystore format, which wallets can import.
 SIMULATION_PASSWORD = "consortium-simulation"
 SIMULATION_SCRYPT_N = 2**10
+PRIVATE_DIRECTORY, PRIVATE_FILE = 0o700, 0o600  # a party's directory and its key file
+PARTY_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+"""Party names become directory names under the output directory; nothing else is one."""
+RESUME_KEEPS = ("banks", "seed", "epochs")
+"""Settings a resumed run cannot change: the job's participants and its model spec commit to
+them. Its rounds can grow: the job on chain fixes no number of rounds."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,33 @@ class AmlSettings:
             "seed": self.seed,
             "epochs": self.epochs,
         }
+
+    @classmethod
+    def from_json(cls, value: object, source: str) -> AmlSettings:
+        """The settings a scenario file recorded; anything else is a usage error."""
+        fields = ("banks", "rounds", "seed", "epochs")
+        if not isinstance(value, dict) or sorted(value) != sorted(fields):
+            raise UsageError(f"{source}: settings must hold exactly {', '.join(fields)}")
+        for name in fields:
+            _require_int(value[name], f"{source}: settings.{name}", low=0 if name == "seed" else 1)
+        return cls(**value)
+
+    def resumed_with(self, given: dict[str, int], source: str) -> AmlSettings:
+        """These settings with the options given to a resume: more rounds than before, and
+        nothing else changed. An option not given means "as before"."""
+        for name in RESUME_KEEPS:
+            if name in given and given[name] != getattr(self, name):
+                raise UsageError(
+                    f"--{name} {given[name]} differs from this run's {getattr(self, name)} "
+                    f"({source}): a resumed run keeps its {', '.join(RESUME_KEEPS)}"
+                )
+        rounds = given.get("rounds", self.rounds)
+        if rounds < self.rounds:
+            raise UsageError(
+                f"--rounds {rounds} is fewer than this run's {self.rounds} ({source}): a "
+                "resumed run can add rounds, not drop them"
+            )
+        return dataclasses.replace(self, rounds=rounds)
 
 
 @dataclass
@@ -104,12 +139,14 @@ class Party:
         directory = out / "parties" / name
         if (directory / "key.json").exists():
             return cls.load(name, out)
-        directory.mkdir(parents=True, exist_ok=True)
+        # The key is only encrypted with a well-known password: the file is the protection.
+        directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+        directory.chmod(PRIVATE_DIRECTORY)  # also one an interrupted set-up left, and umask
         account: LocalAccount = Account.create()
         keystore = Account.encrypt(
             account.key, SIMULATION_PASSWORD, kdf="scrypt", iterations=SIMULATION_SCRYPT_N
         )
-        (directory / "key.json").write_text(json.dumps(keystore))
+        write_text_atomically(directory / "key.json", json.dumps(keystore), mode=PRIVATE_FILE)
         return cls(name, account, directory)
 
     @classmethod
@@ -239,22 +276,56 @@ def load(chain: Chain, out: Path) -> AmlRun:
     if not path.exists():
         raise UsageError(f"nothing to resume: {path} does not exist")
     data = read_json_file(path, what="scenario file", max_bytes=MAX_SCENARIO_BYTES)
-    if data.get("format") != SCENARIO_FORMAT:
+    if not isinstance(data, dict) or data.get("format") != SCENARIO_FORMAT:
         raise UsageError(f"{path} is not a {SCENARIO_FORMAT} file")
+    missing = [key for key in ("settings", "deployment", "jobId", "parties") if key not in data]
+    if missing:
+        raise UsageError(f"{path}: missing field {missing[0]}")
     deployment = Deployment.from_json(data["deployment"], source=str(path))
     if deployment.chain_id != chain.chain_id:
         raise UsageError(
             f"{path} ran on chain {deployment.chain_id}; this chain is {chain.chain_id}"
         )
-    parties = data["parties"]
+    deployment.require_code(chain, str(path), remedy="start a new run with another --out")
+    institute, banks, regulator = _party_names(data["parties"], str(path))
     return AmlRun(
-        AmlSettings(**data["settings"]),
+        AmlSettings.from_json(data["settings"], str(path)),
         deployment,
-        data["jobId"],
-        Party.load(parties["institute"], out),
-        [Party.load(name, out) for name in parties["banks"]],
-        Party.load(parties["regulator"], out),
+        _require_int(data["jobId"], f"{path}: jobId", low=1),
+        Party.load(institute, out),
+        [Party.load(name, out) for name in banks],
+        Party.load(regulator, out),
     )
+
+
+def resume(chain: Chain, out: Path, given: dict[str, int]) -> AmlRun:
+    """The scenario recorded in ``out`` with the settings given to the resume, which are
+    recorded before any round runs, so that a resume of the resume aims at the same end."""
+    run = load(chain, out)
+    settings = run.settings.resumed_with(given, str(out / SCENARIO_FILE))
+    if settings != run.settings:
+        run = dataclasses.replace(run, settings=settings)
+        write_text_atomically(out / SCENARIO_FILE, json.dumps(run.to_json(), indent=2))
+    return run
+
+
+def _require_int(value: object, what: str, *, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise UsageError(f"{what} must be an integer of at least {low}, got {value!r}")
+    return value
+
+
+def _party_names(value: object, source: str) -> tuple[str, list[str], str]:
+    """The institute's, the banks' and the regulator's names a scenario file recorded."""
+    if not isinstance(value, dict):
+        raise UsageError(f"{source}: parties must be an object, got {value!r}")
+    institute, banks, regulator = (value.get(k) for k in ("institute", "banks", "regulator"))
+    if not isinstance(banks, list) or len(banks) < 2:
+        raise UsageError(f"{source}: parties.banks must list at least two names, got {banks!r}")
+    for name in (institute, *banks, regulator):
+        if not isinstance(name, str) or not PARTY_NAME.match(name):
+            raise UsageError(f"{source}: {name!r} is not a party name")
+    return institute, banks, regulator
 
 
 def participants_for(chain: Chain, run: AmlRun) -> dict[str, Participant]:
