@@ -14,6 +14,12 @@ something months later. It therefore promises four things:
 - **verification on every read**: :meth:`get` never returns bytes whose SHA-256 is not the
   requested digest.
 
+Reads are bounded: an object is opened without blocking and read only if the opened file is a
+regular file, no larger than the store's limit (``max_object_bytes``) or the caller's, so a
+FIFO, a device or a huge sparse file in a store handed over by someone else (an audit bundle)
+is refused instead of hanging the reader or filling its memory. A read-only store, being
+evidence, also refuses symbolic links, which could lead out of it.
+
 Crashed writers leave temporary files (``.tmp-<random>``) behind; :meth:`ArtifactStore.recover`,
 which the constructor calls, removes them. A live writer holds an exclusive ``flock`` on its
 temporary file for as long as the name exists, and the kernel drops that lock when the process
@@ -36,14 +42,16 @@ import logging
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
 from consortium.crypto.canonical import jcs
 from consortium.errors import ConsortiumError, UsageError
+from consortium.jsonio import _special_kind
 
 DIGEST_SIZE = 32
 OBJECT_MODE = 0o444
@@ -73,6 +81,16 @@ class CorruptArtifact(ArtifactError):
     """The object's bytes do not hash to its digest (bit rot, truncation, tampering)."""
 
 
+class NotRegularFile(OSError):
+    """What a path names is not a regular file: a FIFO (opening or reading it could block), a
+    device (reading it might never end), a directory, or a symbolic link where none is
+    followed. Its message reads after "is" or after "cannot read ...:"."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"not a regular file but a {kind}")
+        self.kind = kind
+
+
 class ArtifactStore:
     """One party's content-addressed store under ``root`` (objects in ``root/objects``).
 
@@ -82,17 +100,31 @@ class ArtifactStore:
     same root at once.
     """
 
-    def __init__(self, root: Path, *, private: bool = True, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        private: bool = True,
+        read_only: bool = False,
+        max_object_bytes: int | None = None,
+    ) -> None:
         """``private``: a store this creates is readable by its owner only (updates and models
         reveal something of the data they were trained on); an export meant to be handed over,
         such as an audit bundle, passes False and gets the umask's permissions.
 
         ``read_only``: the store is evidence (an auditor's bundle): every read is verified as
-        usual, but nothing is written or removed, not even a crashed writer's temporary file.
+        usual, but nothing is written or removed, not even a crashed writer's temporary file,
+        and no symbolic link is followed (to an object or to its directory).
+
+        ``max_object_bytes``: the largest object a read returns; a larger file is refused
+        before it is read.
         """
         self.root = Path(root)
         self.objects = self.root / "objects"
         self.read_only = read_only
+        self.max_object_bytes = max_object_bytes
+        # Directories of a read-only store seen not to be symbolic links.
+        self._unlinked: set[Path] = set()
         self._root_mode = 0o700 if private else 0o777
         # Directories whose own entry is known to be durable (created and parent fsynced, or
         # seen to exist and parent fsynced once by this instance).
@@ -135,14 +167,16 @@ class ArtifactStore:
 
     # ----------------------------------------------------------------------------- reading
 
-    def get(self, digest: bytes) -> bytes:
+    def get(self, digest: bytes, *, max_bytes: int | None = None) -> bytes:
         """The object's bytes, after checking that they hash to ``digest``.
 
         Raises :class:`MissingArtifact` if there is no such object and :class:`CorruptArtifact`
         if its bytes are damaged; bad bytes are never returned, because a caller would go on to
-        aggregate, sign or anchor them.
+        aggregate, sign or anchor them. An object larger than ``max_bytes`` (or the store's
+        ``max_object_bytes``), or one that is not a regular file, is an :class:`ArtifactError`
+        and is not read.
         """
-        return self._verified(digest, Path.read_bytes)
+        return self._verified(digest, _read_bytes, max_bytes)
 
     def get_view(self, digest: bytes) -> memoryview:
         """The object's bytes, verified like :meth:`get`, as a read-only view of private memory.
@@ -157,11 +191,21 @@ class ArtifactStore:
         """
         return self._verified(digest, _read_private)
 
-    def _verified(self, digest: bytes, read: Callable[[Path], _Bytes]) -> _Bytes:
-        """``read`` of the object's file, refused unless it hashes to ``digest``."""
+    def _verified(
+        self, digest: bytes, read: Callable[[BinaryIO, int], _Bytes], max_bytes: int | None = None
+    ) -> _Bytes:
+        """``read`` of the object's file and its size, refused unless it hashes to ``digest``."""
         path = self.path(digest)
+        limit = min((n for n in (max_bytes, self.max_object_bytes) if n is not None), default=None)
         try:
-            data = read(path)
+            handle, size = self._open(path)
+            with handle:
+                if limit is not None and size > limit:
+                    raise ArtifactError(
+                        f"artifact {digest.hex()} at {path} is {size:,} bytes, more than the "
+                        f"{limit:,} it may take"
+                    )
+                data = read(handle, size)
         except FileNotFoundError:
             raise MissingArtifact(
                 f"artifact {digest.hex()} is not in the store {self.root}"
@@ -177,6 +221,19 @@ class ArtifactStore:
                 f"{actual.hex()}"
             )
         return data
+
+    def _open(self, path: Path) -> tuple[BinaryIO, int]:
+        """The object file at ``path``, opened unbuffered, and its size; a read-only store
+        follows no symbolic link to it or to its directories."""
+        if not self.read_only:
+            return open_regular(path)
+        for directory in (self.objects, path.parent):
+            if directory not in self._unlinked:
+                if stat.S_ISLNK(os.lstat(directory).st_mode):
+                    inside = directory.relative_to(self.root)
+                    raise OSError(f"{inside} is a symbolic link, not a directory")
+                self._unlinked.add(directory)
+        return open_regular(path, follow_symlinks=False)
 
     def get_json(self, digest: bytes) -> Any:
         """The JSON value stored by :meth:`put_json`, verified like :meth:`get`.
@@ -441,7 +498,47 @@ def _same_file(fd: int, path: Path) -> bool:
     return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
-def _read_private(path: Path) -> memoryview:
+def open_regular(
+    path: Path, *, follow_symlinks: bool = True, buffering: int = 0
+) -> tuple[BinaryIO, int]:
+    """``path`` opened for reading, and its size, if it is a regular file.
+
+    Opening does not block (a FIFO without a writer would block ``open`` itself), and the
+    opened descriptor is checked with one ``fstat``, not the path, so nothing swapped in
+    between is read. ``follow_symlinks=False`` refuses a symbolic link instead of following it.
+
+    Raises:
+        NotRegularFile: if it is anything but a regular file.
+        OSError: if it cannot be opened (FileNotFoundError if nothing is there).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise NotRegularFile("symbolic link") from None
+        raise
+    try:
+        status = os.fstat(fd)
+        kind = _special_kind(status.st_mode)
+        if kind is not None:
+            raise NotRegularFile(kind)
+        return open(fd, "rb", buffering=buffering), status.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_bytes(handle: BinaryIO, size: int) -> bytes:
+    """The file's ``size`` bytes, and one more if it has grown since (its hash then fails)."""
+    chunks, remaining = [], size + 1
+    while remaining > 0 and (chunk := handle.read(remaining)):
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_private(handle: BinaryIO, size: int) -> memoryview:
     """The file's bytes in a new numpy buffer, as a read-only view that ends on a multiple of
     :data:`_ALIGNMENT`.
 
@@ -451,13 +548,11 @@ def _read_private(path: Path) -> memoryview:
     after it was sized fills some, and then its bytes hash to something else and are refused,
     as a file read whole would be.
     """
-    with path.open("rb", buffering=0) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        buffer = np.empty(size + _ALIGNMENT + 1, dtype=np.uint8)
-        start = -(buffer.ctypes.data + size) % _ALIGNMENT
-        filled = 0
-        while count := handle.readinto(buffer[start + filled :]):
-            filled += count
+    buffer = np.empty(size + _ALIGNMENT + 1, dtype=np.uint8)
+    start = -(buffer.ctypes.data + size) % _ALIGNMENT
+    filled = 0
+    while count := handle.readinto(buffer[start + filled :]):
+        filled += count
     buffer.flags.writeable = False
     return memoryview(buffer[start : start + filled])
 
