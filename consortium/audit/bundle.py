@@ -10,6 +10,10 @@ at a time by :meth:`AuditBundle.rounds` as the audit reaches them, none longer t
 :data:`MAX_ROUND_LINE_BYTES`. So the memory an audit needs does not grow with the number of
 rounds, and no line of a hostile bundle can make it grow either.
 
+Every file of a bundle is opened so that it cannot block (a FIFO) or lead elsewhere (a
+symbolic link, which a bundle never holds), and read within the bound its place in the format
+allows; an archive is unpacked within bounds of its own (:func:`unpack_archive`).
+
 Two kinds of damage are told apart. A bundle whose header cannot be read (no manifest, not
 JSON, another format, no job or deployment, no ``rounds.jsonl``) is not evidence of anything
 and is refused with :class:`BundleError` (exit 2). A line of ``rounds.jsonl`` that is not a
@@ -21,14 +25,16 @@ one damaged round does not hide the verdict on the others.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import itertools
 import re
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, BinaryIO
 
 from eth_typing import ChecksumAddress
 from eth_utils import is_checksum_address
@@ -38,7 +44,7 @@ from consortium.errors import UsageError
 from consortium.jsonio import parse_json
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import RoundAnchor
-from consortium.store.artifacts import ArtifactStore
+from consortium.store.artifacts import ArtifactStore, NotRegularFile, open_regular
 
 BUNDLE_FORMAT = "consortium.audit-bundle/2"
 MANIFEST = "manifest.json"
@@ -54,6 +60,40 @@ takes about 0.8 MB (each record's entry, with its 10-hash inclusion proof, 773 b
 this is ten times that. A longer line is skipped unread and fails its round's ``manifest``
 check, so that no line can make the audit hold more than this much of the file at once."""
 _SKIP_CHUNK = 2**20  # how much of an over-long line is read at a time while skipping it
+MAX_JSON_OBJECT_BYTES = 8 * 2**20
+"""The largest JSON object read (a signed record, metrics, a model manifest, the model spec).
+The largest of them, a round's metrics, takes about 100 bytes per participant: this is room
+for a round of 80,000, like a round line's bound for the round's records."""
+MAX_OBJECT_BYTES = 2**28
+"""The largest object read at all: a tensor. The largest model the benchmarks train, 1,000,000
+float64 weights, takes 8 MB; this is 32 times that, and keeps a bundle's objects from filling
+the auditor's memory (a sparse file of any size takes no room on disk)."""
+MAX_ARCHIVE_BYTES = 2**34
+"""The most a ``.tar.gz`` bundle may expand to (its tar stream: headers and contents), 16 GiB:
+some 2,000 rounds of ten 8 MB updates. A larger bundle is audited as a directory."""
+MAX_ARCHIVE_MEMBERS = 2**20
+"""The most files and directories a ``.tar.gz`` bundle may hold: some 20,000 rounds of ten
+participants, at about fifty objects a round."""
+MAX_COMPRESSION_RATIO = 100
+"""How many times its compressed size an archive may expand, once past
+:data:`RATIO_CHECKED_FROM` bytes. Bundles hold mostly trained weights, which gzip barely
+shrinks, and some JSON (a few times); deflate reaches about 1,000 on runs of one byte."""
+RATIO_CHECKED_FROM = 64 * 2**20
+"""Expanded bytes before the ratio is enforced: a small bundle whose models are still zeros
+compresses far better than a large one, and may."""
+MAX_TAR_HEADER_BYTES = 2**16
+"""The longest pax or GNU extended header of an archive member (tarfile holds one whole in
+memory); one that names a path of the longest a file system takes, 4,096 bytes, is far
+shorter."""
+_EXTENDED_HEADERS = frozenset(
+    {
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    }
+)
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
 UINT32_MAX = 2**32 - 1
 UINT256_MAX = 2**256 - 1
@@ -152,23 +192,19 @@ def open_bundle(path: Path) -> Iterator[AuditBundle]:
     """The bundle at ``path``: a bundle directory, a directory holding ``bundle/``, or a
     ``.tar.gz`` as ``consortium export`` and ``simulate --out`` write it.
 
-    An archive is unpacked into a temporary directory (with tarfile's ``data`` filter, which
-    refuses links, devices and paths outside the directory) that is removed on exit.
+    An archive is unpacked (:func:`unpack_archive`) into a temporary directory that is removed
+    on exit, or as soon as the archive is refused.
 
     Raises:
         BundleError: if nothing is at ``path``, or there is no readable manifest of a known
-            format, or no rounds file.
+            format, or no rounds file, or the archive is refused.
     """
     path = Path(path)
     if not path.exists():
         raise BundleError(f"no bundle at {path}: no such file or directory")
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
         with tempfile.TemporaryDirectory(prefix="consortium-audit-") as scratch:
-            try:
-                with tarfile.open(path, "r:gz") as archive:
-                    archive.extractall(scratch, filter="data")
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                raise BundleError(f"{path}: not a readable bundle archive ({exc})") from None
+            unpack_archive(path, Path(scratch))
             candidates = [p.parent for p in Path(scratch).glob(f"*/{MANIFEST}")]
             if len(candidates) != 1:
                 raise BundleError(f"{path}: the archive holds no single bundle directory")
@@ -177,6 +213,100 @@ def open_bundle(path: Path) -> Iterator[AuditBundle]:
     if path.is_dir() and not (path / MANIFEST).exists() and (path / "bundle" / MANIFEST).exists():
         path = path / "bundle"
     yield read_bundle(path)
+
+
+def unpack_archive(path: Path, destination: Path) -> None:
+    """Extracts the bundle archive ``path`` into ``destination``, refusing it on the way.
+
+    Only regular files and directories at relative paths are extracted (and then through
+    tarfile's ``data`` filter too), at most :data:`MAX_ARCHIVE_MEMBERS` of them. The tar stream
+    is counted as it is inflated, so an archive that would expand past
+    :data:`MAX_ARCHIVE_BYTES`, or more than :data:`MAX_COMPRESSION_RATIO` times its size, is
+    refused before that much is written; what was extracted by then is the caller's to remove.
+
+    Raises:
+        BundleError: if the archive is refused or cannot be read.
+    """
+    try:
+        compressed, _ = open_regular(path, buffering=-1)
+        with (
+            compressed,
+            tarfile.open(fileobj=_Inflated(compressed), mode="r|", tarinfo=_Member) as archive,
+        ):
+            archive.extractall(destination, members=_checked(archive), filter="data")
+    except _Refused as exc:
+        raise BundleError(f"{path}: refused: {exc}") from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error, RecursionError) as exc:
+        # RecursionError: tarfile recurses once per extended header chained to a member.
+        raise BundleError(f"{path}: not a readable bundle archive ({exc})") from None
+
+
+class _Refused(Exception):
+    """Why :func:`unpack_archive` refuses an archive (an Exception that tarfile lets through,
+    and not an OSError, which its extraction would swallow)."""
+
+
+class _Inflated:
+    """The tar stream of a ``.tar.gz``, refused once it expands past the archive bounds."""
+
+    def __init__(self, compressed: BinaryIO) -> None:
+        self._compressed = compressed
+        self._stream = gzip.GzipFile(fileobj=compressed, mode="rb")
+        self._expanded = 0
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the tar stream (tarfile asks for a record at a time)."""
+        data = self._stream.read(size)
+        self._expanded += len(data)
+        if self._expanded > MAX_ARCHIVE_BYTES:
+            raise _Refused(f"it expands past {MAX_ARCHIVE_BYTES:,} bytes")
+        ratio = self._expanded / max(self._compressed.tell(), 1)
+        if self._expanded > RATIO_CHECKED_FROM and ratio > MAX_COMPRESSION_RATIO:
+            raise _Refused(f"it expands more than {MAX_COMPRESSION_RATIO} times its size")
+        return data
+
+
+class _Member(tarfile.TarInfo):
+    """An archive member whose extended header, which tarfile holds whole, is bounded."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        # tarfile's hook for subclasses, called before the member's contents are read.
+        if self.type in _EXTENDED_HEADERS and self.size > MAX_TAR_HEADER_BYTES:
+            raise _Refused(
+                f"it holds an extended header longer than {MAX_TAR_HEADER_BYTES:,} bytes"
+            )
+        return super()._proc_member(archive)
+
+
+def _checked(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The archive's members as they are read, refused if one could not be a bundle's."""
+    for count, member in enumerate(archive, 1):
+        if count > MAX_ARCHIVE_MEMBERS:
+            raise _Refused(f"it holds more than {MAX_ARCHIVE_MEMBERS:,} members")
+        name = PurePosixPath(member.name)
+        if name.is_absolute() or ".." in name.parts:
+            raise _Refused(f"member {member.name!r} is not a path inside the bundle")
+        kind = _member_kind(member)
+        if kind is not None:
+            raise _Refused(f"member {member.name!r} is a {kind}, not a regular file or a directory")
+        yield member
+
+
+def _member_kind(member: tarfile.TarInfo) -> str | None:
+    """What the member is, unless it is a regular file or a directory."""
+    if member.isdir() or (member.isreg() and not member.issparse()):
+        return None
+    kinds = (
+        (member.issym, "symbolic link"),
+        (member.islnk, "hard link"),
+        (member.isfifo, "FIFO"),
+        (member.ischr, "character device"),
+        (member.isblk, "block device"),
+        (member.issparse, "sparse file"),
+    )
+    return next(
+        (kind for is_kind, kind in kinds if is_kind()), f"tar entry of type {member.type!r}"
+    )
 
 
 def read_bundle(directory: Path) -> AuditBundle:
@@ -204,24 +334,44 @@ def read_bundle(directory: Path) -> AuditBundle:
     except UsageError as exc:
         raise BundleError(f"{manifest_path}: {exc}") from None
     rounds_path = directory / ROUNDS
-    if not rounds_path.exists():
-        raise BundleError(f"{directory} is not a complete audit bundle: it has no {ROUNDS}")
-    if not rounds_path.is_file():  # a FIFO would block the audit, a device might never end
-        raise BundleError(f"{rounds_path} is not a regular file")
-    return AuditBundle(
-        directory, chain_id, deployment, job, round_count, ArtifactStore(directory, read_only=True)
-    )
+    try:
+        _open_member(rounds_path)[0].close()
+    except FileNotFoundError:
+        raise BundleError(
+            f"{directory} is not a complete audit bundle: it has no {ROUNDS}"
+        ) from None
+    store = ArtifactStore(directory, read_only=True, max_object_bytes=MAX_OBJECT_BYTES)
+    return AuditBundle(directory, chain_id, deployment, job, round_count, store)
+
+
+def _open_member(path: Path) -> tuple[BinaryIO, int]:
+    """The bundle's file ``path``, opened buffered, and its size; anything but a regular file
+    (a FIFO would block the audit, a device might never end, a link might lead out of the
+    bundle) is a BundleError naming it.
+
+    Raises:
+        FileNotFoundError: if nothing is at ``path``, for the caller to word.
+    """
+    try:
+        return open_regular(path, follow_symlinks=False, buffering=-1)
+    except FileNotFoundError:
+        raise
+    except NotRegularFile as exc:
+        raise BundleError(f"{path} is {exc}") from None
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _read_manifest(path: Path, directory: Path) -> dict[str, Any]:
     """The manifest's JSON object, read up to :data:`MAX_MANIFEST_BYTES`."""
     try:
-        with path.open("rb") as handle:
+        handle, _ = _open_member(path)
+        with handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise BundleError(f"{directory} is not an audit bundle: it has no {MANIFEST}") from None
     except OSError as exc:
-        raise BundleError(f"cannot read {path}: {exc}") from None
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_MANIFEST_BYTES:
         raise BundleError(
             f"{path} is larger than {MAX_MANIFEST_BYTES:,} bytes, so not the header of a "
@@ -243,13 +393,14 @@ def read_round_lines(path: Path, limit: int = MAX_ROUND_LINE_BYTES) -> Iterator[
     JSON Lines allows, the last line may lack its newline; a blank line is a malformed entry.
 
     Raises:
-        BundleError: if the file cannot be read.
+        BundleError: if the file cannot be read, or is not a regular file.
     """
     try:
-        with path.open("rb") as handle:
+        handle, _ = _open_member(path)
+        with handle:
             yield from _round_lines(handle, limit)
     except OSError as exc:
-        raise BundleError(f"cannot read {path}: {exc}") from None
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _round_lines(handle: IO[bytes], limit: int) -> Iterator[RoundLine]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from consortium.audit.bundle import parse_json
+from consortium.audit.bundle import MAX_JSON_OBJECT_BYTES, parse_json
 from consortium.audit.results import Scope
 from consortium.crypto.canonical import jcs
 from consortium.crypto.digests import from_hex32
@@ -33,8 +33,9 @@ _READERS = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="audi
 class Evidence:
     """The objects one round (or the job header) names, each read and verified once.
 
-    :meth:`ArtifactStore.get` refuses bytes that do not hash to their name; every refusal is
-    kept as a problem (with the scope that needed the object) for :func:`check_objects`,
+    :meth:`ArtifactStore.get` refuses bytes that do not hash to their name, and JSON objects
+    are read up to :data:`MAX_JSON_OBJECT_BYTES` (tensors up to the store's bound); every
+    refusal is kept as a problem (with the scope that needed the object) for :func:`check_objects`,
     and the caller gets None instead of bytes. Dropped after its round, so memory stays flat
     in the number of rounds. Tensors are read as views (:meth:`ArtifactStore.get_view`),
     which parse into arrays without a copy.
@@ -63,7 +64,7 @@ class Evidence:
             data = self._cache[manifest]
         else:
             try:
-                data = self._cache[manifest] = self.store.get(manifest)
+                data = self._cache[manifest] = self._get_json_object(manifest)
             except ConsortiumError:
                 return []  # for model() to read again and report
         try:
@@ -77,8 +78,13 @@ class Evidence:
         return len(self._cache)
 
     def get(self, digest: bytes, scope: Scope, what: str) -> bytes | None:
-        data = self._read(digest, scope, what, self.store.get)
+        """The JSON object ``digest`` names, as bytes, or None (a problem is recorded)."""
+        data = self._read(digest, scope, what, self._get_json_object)
         return bytes(data) if isinstance(data, memoryview) else data
+
+    def _get_json_object(self, digest: bytes) -> bytes:
+        """A JSON object's bytes, refused unread if it is larger than JSON objects are."""
+        return self.store.get(digest, max_bytes=MAX_JSON_OBJECT_BYTES)
 
     def _read(
         self,
