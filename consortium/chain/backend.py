@@ -10,6 +10,7 @@ chain, and are the only place that may use non-standard RPC methods.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from abc import ABC, abstractmethod
 from typing import Any
@@ -29,6 +30,7 @@ from consortium.errors import ChainUnavailable, TransactionFailed, TransactionRe
 EMBEDDED = "embedded"
 # Same as anvil's default, so that gas behaves alike on both backends; deployments need ~30M.
 BLOCK_GAS_LIMIT = 30_000_000
+TIP_TTL = 30.0
 FUND_ATTEMPTS = 20
 """How often :meth:`Chain.fund` signs anew when another sender took the faucet's nonce; each
 retry waits a random moment of up to :data:`FUND_BACKOFF` seconds times the attempt, so that
@@ -45,6 +47,11 @@ class Chain(ABC):
     chain_id: int
     description: str
     poll_latency: float
+
+    def __init__(self) -> None:
+        self._nonces: dict[str, int] = {}
+        self._nonce_lock = threading.Lock()
+        self._tip: tuple[float, int] | None = None  # (when read, priority fee in wei)
 
     @property
     def is_local_dev(self) -> bool:
@@ -114,6 +121,24 @@ class Chain(ABC):
             raise UsageError("the chain's clock only moves forward")
         self._advance_clock(seconds)
 
+    def take_nonce(self, address: str) -> int:
+        """The nonce ``address``'s next transaction takes. Read from the node once (its pending
+        count), then counted here: every transactor of this connection shares the count, and
+        an account has one sending process (a coordinator's journal lock makes it so), so a
+        request per transaction is spared. :meth:`forget_nonce` makes the next one read again.
+        """
+        with self._nonce_lock:
+            nonce = self._nonces.get(address)
+            if nonce is None:
+                nonce = self.w3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
+            self._nonces[address] = nonce + 1
+            return nonce
+
+    def forget_nonce(self, address: str) -> None:
+        """Drops the counted nonce of ``address``: the node refused a transaction of it."""
+        with self._nonce_lock:
+            self._nonces.pop(address, None)
+
     def fee_fields(self, latest: BlockData | None = None) -> dict[str, int]:
         """Fee fields for a transaction sent now: EIP-1559 where the chain has a base fee,
         else a legacy gas price (permissioned networks often run without the London fee market).
@@ -123,9 +148,17 @@ class Chain(ABC):
         base_fee = block.get("baseFeePerGas")
         if base_fee is None:
             return {"gasPrice": self.w3.eth.gas_price}
-        tip = self.w3.eth.max_priority_fee
+        tip = self._priority_fee()
         # Twice the base fee keeps the transaction valid through several full blocks.
         return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base_fee + tip}
+
+    def _priority_fee(self) -> int:
+        """The node's suggested priority fee, read at most every :data:`TIP_TTL` seconds: it
+        moves with demand over minutes, not between two transactions of a round."""
+        now = time.monotonic()
+        if self._tip is None or now - self._tip[0] > TIP_TTL:
+            self._tip = (now, self.w3.eth.max_priority_fee)
+        return self._tip[1]
 
     def wait_for_receipt(self, tx_hash: HexBytes, timeout: float = 120.0) -> TxReceipt:
         """The receipt of ``tx_hash`` once mined, polled at this chain's poll latency."""
@@ -163,6 +196,7 @@ class RpcChain(Chain):
         *,
         request_timeout: float = 30.0,
     ) -> None:
+        super().__init__()
         self.url = url
         self.poll_latency = poll_latency
         self._session = requests.Session()

@@ -146,6 +146,7 @@ class EmbeddedChain(Chain):
     """
 
     def __init__(self) -> None:
+        super().__init__()
         genesis = PyEVMBackend.generate_genesis_params(overrides={"gas_limit": BLOCK_GAS_LIMIT})
         self.tester = EthereumTester(_RawRevertBackend(genesis_parameters=genesis))
         self.w3 = Web3(_EmbeddedProvider(self.tester))
@@ -156,6 +157,11 @@ class EmbeddedChain(Chain):
     @property
     def _faucet_key(self) -> str:
         return ETH_TESTER_KEYS[0]
+
+    def take_nonce(self, address: str) -> int:
+        """Always the chain's own count: a request here costs no round trip, and a test may
+        rewind the chain to a snapshot, which a count kept here would not follow."""
+        return int(self.w3.eth.get_transaction_count(address, "pending"))  # type: ignore[arg-type]
 
     def _advance_clock(self, seconds: int) -> None:
         # time_travel mines one block at the given timestamp; the next tx lands one second later.

@@ -127,36 +127,44 @@ class Transactor:
             raise revert from None
 
     def sign(
-        self, fn: ContractFunction | ContractConstructor, *, value: int = 0
+        self, fn: ContractFunction | ContractConstructor, *, value: int = 0, gas: int | None = None
     ) -> SignedTransaction:
         """Estimates, fixes the nonce and fees of, and signs ``fn`` without sending it.
 
         Callers that must survive a crash journal the result before :meth:`broadcast`, so that
         after a restart they can tell a mined transaction from a lost one and resend the very
         same bytes. A revert found by the estimate raises ChainRevert here, before anything is
-        sent.
+        sent. ``gas``, a limit the caller knows from an earlier estimate of the same call on the
+        same kind of state (an anchor on the job's fast path), spares the estimate: a revert
+        then shows as a failed receipt, which :meth:`confirm` replays for its reason.
         """
         w3 = self.chain.w3
         address = self.account.address
         params: TxParams = {"from": address, "value": value, "chainId": self.chain.chain_id}
         with _connection(self.chain.description):
-            try:
-                gas = fn.estimate_gas(params)
-            except (ContractLogicError, Web3RPCError) as exc:
-                revert = self.decoder.from_exception(exc)
-                if revert is not None:
-                    raise revert from None
-                raise self._rejected(exc) from None
-            # The margin never lifts a transaction that fits in a block above the block limit.
             latest = w3.eth.get_block("latest")
-            block_limit = int(latest["gasLimit"])
-            params["gas"] = max(gas, min(gas + gas * GAS_MARGIN_PERCENT // 100, block_limit))
-            params["nonce"] = w3.eth.get_transaction_count(address, "pending")
+            limit = int(latest["gasLimit"])
+            params["gas"] = self._estimate(fn, params, limit) if gas is None else gas
             params.update(self.chain.fee_fields(latest))  # type: ignore[typeddict-item]
+            params["nonce"] = self.chain.take_nonce(address)
             signed = self.account.sign_transaction(fn.build_transaction(params))
         return SignedTransaction(
             HexBytes(signed.hash), HexBytes(signed.raw_transaction), int(params["nonce"])
         )
+
+    def _estimate(
+        self, fn: ContractFunction | ContractConstructor, params: TxParams, block_limit: int
+    ) -> int:
+        """The node's estimate plus a margin that never lifts a transaction that fits in a block
+        above the block limit; a revert raises ChainRevert."""
+        try:
+            gas = fn.estimate_gas(params)
+        except (ContractLogicError, Web3RPCError) as exc:
+            revert = self.decoder.from_exception(exc)
+            if revert is not None:
+                raise revert from None
+            raise self._rejected(exc) from None
+        return max(gas, min(gas + gas * GAS_MARGIN_PERCENT // 100, block_limit))
 
     def broadcast(self, signed: SignedTransaction) -> HexBytes:
         """Submits a signed transaction; resubmitting one the node already holds is no error."""
@@ -166,6 +174,7 @@ class Transactor:
             except Web3RPCError as exc:
                 if "already" in rpc_message(exc).lower():  # "already known", "already imported"
                     return signed.tx_hash
+                self.chain.forget_nonce(self.account.address)  # another sender, or stale
                 raise self._rejected(exc) from None
 
     def receipt(self, tx_hash: HexBytes) -> TxReceipt | None:
@@ -187,7 +196,13 @@ class Transactor:
             return True
 
     def _transact(self, fn: ContractFunction | ContractConstructor, value: int) -> TxReceipt:
-        return self.confirm(self.broadcast(self.sign(fn, value=value)))
+        try:
+            tx_hash = self.broadcast(self.sign(fn, value=value))
+        except TransactionRejected:
+            # Most often a counted nonce another sender took: signed again from the node's
+            # count (broadcast forgot the counted one), once.
+            tx_hash = self.broadcast(self.sign(fn, value=value))
+        return self.confirm(tx_hash)
 
     def _rejected(self, exc: Exception) -> TransactionRejected:
         return TransactionRejected(

@@ -135,10 +135,13 @@ class Jobs:
         participant_count: int,
         model_digest: bytes,
         metrics_digest: bytes,
+        *,
+        gas: int | None = None,
     ) -> SignedTransaction:
         """The signed ``anchorRound`` transaction, not yet sent: a coordinator journals it
         first so that after a crash it can resend exactly this transaction. A round the
-        contract would refuse raises ChainRevert here."""
+        contract would refuse raises ChainRevert here, unless ``gas`` (a limit known from an
+        earlier anchor on the job's fast path) spares the estimate that would find it."""
         fn = self._contract.functions.anchorRound(
             job_id,
             round_number,
@@ -147,17 +150,20 @@ class Jobs:
             bytes32(model_digest, "model digest"),
             bytes32(metrics_digest, "metrics digest"),
         )
-        return self._ledger.transactor.sign(fn)
+        return self._ledger.transactor.sign(fn, gas=gas)
 
     def anchor_in(self, receipt: TxReceipt) -> RoundAnchor:
-        """The round anchor that the ``anchorRound`` transaction of ``receipt`` recorded."""
+        """The round anchor that the ``anchorRound`` transaction of ``receipt`` recorded. The
+        block's time comes from the receipt where the node puts it there (``blockTimestamp``,
+        as anvil and reth do), else from the block."""
         (event,) = self._ledger.events(self._contract, "RoundAnchored", receipt)
-        return self._anchor_of(event)
+        return self._anchor_of(event, receipt.get("blockTimestamp"))
 
-    def _anchor_of(self, event: Any) -> RoundAnchor:
+    def _anchor_of(self, event: Any, timestamp: Any = None) -> RoundAnchor:
         """The anchor a ``RoundAnchored`` event records, with its block's number and time."""
         args = event["args"]
-        block = self._ledger.chain.w3.eth.get_block(event["blockNumber"])
+        if timestamp is None:
+            timestamp = self._ledger.chain.w3.eth.get_block(event["blockNumber"])["timestamp"]
         return RoundAnchor(
             job_id=args["jobId"],
             round=args["round"],
@@ -167,7 +173,7 @@ class Jobs:
             metrics_digest=bytes(args["metricsDigest"]),
             previous_model_digest=bytes(args["previousModelDigest"]),
             block_number=event["blockNumber"],
-            timestamp=int(block["timestamp"]),
+            timestamp=_integer(timestamp),
         )
 
     def logged_anchors(
@@ -254,3 +260,8 @@ class Jobs:
     def verify(self, anchor: RoundAnchor) -> bool:
         """Whether the chain holds exactly ``anchor`` for its job and round."""
         return bool(self._ledger.call(self._contract.functions.verifyRound(astuple(anchor))))
+
+
+def _integer(value: Any) -> int:
+    """A quantity as a node may send it outside web3's formatters: an int or a hex string."""
+    return int(value, 16) if isinstance(value, str) else int(value)

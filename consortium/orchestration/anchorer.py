@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from hexbytes import HexBytes
 
-from consortium.chain.transact import SignedTransaction
+from consortium.chain.transact import GAS_MARGIN_PERCENT, SignedTransaction
 from consortium.errors import ConsortiumError, TransactionRejected
 from consortium.faults import crash_point
 from consortium.ledger.client import Ledger
@@ -71,6 +71,12 @@ class ChainAnchorer:
         self.job_id = job_id
         self._terms: Job | None = None
         self._owners: dict[int, str] | None = None
+        # Rounds whose preflight found the contract's fast path (no membership or consent
+        # change since the job's last full check), and the gas limit such an anchor needs: its
+        # gas does not depend on the round or the number of participants, so it is estimated
+        # once, and a later anchor on the fast path is signed without the estimate's request.
+        self._fast_rounds: set[int] = set()
+        self._fast_gas: int | None = None
 
     def binding(self) -> dict[str, Any]:
         return {
@@ -107,7 +113,9 @@ class ChainAnchorer:
         if progress.status != "open":
             raise RoundRefused(f"job {job.id} is {progress.status}")
         if progress.check_still_holds:
+            self._fast_rounds.add(round_number)
             return Standing.unchanged(job)
+        self._fast_rounds.discard(round_number)
         owners = self.dataset_owners(job)
         standing = Standing.read(self.ledger, job, owners)
         problems = [
@@ -145,9 +153,10 @@ class ChainAnchorer:
                     f"round {round_number} of job {self.job_id} is anchored on chain by a "
                     "transaction this coordinator's journal does not know"
                 )
+            fast = round_number in self._fast_rounds
             signed = self.ledger.jobs.sign_anchor(
                 self.job_id, round_number, intent.root, intent.count, intent.model,
-                intent.metrics,
+                intent.metrics, gas=self._fast_gas if fast else None,
             )  # fmt: skip
             journal.append(
                 "signed", round=round_number, txHash=signed.tx_hash.to_0x_hex(),
@@ -159,6 +168,9 @@ class ChainAnchorer:
             receipt = transactor.confirm(signed.tx_hash)
         anchor = self.ledger.jobs.anchor_in(receipt)
         _check_anchor(anchor, intent)
+        if round_number in self._fast_rounds and self._fast_gas is None:
+            used = int(receipt["gasUsed"])
+            self._fast_gas = used + used * GAS_MARGIN_PERCENT // 100
         tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
         journaled_anchor = journal.last("anchored", round=round_number)
         # A resent anchor is mined in another block than the one journaled before the node

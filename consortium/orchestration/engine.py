@@ -171,14 +171,15 @@ class RoundEngine:
                     base = intent.model
                     settle(self.depth - 1)
                 settle(0)
-            finally:
-                # Rounds already handed over are anchored before an error surfaces, unless one
-                # before them failed: the chain would refuse them out of order.
-                failed = False
+            except BaseException:
+                # An anchor or a round failed: rounds not yet handed to the chain stay journaled
+                # intents for a resume, and the one being anchored is let finish.
                 for future in in_flight:
-                    if failed:
-                        future.cancel()
-                    failed = failed or future.cancelled() or future.exception() is not None
+                    future.cancel()
+                for future in in_flight:
+                    if not future.cancelled():
+                        future.exception()
+                raise
         return results
 
     # ------------------------------------------------------------------ one round
