@@ -23,7 +23,7 @@ from consortium.cli.params import epochs_option, json_option
 from consortium.errors import UsageError
 from consortium.ledger.client import Ledger
 from consortium.lockfile import ExclusiveLock, LockHeld
-from consortium.orchestration.engine import RoundResult
+from consortium.orchestration.engine import DEFAULT_DEPTH, MAX_DEPTH, RoundResult
 from consortium.orchestration.export import export_job
 from consortium.protocol.messages import anchor_to_json
 from consortium.scenarios import aml
@@ -93,10 +93,19 @@ def governance(chain_url: str, as_json: bool) -> None:
     help="Finish the interrupted run recorded in --out; a larger --rounds continues it to that "
     "many rounds, and every other setting must be as before.",
 )
+@click.option(
+    "--pipeline-depth",
+    "depth",
+    type=click.IntRange(1, MAX_DEPTH),
+    default=DEFAULT_DEPTH,
+    show_default=True,
+    help="Rounds in flight at most: round r+1 trains while round r's anchor confirms.",
+)
+@click.option("--no-pipeline", is_flag=True, help="One round at a time (--pipeline-depth 1).")
 @json_option
 def aml_command(
     chain_url: str, banks: int, rounds: int, seed: int, epochs: int, out: Path | None,
-    resume: bool, as_json: bool,
+    resume: bool, depth: int, no_pipeline: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Banks train a shared AML risk model; every round is anchored and checked."""
     if resume and out is None:
@@ -116,7 +125,7 @@ def aml_command(
             else:
                 settings = aml.AmlSettings(banks, rounds, seed, epochs)
                 run = aml.set_up(chain, directory, settings, report=status.update)
-        results = _run_with_progress(console, chain, run)
+        results = _run_with_progress(console, chain, run, 1 if no_pipeline else depth)
         ledger = Ledger(chain, run.deployment)
         bundle = export_job(
             ledger, run.job_id, run.institute.store, run.institute.journal_reader(), directory
@@ -218,7 +227,9 @@ def _audit(chain: Chain, bundle: Path) -> Verdict:
     return verdict
 
 
-def _run_with_progress(console: Console, chain: Chain, run: aml.AmlRun) -> list[RoundResult]:
+def _run_with_progress(
+    console: Console, chain: Chain, run: aml.AmlRun, depth: int
+) -> list[RoundResult]:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("training rounds", total=run.settings.rounds)
 
@@ -226,7 +237,7 @@ def _run_with_progress(console: Console, chain: Chain, run: aml.AmlRun) -> list[
             auc = result.metrics["validation"]["roc_auc"]
             progress.update(task, advance=1, description=f"round {result.round}: AUC {auc:.3f}")
 
-        return aml.run_rounds(chain, run, advance)
+        return aml.run_rounds(chain, run, advance, depth=depth)
 
 
 def _round_json(result: RoundResult) -> dict[str, object]:
