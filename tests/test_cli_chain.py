@@ -146,3 +146,18 @@ def test_stop_and_status_leave_a_process_that_is_not_the_node_alone(cli: Cli) ->
         assert (status["running"], status["pid"], status["foreignPid"]) == (False, None, other.pid)
         other.kill()
     assert cli("chain", "stop").strip() == "not running"
+
+
+def test_a_file_where_the_node_directory_should_be_is_one_line(cli: Cli) -> None:
+    blocker = cli.workdir / ".consortium" / "anvil"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a directory")
+    try:
+        for command in (("chain", "start"), ("chain", "status"), ("chain", "stop")):
+            error = cli(*command, ok=False)
+            assert error.splitlines() == [
+                f"error: the anvil node's directory {blocker} cannot be made: {blocker} is a "
+                "file; move it away"
+            ], command
+    finally:
+        blocker.unlink()

@@ -61,13 +61,16 @@ class AnvilNode:
         balance_ether: int | None = None,
         *,
         archive: bool = False,
+        block_time: float | None = None,
     ) -> None:
         """``balance_ether`` overrides anvil's 10,000 ether per development account, for
         long test sessions that fund many fresh accounts from one faucet. ``archive`` keeps
-        every block's state across restarts (module docstring)."""
+        every block's state across restarts (module docstring). ``block_time`` mines a block
+        every so many seconds instead of one per transaction, as a production network does."""
         self.dir = Path(data_dir) / "anvil"
         self.balance_ether = balance_ether
         self.archive = archive
+        self.block_time = block_time
         self.host = host
         self.port = port
         self.chain_id = chain_id
@@ -100,6 +103,7 @@ class AnvilNode:
             "--state-interval", str(ARCHIVE_STATE_INTERVAL if self.archive else STATE_INTERVAL),
             *(["--preserve-historical-states"] if self.archive else []),
             *(["--balance", str(self.balance_ether)] if self.balance_ether else []),
+            *(["--block-time", f"{self.block_time:g}"] if self.block_time else []),
         ]  # fmt: skip
         with self.log_file.open("ab") as log:
             log.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(command)}\n".encode())
@@ -170,6 +174,7 @@ class AnvilNode:
 
     def _recorded_pid(self) -> int | None:
         """The live process the pid file names, whatever it is; removes a stale pid file."""
+        self._require_directory()
         try:
             pid = int(self.pid_file.read_text().strip())
         except FileNotFoundError:
@@ -181,6 +186,18 @@ class AnvilNode:
         # Gone, or exiting (its command line already released): either way not running.
         self.pid_file.unlink(missing_ok=True)
         return None
+
+    def _require_directory(self) -> None:
+        """A file where the node's directory (or one of its parents) should be is the user's
+        to move; said in one line rather than met as an OS error half-way through."""
+        for path in (self.dir, *self.dir.parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise UsageError(
+                        f"the anvil node's directory {self.dir} cannot be made: {path} is a "
+                        "file; move it away"
+                    )
+                return
 
     def _running_pid(self) -> int | None:
         """The pid from the pid file if that process is this node."""
