@@ -1,4 +1,5 @@
-"""The committed artifacts are what the committed sources compile to.
+"""The committed artifacts (package data under consortium/chain/contracts/) are what the
+committed sources in contracts/ compile to.
 
 Users deploy from the artifacts without a compiler, so an edit to a contract that is not
 followed by ``consortium compile`` would ship old bytecode under a new source: this test is
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from consortium.chain.artifacts import ARTIFACTS_DIR, CONTRACTS, CONTRACTS_DIR, load_artifact
+from consortium.chain.artifacts import ARTIFACTS_DIR, CONTRACTS, load_artifact
 from consortium.chain.compile import (
+    CONTRACTS_DIR,
     SOLC_VERSION,
     build_artifacts,
     compile_contracts,
@@ -79,3 +81,9 @@ def test_compile_errors_are_one_line_usage_errors(tmp_path: Path) -> None:
         match=r"^compilation failed: Broken\.sol:1: ParserError: Expected primary expression\.$",
     ):
         run_compiler(find_compiler(), standard_input(tmp_path))
+
+
+def test_compile_without_sources_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    # An installed package has no contracts/ beside it: compiling there says why it cannot.
+    with pytest.raises(UsageError, match=r"^no Solidity sources in .*: `consortium compile` runs"):
+        standard_input(tmp_path / "contracts")

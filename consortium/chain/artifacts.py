@@ -1,10 +1,17 @@
-"""The committed compiled contracts, loaded without a compiler."""
+"""The committed compiled contracts, loaded without a compiler.
+
+They ship inside the package, under ``consortium/chain/contracts/``, as package data read
+through :mod:`importlib.resources`: an installed wheel deploys and audits with neither a source
+checkout nor node nor solc.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from functools import cache
+from importlib.resources import as_file, files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +19,9 @@ from consortium.errors import UsageError
 from consortium.files import write_text_atomically
 from consortium.jsonio import NoSuchFile, read_json_file
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONTRACTS_DIR = PROJECT_ROOT / "contracts"
-ARTIFACTS_DIR = CONTRACTS_DIR / "artifacts"
+ARTIFACTS_DIR: Traversable = files("consortium.chain") / "contracts"
+"""The package's compiled contracts, one ``<name>.json`` each (a directory on disk whenever the
+package is installed from a wheel or a checkout)."""
 CONTRACTS = ("ConsortiumRegistry", "ConsentRegistry", "TrainingLedger")
 MAX_ARTIFACT_BYTES = 8 * 2**20
 """The largest artifact read; the committed ones take under 100 kB each."""
@@ -36,11 +43,15 @@ class Artifact:
 @cache
 def load_artifact(name: str) -> Artifact:
     """The committed artifact of contract ``name``."""
-    path = ARTIFACTS_DIR / f"{name}.json"
+    resource = ARTIFACTS_DIR / f"{name}.json"
     try:
-        raw = read_json_file(path, what="contract artifact", max_bytes=MAX_ARTIFACT_BYTES)
-    except NoSuchFile:
-        raise UsageError(f"missing contract artifact {path}: run `consortium compile`") from None
+        with as_file(resource) as path:
+            raw = read_json_file(path, what="contract artifact", max_bytes=MAX_ARTIFACT_BYTES)
+    except (NoSuchFile, FileNotFoundError):
+        raise UsageError(
+            f"missing contract artifact {resource}: reinstall consortium, "
+            "or run `consortium compile` in a source checkout"
+        ) from None
     return Artifact(
         name=name,
         abi=raw["abi"],

@@ -1,9 +1,11 @@
 """Compiles the contracts into the committed artifacts.
 
-Users never need a compiler: the artifacts under ``contracts/artifacts/`` are committed. This
-module rebuilds them, with a native ``solc`` 0.8.28 when one is on the PATH and otherwise with
-npm's ``solc`` (solcjs) driven through its standard-JSON ``compile()`` by ``solcjs.js``. Both
-see the same source unit names and settings, so both produce the same bytecode.
+Users never need a compiler: the artifacts under ``consortium/chain/contracts/`` are committed
+and ship in the package. This module rebuilds them from the sources in the checkout's
+``contracts/`` (so it works in a source checkout only), with a native ``solc`` 0.8.28 when one
+is on the PATH and otherwise with npm's ``solc`` (solcjs) driven through its standard-JSON
+``compile()`` by ``solcjs.js``. Both see the same source unit names and settings, so both
+produce the same bytecode.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from consortium.chain.artifacts import ARTIFACTS_DIR, CONTRACTS, CONTRACTS_DIR, write_artifact
+from consortium.chain.artifacts import ARTIFACTS_DIR, CONTRACTS, write_artifact
 from consortium.errors import UsageError
+
+CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
+"""The Solidity sources: ``contracts/`` of the source checkout (an installed package has none)."""
 
 SOLC_VERSION = "0.8.28"
 SETTINGS: dict[str, Any] = {
@@ -85,6 +91,11 @@ def standard_input(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Any]:
         path.name: {"content": path.read_text(encoding="utf-8")}
         for path in sorted(contracts_dir.glob("*.sol"))
     }
+    if not sources:
+        raise UsageError(
+            f"no Solidity sources in {contracts_dir}: `consortium compile` runs in a source "
+            "checkout; an installed package ships the compiled contracts"
+        )
     return {"language": "Solidity", "sources": sources, "settings": SETTINGS}
 
 
@@ -160,7 +171,7 @@ def compile_contracts(compiler: Compiler | None = None) -> dict[str, dict[str, A
 
 
 def stale_artifacts(
-    fresh: dict[str, dict[str, Any]], artifacts_dir: Path = ARTIFACTS_DIR
+    fresh: dict[str, dict[str, Any]], artifacts_dir: Traversable = ARTIFACTS_DIR
 ) -> list[str]:
     """Names of the committed artifacts that differ from ``fresh`` (or are missing)."""
     stale = []
@@ -171,7 +182,11 @@ def stale_artifacts(
     return stale
 
 
-def write_artifacts(fresh: dict[str, dict[str, Any]], artifacts_dir: Path = ARTIFACTS_DIR) -> None:
-    """Writes every artifact, each atomically."""
+def write_artifacts(
+    fresh: dict[str, dict[str, Any]], artifacts_dir: Traversable = ARTIFACTS_DIR
+) -> None:
+    """Writes every artifact, each atomically, into the package's directory by default."""
+    if not isinstance(artifacts_dir, Path):
+        raise UsageError(f"cannot write contract artifacts into {artifacts_dir}: not a directory")
     for name, artifact in fresh.items():
         write_artifact(artifacts_dir / f"{name}.json", artifact)

@@ -9,6 +9,7 @@ from consortium.chain.compile import (
     compile_contracts,
     find_compiler,
     stale_artifacts,
+    standard_input,
     write_artifacts,
 )
 from consortium.errors import ConsortiumError
@@ -21,7 +22,8 @@ class StaleArtifacts(ConsortiumError):
 @click.command("compile")
 @click.option("--check", is_flag=True, help="Only report stale artifacts; exit 1 if any.")
 def compile_command(check: bool) -> None:
-    """Compile contracts/*.sol into contracts/artifacts/ (native solc, else npm solc)."""
+    """Compile contracts/*.sol into consortium/chain/contracts/ (native solc, else npm solc)."""
+    standard_input()  # an installed package has no sources: the reason to give there, first
     compiler = find_compiler()
     click.echo(f"compiling with {compiler.describe()}", err=True)
     fresh = compile_contracts(compiler)
