@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ from consortium.audit import (
     model_digest_from,
     open_bundle,
     open_chain,
+    protocols,
     verify_bundle,
 )
 from consortium.audit.bundle import MAX_MANIFEST_BYTES
@@ -70,6 +71,7 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.consents import Consent
 from consortium.ledger.members import MemberState
 from consortium.ledger.roles import Role
+from consortium.protocol.fedavg.audit import AUDIT as FEDAVG
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model, put_model
 
@@ -117,7 +119,8 @@ def test_an_untouched_bundle_passes_every_check(scenario: Scenario) -> None:
     for number in range(1, ROUNDS + 1):
         in_round = [r for r in results if r.round == number]
         assert {r.name for r in in_round} == set(CHECK_NAMES) - {
-            "chain", "deployment", "code", "job", "complete", "head-model",
+            "chain", "deployment", "deployer", "code", "job", "protocol", "complete",
+            "head-model",
         }  # fmt: skip
         assert all(f"job 1, round {number}" in r.message for r in in_round)
     per_participant = Counter(r.name for r in results if r.round == 1 and r.participant)
@@ -217,7 +220,7 @@ def test_unreadable_bundles_are_refused(tmp_path: Path, scenario: Scenario) -> N
     bundle = copy_bundle(scenario, tmp_path)
     manifest = bundle / "manifest.json"
     header = manifest.read_text()
-    manifest.write_text(header.replace("audit-bundle/2", "audit-bundle/9"))
+    manifest.write_text(header.replace("audit-bundle/3", "audit-bundle/9"))
     assert_refused(bundle, "audit-bundle/9")
     manifest.write_text("{")
     assert_refused(bundle, "is not JSON")
@@ -228,8 +231,8 @@ def test_unreadable_bundles_are_refused(tmp_path: Path, scenario: Scenario) -> N
     manifest.write_text(" " * MAX_MANIFEST_BYTES + header)
     assert_refused(
         bundle,
-        "is larger than 1,048,576 bytes, so not the header of a 'consortium.audit-bundle/2' "
-        "bundle, the only format this auditor reads",
+        "is larger than 1,048,576 bytes, so not the header of a 'consortium.audit-bundle/3' "
+        "(or 'consortium.audit-bundle/2') bundle, the formats this auditor reads",
     )
     too_big = json.loads(header)
     too_big["job"]["id"] = 2**256  # getJob takes a uint256
@@ -250,7 +253,7 @@ def test_format_1_and_bundles_without_their_rounds_file_are_refused(
     assert_refused(
         bundle,
         "has format 'consortium.audit-bundle/1'; this auditor reads "
-        "'consortium.audit-bundle/2' only",
+        "'consortium.audit-bundle/3' and 'consortium.audit-bundle/2' only",
     )
     write_manifest(bundle, uncounted)
     assert_refused(bundle, "lacks field 'roundCount'")
@@ -263,6 +266,63 @@ def test_format_1_and_bundles_without_their_rounds_file_are_refused(
     rounds.rmdir()
     os.mkfifo(rounds)  # reading it would block the audit
     assert_refused(bundle, f"{rounds} is not a regular file")
+
+
+def test_the_manifest_names_the_protocol_the_job_s_model_spec_names(scenario: Scenario) -> None:
+    manifest = scenario.manifest
+    assert manifest["format"] == "consortium.audit-bundle/3"
+    assert manifest["protocol"] == "fedavg/1"
+    spec = ArtifactStore(scenario.bundle).get_json(bytes.fromhex(manifest["job"]["modelSpec"]))
+    assert spec["protocol"] == "fedavg/1"
+    _, results = audit(scenario.chain, scenario.bundle)
+    (protocol,) = [r for r in results if r.name == "protocol"]
+    assert protocol.ok and "protocol 'fedavg/1' is the job's" in protocol.message
+
+
+def test_a_format_2_bundle_is_read_as_fedavg(tmp_path: Path, scenario: Scenario) -> None:
+    """A version 2 header names no protocol: FedAvg, the only one then, is implied."""
+    bundle = copy_bundle(scenario, tmp_path)
+    header = {k: v for k, v in read_manifest(bundle).items() if k != "protocol"}
+    write_manifest(bundle, {**header, "format": "consortium.audit-bundle/2"})
+    with open_bundle(bundle) as opened:
+        assert opened.protocol == "fedavg/1"
+    verdict, results = audit(scenario.chain, bundle)
+    assert verdict.ok, [r.message for r in results if not r.ok]
+    # A version 3 header must name it.
+    write_manifest(bundle, {**header, "format": "consortium.audit-bundle/3"})
+    assert_refused(bundle, "lacks field 'protocol'")
+
+
+def test_an_unknown_protocol_is_refused_in_one_line(
+    tmp_path: Path, scenario: Scenario, on_scenario_chain: Chain
+) -> None:
+    bundle = copy_bundle(scenario, tmp_path)
+    write_manifest(bundle, {**read_manifest(bundle), "protocol": "x/9"})
+    message = "bundle protocol 'x/9' is not one this auditor knows (known: fedavg/1)"
+    assert_refused(bundle, message)
+    result = invoke(str(bundle), "--chain", "http://node")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [f"error: {message}"]
+    write_manifest(bundle, {**read_manifest(bundle), "protocol": 1})
+    assert_refused(bundle, "field 'protocol' must be a protocol id, not 1")
+
+
+def test_a_known_protocol_other_than_the_spec_s_fails_the_protocol_check(
+    tmp_path: Path, scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle naming another protocol the auditor knows, here one with FedAvg's checks, fails
+    the protocol check against the job's model spec, whatever that protocol's checks say."""
+    monkeypatch.setattr(
+        protocols, "PROTOCOLS", MappingProxyType({**protocols.PROTOCOLS, "fedavg/2": FEDAVG})
+    )
+    bundle = copy_bundle(scenario, tmp_path)
+    write_manifest(bundle, {**read_manifest(bundle), "protocol": "fedavg/2"})
+    verdict, results = audit(scenario.chain, bundle)
+    assert not verdict.ok
+    assert [r.message for r in results if not r.ok] == [
+        f"job 1: the bundle's protocol is 'fedavg/2', but the job's model spec "
+        f"{scenario.manifest['job']['modelSpec']} names 'fedavg/1'"
+    ]
 
 
 def test_the_embedded_chain_is_refused_as_an_audit_endpoint() -> None:
@@ -808,7 +868,7 @@ def test_the_script_gives_the_same_verdict_and_exit_codes(
     assert (
         capsys.readouterr()
         .out.rstrip()
-        .endswith("VERIFIED: every check holds (112 passed, 0 failed, 0 unverifiable)")
+        .endswith("VERIFIED: every check holds (114 passed, 0 failed, 0 unverifiable)")
     )
 
     bundle = copy_bundle(scenario, tmp_path)

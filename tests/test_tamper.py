@@ -6,7 +6,8 @@ deleted, duplicated or reordered, updates swapped between participants, a model 
 round dropped, the ledger moved to another deployment, the rounds claimed for a job created
 after they were anchored, the deployment block moved; and the layout of ``rounds.jsonl``
 damaged: a line that is not JSON, not an object, blank, too long or nested too deeply, rounds
-swapped or repeated, the file cut short, a header that miscounts. Dishonest coordinators need
+swapped or repeated, the file cut short, a header that miscounts; and every fact the header
+states about the chain changed alone (:func:`header_fact_cases`). Dishonest coordinators need
 the chain too (:func:`chain_cases`): on a second job's chain the coordinator anchors rounds
 that include a non-member's record, train from a stale base, or claim a model FedAvg does not
 give; and a consent revoked before an anchoring block is shown to be refused by the contract
@@ -309,6 +310,118 @@ def _later_deployment_block(m: dict[str, Any]) -> None:
 def _other_chain(m: dict[str, Any]) -> None:
     m["chainId"] += 1
     m["deployment"]["chain_id"] += 1
+
+
+def _set(*path: Any, to: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], None]:
+    """A change of the header field at ``path`` to ``to(document)``."""
+
+    def change(m: dict[str, Any]) -> None:
+        node = m
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = to(m)
+
+    return change
+
+
+def header_fact_cases() -> list[Tamper]:
+    """One case per fact the manifest header states about the chain (docs/audit-bundle.md,
+    "What the header states"), each changed alone and caught by the check that covers it.
+    The job id, the ledger, the deployment block and the participants are the cases
+    "rounds claimed for a job created after them", "ledger moved ...", "deployment block
+    moved" and "participant left out of the job" above; the protocol has tests of its own
+    (tests/test_audit.py): another one is refused unread, or fails the protocol check."""
+    job = ("job",)
+
+    def differs(field: str) -> str:
+        return f"differs from getJob on chain in: {field}"
+
+    return [
+        Tamper(
+            "header: chainId alone",
+            edit_manifest(_set("chainId", to=lambda m: m["chainId"] + 1)),
+            "chain",
+            None,
+            mentions="the bundle is for chain",
+        ),
+        Tamper(
+            "header: the deployment's chain_id",
+            edit_manifest(_set("deployment", "chain_id", to=lambda m: m["chainId"] + 1)),
+            "deployment",
+            None,
+            mentions="the deployment is on chain",
+        ),
+        Tamper(
+            "header: the registry",
+            edit_manifest(_set("deployment", "registry", to=lambda m: m["deployment"]["consents"])),
+            "deployment",
+            None,
+            mentions="the manifest names registry",
+        ),
+        Tamper(
+            "header: the consent registry",
+            edit_manifest(_set("deployment", "consents", to=lambda m: m["deployment"]["registry"])),
+            "deployment",
+            None,
+            mentions="the manifest names consent registry",
+        ),
+        Tamper(
+            "header: the deployer",
+            edit_manifest(_set("deployment", "deployer", to=lambda m: m["job"]["consumer"])),
+            "deployer",
+            None,
+            mentions="the manifest names deployer",
+        ),
+        Tamper(
+            "header: the job's purpose",
+            edit_manifest(_set(*job, "purpose", to=lambda m: m["job"]["purpose"] + "-marketing")),
+            "job",
+            None,
+            mentions=differs("purpose"),
+        ),
+        Tamper(
+            "header: the job's coordinator",
+            edit_manifest(_set(*job, "coordinator", to=lambda m: m["job"]["consumer"])),
+            "job",
+            None,
+            mentions=differs("coordinator"),
+        ),
+        Tamper(
+            "header: the job's consumer",
+            edit_manifest(_set(*job, "consumer", to=lambda m: m["job"]["participants"][-1])),
+            "job",
+            None,
+            mentions=differs("consumer"),
+        ),
+        Tamper(
+            "header: the job's datasets",
+            edit_manifest(_set(*job, "datasets", to=lambda m: m["job"]["datasets"][:-1])),
+            "job",
+            None,
+            mentions=differs("datasets"),
+        ),
+        Tamper(
+            "header: the job's model spec",
+            edit_manifest(_flip_field("job", "modelSpec")),
+            "job",
+            None,
+            mentions=differs("modelSpec"),
+        ),
+        Tamper(
+            "header: the job's initial model",
+            edit_manifest(_flip_field("job", "initialModel")),
+            "job",
+            None,
+            mentions=differs("initialModel"),
+        ),
+        Tamper(
+            "header announcing more rounds than rounds.jsonl holds",
+            announce_rounds(+1),
+            "manifest",
+            None,
+            mentions="rounds.jsonl holds 3 line(s), the manifest announces 4 round entries",
+        ),
+    ]
 
 
 def _swap_rounds(m: dict[str, Any]) -> None:
@@ -668,7 +781,9 @@ def test_an_untouched_bundle_passes(honest: Honest, tmp_path: Path) -> None:
     assert verdict.ok, [r.message for r in results if not r.ok]
 
 
-@pytest.mark.parametrize("case", bundle_cases(), ids=lambda case: case.name)
+@pytest.mark.parametrize(
+    "case", [*bundle_cases(), *header_fact_cases()], ids=lambda case: case.name
+)
 def test_a_damaged_bundle_is_caught_by_the_intended_check(
     case: Tamper, honest: Honest, tmp_path: Path
 ) -> None:

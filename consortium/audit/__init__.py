@@ -1,9 +1,11 @@
 """Independent verification of a training job from its audit bundle and the chain.
 
 This is what a regulator runs. It trusts the chain and recomputation, nothing the coordinator
-says: see :mod:`consortium.audit.checks` for the checks and :mod:`consortium.audit.verifier`
-for how they are run. The names below are the public API (``scripts/verify_job.py`` uses
-nothing else)::
+says: see :mod:`consortium.audit.checks` for the checks of every job,
+:mod:`consortium.audit.protocols` for the protocols whose own checks it knows (each protocol's
+live with it, FedAvg's in :mod:`consortium.protocol.fedavg.audit`) and
+:mod:`consortium.audit.verifier` for how they are run. The names below are the public API
+(``scripts/verify_job.py`` uses nothing else)::
 
     from consortium.audit import Verdict, open_bundle, open_chain, verify_bundle
 
@@ -26,6 +28,7 @@ from consortium.audit.bundle import (
     read_bundle,
 )
 from consortium.audit.checks import CHECK_NAMES
+from consortium.audit.protocols import PROTOCOLS, UnknownProtocol
 from consortium.audit.report import AuditReport, check_report_path, write_report
 from consortium.audit.results import CheckResult, Scope, Verdict
 from consortium.audit.verifier import (
@@ -41,6 +44,7 @@ from consortium.errors import ConsortiumError
 __all__ = [
     "BUNDLE_FORMAT",
     "CHECK_NAMES",
+    "PROTOCOLS",
     "AuditBundle",
     "AuditReport",
     "BundleError",
@@ -49,6 +53,7 @@ __all__ = [
     "JobAudit",
     "ModelProvenance",
     "Scope",
+    "UnknownProtocol",
     "Verdict",
     "check_report_path",
     "locate_model",

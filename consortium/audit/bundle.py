@@ -1,4 +1,4 @@
-"""Reading an audit bundle (``consortium.audit-bundle/2``, docs/audit-bundle.md) as evidence.
+"""Reading an audit bundle (``consortium.audit-bundle/3``, docs/audit-bundle.md) as evidence.
 
 The reader is written apart from the exporter on purpose: it shares the protocol's formats
 (crypto, ledger types) but none of the coordinator's code, so a bug in how a coordinator writes
@@ -13,6 +13,11 @@ rounds, and no line of a hostile bundle can make it grow either.
 Every file of a bundle is opened so that it cannot block (a FIFO) or lead elsewhere (a
 symbolic link, which a bundle never holds), and read within the bound its place in the format
 allows; an archive is unpacked within bounds of its own (:func:`unpack_archive`).
+
+A version 3 header names the job's round protocol (``protocol``); a version 2 bundle, written
+before headers named one, is still read, as FedAvg's (``fedavg/1``, the only protocol then).
+A protocol this auditor has no checks for (:mod:`consortium.audit.protocols`) is refused like
+an unknown format.
 
 Two kinds of damage are told apart. A bundle whose header cannot be read (no manifest, not
 JSON, another format, no job or deployment, no ``rounds.jsonl``) is not evidence of anything
@@ -39,14 +44,19 @@ from typing import IO, Any, BinaryIO
 from eth_typing import ChecksumAddress
 from eth_utils import is_checksum_address
 
+from consortium.audit.protocols import UnknownProtocol, protocol_audit
 from consortium.crypto.digests import from_hex32
 from consortium.errors import UsageError
 from consortium.jsonio import parse_json
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import RoundAnchor
+from consortium.protocol.spec import IMPLIED_PROTOCOL
 from consortium.store.artifacts import ArtifactStore, NotRegularFile, open_regular
 
-BUNDLE_FORMAT = "consortium.audit-bundle/2"
+BUNDLE_FORMAT = "consortium.audit-bundle/3"
+LEGACY_FORMAT = "consortium.audit-bundle/2"
+"""The format before headers named the protocol: still read, its protocol implied."""
+READABLE_FORMATS = (BUNDLE_FORMAT, LEGACY_FORMAT)
 MANIFEST = "manifest.json"
 ROUNDS = "rounds.jsonl"
 
@@ -175,6 +185,7 @@ class AuditBundle:
     chain_id: int
     deployment: Deployment
     job: ManifestJob
+    protocol: str  # the header's protocol id; IMPLIED_PROTOCOL for a version 2 bundle
     round_count: int
     objects: ArtifactStore
 
@@ -314,25 +325,31 @@ def read_bundle(directory: Path) -> AuditBundle:
     later, by :meth:`AuditBundle.rounds`.
 
     Raises:
-        BundleError: no manifest, not JSON, an unknown ``format``, a malformed header, or no
-            ``rounds.jsonl`` (as a regular file).
+        BundleError: no manifest, not JSON, an unknown ``format``, a malformed header, a
+            protocol this auditor has no checks for, or no ``rounds.jsonl`` (as a regular
+            file).
     """
     manifest_path = directory / MANIFEST
     manifest = _read_manifest(manifest_path, directory)
-    if manifest.get("format") != BUNDLE_FORMAT:
+    if manifest.get("format") not in READABLE_FORMATS:
         raise BundleError(
             f"{manifest_path} has format {manifest.get('format')!r}; this auditor reads "
-            f"{BUNDLE_FORMAT!r} only"
+            f"{' and '.join(map(repr, READABLE_FORMATS))} only"
         )
     try:
         chain_id = _integer(manifest, "chainId", minimum=1, maximum=UINT256_MAX)
         deployment = Deployment.from_json(manifest["deployment"], source="manifest deployment")
         job = parse_job(manifest["job"])
+        protocol = _protocol(manifest)
         round_count = _integer(manifest, "roundCount", maximum=UINT32_MAX)
     except KeyError as exc:
         raise BundleError(f"{manifest_path} lacks field {exc.args[0]!r}") from None
     except UsageError as exc:
         raise BundleError(f"{manifest_path}: {exc}") from None
+    try:
+        protocol_audit(protocol)
+    except UnknownProtocol as exc:
+        raise BundleError(str(exc)) from None
     rounds_path = directory / ROUNDS
     try:
         _open_member(rounds_path)[0].close()
@@ -341,7 +358,18 @@ def read_bundle(directory: Path) -> AuditBundle:
             f"{directory} is not a complete audit bundle: it has no {ROUNDS}"
         ) from None
     store = ArtifactStore(directory, read_only=True, max_object_bytes=MAX_OBJECT_BYTES)
-    return AuditBundle(directory, chain_id, deployment, job, round_count, store)
+    return AuditBundle(directory, chain_id, deployment, job, protocol, round_count, store)
+
+
+def _protocol(manifest: Mapping[str, Any]) -> str:
+    """The header's protocol id: its ``protocol`` field, or FedAvg's for a version 2 bundle
+    (written before headers named the protocol, when FedAvg was the only one)."""
+    if manifest["format"] == LEGACY_FORMAT:
+        return IMPLIED_PROTOCOL
+    protocol = manifest["protocol"]
+    if not isinstance(protocol, str) or not protocol:
+        raise UsageError(f"field 'protocol' must be a protocol id, not {protocol!r}")
+    return protocol
 
 
 def _open_member(path: Path) -> tuple[BinaryIO, int]:
@@ -375,7 +403,7 @@ def _read_manifest(path: Path, directory: Path) -> dict[str, Any]:
     if len(data) > MAX_MANIFEST_BYTES:
         raise BundleError(
             f"{path} is larger than {MAX_MANIFEST_BYTES:,} bytes, so not the header of a "
-            f"{BUNDLE_FORMAT!r} bundle, the only format this auditor reads"
+            f"{BUNDLE_FORMAT!r} (or {LEGACY_FORMAT!r}) bundle, the formats this auditor reads"
         )
     try:
         manifest = parse_json(data)

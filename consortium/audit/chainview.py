@@ -22,7 +22,7 @@ from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from web3.contract import Contract
-from web3.exceptions import TransactionNotFound, Web3Exception
+from web3.exceptions import BlockNotFound, TransactionNotFound, Web3Exception
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
@@ -155,6 +155,29 @@ class ChainView:
             transactions=tuple(HexBytes(tx).to_0x_hex() for tx in raw["transactions"]),
         )
         return self._block
+
+    def creator(self, address: str, block: int) -> ChecksumAddress | None:
+        """The sender of the transaction in block ``block`` that created the contract at
+        ``address``, or None when none of that block's transactions created it (one block and
+        the receipts of its contract creations are read)."""
+        target = to_checksum_address(address)
+        try:
+            raw = self.chain.w3.eth.get_block(block, full_transactions=True)
+        except BlockNotFound:
+            return None
+        except (Web3Exception, ValueError, OSError) as exc:
+            raise ChainUnavailable(f"cannot read block {block}: {exc}") from None
+        try:
+            for tx in raw["transactions"]:
+                if tx.get("to"):  # a creation has none (eth-tester gives an empty one)
+                    continue
+                receipt = self.chain.w3.eth.get_transaction_receipt(tx["hash"])
+                created = receipt.get("contractAddress")
+                if created is not None and to_checksum_address(created) == target:
+                    return to_checksum_address(tx["from"])
+        except (Web3Exception, ValueError, OSError) as exc:
+            raise ChainUnavailable(f"cannot read a receipt of block {block}: {exc}") from None
+        return None
 
     # ---------------------------------------------------------------- past state
 

@@ -5,16 +5,21 @@ gives, and returns :class:`~consortium.audit.results.CheckResult` values whose m
 the job, the round and the participant. The functions do not decide what runs when, and hold
 nothing between calls; :mod:`consortium.audit.verifier` feeds them one round at a time, so
 each can also be called on its own (the tamper tests do) and an auditor can read any of them
-without the rest.
+without the rest. They are the checks of every job; the checks particular to the job's round
+protocol live with the protocol, and the verifier dispatches to them
+(:mod:`consortium.audit.protocols`).
 
-Check names, in the order an audit reports them:
+Check names, in the order an audit reports them (the checks of the job's protocol, FedAvg's in
+:mod:`consortium.protocol.fedavg.audit`, come in each round after ``lineage``):
 
 ========================  ==================================================================
 ``chain``                 the endpoint is the chain the bundle says the job ran on
 ``deployment``            the manifest's addresses are the trusted ledger's (and the pinned one)
+``deployer``              the manifest's deployer created the registry in the deployment block
 ``code``                  the runtime code at each address is the committed artifact's
 ``job``                   the manifest's job is ``getJob`` on chain
 ``objects``               every object the job or a round names is present and hashes to its name
+``protocol``              the manifest's protocol is the one the job's model spec names
 ``manifest``              a round entry is well formed and agrees with its own anchor; the
                           rounds file holds as many entries as the manifest announces
 ``sequence``              rounds run 1, 2, 3, ... in the bundle
@@ -25,11 +30,7 @@ Check names, in the order an audit reports them:
 ``leaf-order``            leaves are in participant address order, each once, indices in place
 ``merkle-root``           the RFC 6962 root and count over the records are the anchor's
 ``inclusion-proof``       each record's inclusion proof leads to the anchored root
-``base-model``            each record was trained from the previous round's model
-``update``                each record's example count is its participant metrics'
-``aggregation``           FedAvg over the bundled updates gives the anchored model bit for bit
 ``lineage``               the anchor's previous model is the previous round's model
-``round-metrics``         the anchored round metrics list exactly the records and refusals
 ``membership``            at the anchoring block, every party was an active member in its role
 ``consent``               at the anchoring block, every dataset's consent was valid
 ``events``                the registries' events up to the anchoring block imply the state read
@@ -49,29 +50,41 @@ from eth_typing import ChecksumAddress
 
 from consortium.audit.bundle import ROUNDS, ManifestJob, RecordEntry, RoundEntry
 from consortium.audit.chainview import ChainView
-from consortium.audit.evidence import Evidence, Model
+from consortium.audit.evidence import Evidence
+from consortium.audit.protocols import PROTOCOLS
 from consortium.audit.replay import ConsentTerms, ImpliedState
 from consortium.audit.results import CheckResult, Scope
 from consortium.audit.standing import Standing
 from consortium.chain.artifacts import Artifact
-from consortium.crypto.digests import model_digest
 from consortium.crypto.eip712 import Domain
 from consortium.crypto.merkle import MerkleTree, verify_inclusion
 from consortium.crypto.update_record import SignedUpdateRecord
-from consortium.errors import ChainRevert, ConsortiumError
-from consortium.fl.aggregation import fedavg
+from consortium.errors import ChainRevert, ConsortiumError, UsageError
 from consortium.ledger.consents import Consent
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import Job, RoundAnchor
 from consortium.ledger.members import MemberState
 from consortium.ledger.roles import Role
+from consortium.protocol.spec import IMPLIED_PROTOCOL, spec_protocol
 
-CHECK_NAMES = (
-    "chain", "deployment", "code", "job", "objects", "manifest", "sequence", "anchored",
-    "transaction", "record", "signature", "leaf-order", "merkle-root", "inclusion-proof",
-    "base-model", "update", "aggregation", "lineage", "round-metrics", "membership", "consent",
-    "events", "complete", "head-model",
+COMMON_CHECK_NAMES = (
+    "chain", "deployment", "deployer", "code", "job", "objects", "protocol", "manifest",
+    "sequence", "anchored", "transaction", "record", "signature", "leaf-order", "merkle-root",
+    "inclusion-proof", "lineage", "membership", "consent", "events", "complete", "head-model",
 )  # fmt: skip
+"""The checks of every job, whatever its protocol, in the order an audit reports them; the
+protocol's own checks of a round come after ``lineage``."""
+_SPLIT = COMMON_CHECK_NAMES.index("lineage") + 1
+CHECK_NAMES = tuple(
+    dict.fromkeys(
+        [
+            *COMMON_CHECK_NAMES[:_SPLIT],
+            *(name for audit in PROTOCOLS.values() for name in audit.check_names),
+            *COMMON_CHECK_NAMES[_SPLIT:],
+        ]
+    )
+)
+"""Every check an audit can report, whatever the protocol, in the order it reports them."""
 
 
 def _short(digest: bytes | None) -> str:
@@ -174,11 +187,39 @@ def check_deployment(
                 )
     if problems:
         return scope.failed("deployment", "; ".join(problems))
+    trust = (
+        "the auditor pins it"
+        if pinned is not None
+        else "unchecked: no ledger is pinned, so that it is the consortium's own ledger rests "
+        "on the manifest (pin it with --ledger)"
+    )
     return scope.passed(
         "deployment",
         f"ledger {view.ledger_address} on chain {view.chain.chain_id} is bound to registry "
         f"{view.deployment.registry} and consent registry {view.deployment.consents}, as the "
-        "manifest says",
+        f"manifest says; {trust}",
+    )
+
+
+def check_deployer(
+    scope: Scope, manifest: Deployment, registry: str, creator: str | None
+) -> CheckResult:
+    """The manifest's deployer is the account whose transaction in the manifest's deployment
+    block created the trusted registry (``creator``, None when no transaction of that block
+    created it)."""
+    block = manifest.block_number
+    if creator is None:
+        return scope.failed(
+            "deployer",
+            f"no transaction of block {block}, the manifest's deployment block, created "
+            f"registry {registry}, so the manifest's deployer {manifest.deployer} is unconfirmed",
+        )
+    return scope.outcome(
+        "deployer",
+        creator == manifest.deployer,
+        f"registry {registry} was created in block {block} by {creator}, the manifest's deployer",
+        f"registry {registry} was created in block {block} by {creator}, the manifest names "
+        f"deployer {manifest.deployer}",
     )
 
 
@@ -264,6 +305,36 @@ def check_job(
         f"{len(chain_job.dataset_ids)} datasets, purpose {chain_job.purpose!r}, "
         f"{chain_job.last_round} rounds anchored, {chain_job.status})",
         f"the manifest's job differs from getJob on chain in: {', '.join(differences)}",
+    )
+
+
+def check_protocol(
+    scope: Scope, protocol: str, spec: Any | None, spec_digest: bytes
+) -> CheckResult:
+    """The manifest's protocol is the one the job's model spec (the object ``spec_digest``
+    names, as ``getJob`` has it) names; a spec naming none implies FedAvg, as every job
+    created before specs named their protocol ran it."""
+    where = f"the job's model spec {spec_digest.hex()}"
+    if spec is None:
+        return scope.failed(
+            "protocol", f"cannot check protocol {protocol!r}: {where} is unreadable"
+        )
+    try:
+        named = spec_protocol(spec)
+    except UsageError as exc:
+        return scope.failed("protocol", f"{where} names no usable protocol: {exc}")
+    implied = "protocol" not in spec
+    source = f"{where} names none, which implies {named!r}" if implied else f"{where} names it"
+    return scope.outcome(
+        "protocol",
+        named == protocol,
+        f"the bundle's protocol {protocol!r} is the job's: {source}",
+        f"the bundle's protocol is {protocol!r}, but "
+        + (
+            f"{where} names none, which implies {IMPLIED_PROTOCOL!r}"
+            if implied
+            else f"{where} names {named!r}"
+        ),
     )
 
 
@@ -564,67 +635,6 @@ def check_inclusion_proof(scope: Scope, loaded: LoadedRecord, anchor: RoundAncho
     )
 
 
-def check_base_model(
-    scope: Scope, signed: SignedUpdateRecord, expected: bytes | None, source: str
-) -> CheckResult:
-    """The record says it trained from ``expected``, the previous round's model."""
-    base = signed.record.base_model_digest
-    if expected is None:
-        return scope.failed("base-model", f"cannot check: {source} is unknown")
-    return scope.outcome(
-        "base-model",
-        base == expected,
-        f"trained from {source} {expected.hex()}",
-        f"trained from {base.hex()}, not {source} {expected.hex()}",
-    )
-
-
-def check_update(
-    scope: Scope, signed: SignedUpdateRecord, update: Model | None, metrics: Any | None
-) -> CheckResult:
-    """The signed update is in the bundle and its example count (the FedAvg weight) is the
-    one the participant's own metrics report."""
-    record = signed.record
-    if update is None or metrics is None:
-        return scope.failed(
-            "update", f"the update {record.update_digest.hex()} or its metrics are not readable"
-        )
-    claimed = metrics.get("numExamples") if isinstance(metrics, dict) else None
-    ok = record.num_examples >= 1 and type(claimed) is int and claimed == record.num_examples
-    return scope.outcome(
-        "update",
-        ok,
-        f"update {record.update_digest.hex()} trained on {record.num_examples} examples",
-        f"numExamples {record.num_examples} is not positive or disagrees with the "
-        f"participant's metrics ({claimed!r})",
-    )
-
-
-def check_aggregation(
-    scope: Scope, updates: Sequence[tuple[str, Model | None, int]], anchored: bytes
-) -> CheckResult:
-    """FedAvg (examples-weighted, participant address ascending, float64) over the bundled
-    updates reproduces the anchored model digest bit for bit."""
-    missing = [participant for participant, model, _ in updates if model is None]
-    if not updates or missing:
-        reason = f"the updates of {', '.join(missing)} are missing" if missing else "no updates"
-        return scope.failed("aggregation", f"cannot re-run FedAvg: {reason}")
-    try:
-        model = fedavg([(p, m, n) for p, m, n in updates if m is not None])
-        digest = model_digest(model)
-    except ConsortiumError as exc:
-        return scope.failed("aggregation", f"FedAvg over the bundled updates fails: {exc}")
-    examples = sum(n for _, _, n in updates)
-    return scope.outcome(
-        "aggregation",
-        digest == anchored,
-        f"FedAvg over {len(updates)} updates ({examples} examples) gives the anchored model "
-        f"{anchored.hex()} bit for bit",
-        f"FedAvg over the {len(updates)} bundled updates gives model {digest.hex()}, the "
-        f"anchor says {anchored.hex()}",
-    )
-
-
 def check_lineage(
     scope: Scope, anchor: RoundAnchor, previous: bytes | None, source: str
 ) -> CheckResult:
@@ -637,43 +647,6 @@ def check_lineage(
         f"the anchor's previous model is {source} {previous.hex()}",
         f"the anchor's previous model is {anchor.previous_model_digest.hex()}, not {source} "
         f"{previous.hex()}",
-    )
-
-
-def check_round_metrics(
-    scope: Scope,
-    metrics: Any | None,
-    entry: RoundEntry,
-    records: Sequence[LoadedRecord],
-    participants: Sequence[str],
-) -> CheckResult:
-    """The anchored round metrics name this round, list exactly the records' participants as
-    accepted (in leaf order) and their examples, and the manifest's refusals; accepted and
-    refused together are the job's participants."""
-    if not isinstance(metrics, dict):
-        return scope.failed("round-metrics", "the round metrics object is not readable")
-    accepted = [r.participant for r in records]
-    examples = sum(r.signed.record.num_examples for r in records if r.signed is not None)
-    refused = metrics.get("refused")
-    problems = []
-    if metrics.get("round") != entry.round:
-        problems.append(f"they are for round {metrics.get('round')!r}")
-    if metrics.get("accepted") != accepted:
-        problems.append(f"they accept {metrics.get('accepted')!r}, the records are {accepted}")
-    if metrics.get("examples") != examples:
-        problems.append(f"they count {metrics.get('examples')!r} examples, the records {examples}")
-    if refused != entry.refused:
-        problems.append(f"they refuse {refused!r}, the manifest {entry.refused}")
-    if isinstance(refused, dict) and not problems:
-        everyone = sorted([*accepted, *refused], key=lambda a: str(a).lower())
-        if everyone != sorted(participants, key=str.lower):
-            problems.append("accepted and refused together are not the job's participants")
-    return scope.outcome(
-        "round-metrics",
-        not problems,
-        f"the anchored metrics accept the {len(accepted)} records ({examples} examples) and "
-        f"refuse {len(entry.refused)}",
-        "the anchored round metrics disagree: " + "; ".join(problems),
     )
 
 

@@ -1,10 +1,11 @@
 """What an audit produces: one :class:`CheckResult` per check and subject, and a :class:`Verdict`.
 
 Results are plain values streamed as the audit goes, so that a caller can print, count or
-store them without the verifier holding every round in memory. A result is one of three
-things: the check held, it did not (evidence of a fault), or it could not be decided (the node
-cannot serve the state it needs). An audit that could not decide something does not pass:
-a regulator must not read "could not check" as "checked".
+store them without the verifier holding every round in memory. :class:`CheckResult` and
+:class:`Scope` are defined with the protocols' audit interface
+(:mod:`consortium.protocol.audit`), since a protocol's own checks build them too, and are
+named here as well. An audit that could not decide something does not pass: a regulator must
+not read "could not check" as "checked".
 """
 
 from __future__ import annotations
@@ -12,87 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-PASS = "pass"
-FAIL = "fail"
-UNVERIFIABLE = "unverifiable"
+from consortium.protocol.audit import FAIL, PASS, UNVERIFIABLE, CheckResult, Scope
+
+__all__ = ["FAIL", "INCOMPLETE", "PASS", "UNVERIFIABLE", "CheckResult", "Scope", "Tally", "Verdict"]
+
 INCOMPLETE = "incomplete"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of one named check for one subject.
-
-    ``round`` is None for checks of the job as a whole (deployment, code, job record,
-    completeness); ``participant`` names the member (or, for code checks, the contract
-    address) the result is about, or is None. ``message`` is a full sentence naming the job,
-    the round and the participant, so that it can be read on its own in a log.
-    """
-
-    name: str
-    round: int | None
-    participant: str | None
-    ok: bool
-    message: str
-    unverifiable: bool = False
-
-    @property
-    def status(self) -> str:
-        """``pass``, ``fail`` or ``unverifiable``."""
-        if self.ok:
-            return PASS
-        return UNVERIFIABLE if self.unverifiable else FAIL
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form ``consortium audit --json`` prints for each result."""
-        return {
-            "check": self.name,
-            "round": self.round,
-            "participant": self.participant,
-            "ok": self.ok,
-            "status": self.status,
-            "message": self.message,
-        }
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Who a result is about; builds results whose messages name job, round and participant.
-
-    Check functions receive a scope rather than formatting the prefix themselves, so every
-    message across the verifier is worded the same way and always says where it belongs.
-    """
-
-    job_id: int
-    round: int | None = None
-    participant: str | None = None
-
-    def at(self, participant: str | None) -> Scope:
-        """The same job and round, about ``participant``."""
-        return Scope(self.job_id, self.round, participant)
-
-    def describe(self) -> str:
-        parts = [f"job {self.job_id}"]
-        if self.round is not None:
-            parts.append(f"round {self.round}")
-        if self.participant is not None:
-            parts.append(f"participant {self.participant}")
-        return ", ".join(parts)
-
-    def passed(self, name: str, text: str) -> CheckResult:
-        return CheckResult(name, self.round, self.participant, True, f"{self.describe()}: {text}")
-
-    def failed(self, name: str, text: str) -> CheckResult:
-        return CheckResult(name, self.round, self.participant, False, f"{self.describe()}: {text}")
-
-    def undecided(self, name: str, text: str) -> CheckResult:
-        """A result for a check the chain cannot answer (e.g. pruned historical state)."""
-        return CheckResult(
-            name, self.round, self.participant, False, f"{self.describe()}: {text}", True
-        )
-
-    def outcome(self, name: str, ok: bool, good: str, bad: str) -> CheckResult:
-        """``passed(name, good)`` if ``ok`` else ``failed(name, bad)``."""
-        return self.passed(name, good) if ok else self.failed(name, bad)
 
 
 @dataclass

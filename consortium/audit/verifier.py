@@ -1,4 +1,7 @@
-"""The auditor's verifier: runs every check of :mod:`consortium.audit.checks` over a bundle.
+"""The auditor's verifier: runs every check of :mod:`consortium.audit.checks` over a bundle,
+and in each round the checks of the job's protocol, which it dispatches to on the bundle's
+protocol id (:mod:`consortium.audit.protocols`) once the ``protocol`` check has compared that
+id with the job's model spec, whose digest the chain holds.
 
 It trusts the chain (at the ledger address the auditor pins, or the manifest's, which the
 ``deployment`` and ``code`` checks then vouch for) and recomputation, and nothing the
@@ -34,13 +37,12 @@ from consortium.audit.chainview import ChainView, StateUnavailable
 from consortium.audit.checks import (
     JobFacts,
     LoadedRecord,
-    check_aggregation,
     check_anchored,
-    check_base_model,
     check_chain,
     check_code,
     check_complete,
     check_consent,
+    check_deployer,
     check_deployment,
     check_events,
     check_head_model,
@@ -52,16 +54,16 @@ from consortium.audit.checks import (
     check_membership,
     check_merkle_root,
     check_objects,
+    check_protocol,
     check_record,
     check_round_count,
-    check_round_metrics,
     check_sequence,
     check_signature,
     check_transaction,
-    check_update,
     undecided_standing,
 )
 from consortium.audit.evidence import Evidence
+from consortium.audit.protocols import protocol_audit
 from consortium.audit.replay import ImpliedState
 from consortium.audit.results import CheckResult, Scope
 from consortium.audit.standing import Standing, StandingReader
@@ -79,10 +81,11 @@ from consortium.crypto.canonical import jcs
 from consortium.crypto.digests import from_hex32, model_digest
 from consortium.crypto.eip712 import Domain
 from consortium.crypto.update_record import SignedUpdateRecord
-from consortium.errors import ChainRevert, ConsortiumError, UsageError
+from consortium.errors import ChainRevert, ChainUnavailable, ConsortiumError, UsageError
 from consortium.ledger.jobs import Job
 from consortium.ledger.roles import Role
 from consortium.ledger.values import address
+from consortium.protocol.audit import AuditedRound
 
 _DIGEST_TEXT = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
@@ -121,6 +124,7 @@ class JobAudit:
         self.bundle = bundle
         self.chain = chain
         self.pinned = None if ledger is None else address(ledger)
+        self.protocol = protocol_audit(bundle.protocol)
         self.job_ok = True
         self.round_models: dict[int, bytes] = {}
         self.round_ok: dict[int, bool] = {}
@@ -173,6 +177,7 @@ class JobAudit:
         self.view = view
         yield check_deployment(scope, bundle.chain_id, bundle.deployment, self.pinned, view)
         registry, consents = view.deployment.registry, view.deployment.consents
+        yield self._deployer_check(scope)
         code_ok = True
         for name, where, bound in (
             ("ConsortiumRegistry", registry, set()),
@@ -207,9 +212,10 @@ class JobAudit:
         self.standing = StandingReader(view, facts.id, facts.consumer, facts.purpose)
         evidence = Evidence(bundle.objects)
         evidence.model(facts.initial_model, scope, "initial model (base of round 1)")
-        spec = chain_job.model_spec_digest if chain_job else bundle.job.model_spec
-        evidence.json(spec, scope, "model spec")
+        spec_digest = chain_job.model_spec_digest if chain_job else bundle.job.model_spec
+        spec = evidence.json(spec_digest, scope, "model spec")
         yield from check_objects(scope, evidence, "the job (initial model and model spec)")
+        yield check_protocol(scope, bundle.protocol, spec, spec_digest)
 
         self._in_rounds = True
         for line in bundle.rounds():
@@ -235,31 +241,19 @@ class JobAudit:
         # The round's tensors hash in the background while its anchor is read from the chain.
         evidence = Evidence(self.bundle.objects)
         records = self._load_records(scope, entry, evidence)
-        evidence.prefetch_models(
-            [*(r.signed.record.update_digest for r in records if r.signed), anchor.model_digest]
-        )
+        audited = AuditedRound(
+            scope, anchor, entry.refused, tuple(r.signed for r in records), facts.participants,
+            self._previous_model, self._previous_source,
+        )  # fmt: skip
+        evidence.prefetch_models([*self.protocol.prefetch(audited), anchor.model_digest])
         yield check_manifest_entry(scope, entry, facts.id)
         yield check_sequence(scope, entry.round, self._previous_round + 1)
         anchored = check_anchored(scope, entry, facts.id, self.view)
         yield anchored
         transaction = check_transaction(scope, entry, self._previous_block, self.view)
         yield transaction
-        updates = {
-            r.position: evidence.model(
-                r.signed.record.update_digest, scope.at(r.participant), "update"
-            )
-            for r in records
-            if r.signed is not None
-        }
-        participant_metrics = {
-            r.position: evidence.json(
-                r.signed.record.metrics_digest, scope.at(r.participant), "participant metrics"
-            )
-            for r in records
-            if r.signed is not None
-        }
         evidence.model(anchor.model_digest, scope, "global model")
-        round_metrics = evidence.json(anchor.metrics_digest, scope, "round metrics")
+        protocol_objects = self.protocol.read(audited, evidence)
         yield from check_objects(scope, evidence, f"round {entry.round}")
 
         for loaded in records:
@@ -271,27 +265,8 @@ class JobAudit:
         yield check_merkle_root(scope, records, anchor)
         for loaded in records:
             yield check_inclusion_proof(scope.at(loaded.participant), loaded, anchor)
-        for loaded in records:
-            if loaded.signed is not None:
-                at = scope.at(loaded.participant)
-                yield check_base_model(
-                    at, loaded.signed, self._previous_model, self._previous_source
-                )
-                yield check_update(
-                    at, loaded.signed, updates[loaded.position],
-                    participant_metrics[loaded.position],
-                )  # fmt: skip
-        yield check_aggregation(
-            scope,
-            [
-                (r.signed.record.participant, updates[r.position], r.signed.record.num_examples)
-                for r in records
-                if r.signed is not None
-            ],
-            anchor.model_digest,
-        )
         yield check_lineage(scope, anchor, self._previous_model, self._previous_source)
-        yield check_round_metrics(scope, round_metrics, entry, records, facts.participants)
+        yield from self.protocol.check(audited, protocol_objects)
         outsiders = [
             r.participant
             for r in records
@@ -311,6 +286,18 @@ class JobAudit:
             f"round {entry.round}'s model",
             anchor.block_number if anchored.ok else None,
         )
+
+    def _deployer_check(self, scope: Scope) -> CheckResult:
+        """The manifest's deployer against the creator of the trusted registry, in the block
+        the manifest names as the deployment's."""
+        deployment, registry = self.bundle.deployment, self.view.deployment.registry
+        try:
+            creator = self.view.creator(registry, deployment.block_number)
+        except ChainUnavailable as exc:
+            return scope.undecided(
+                "deployer", f"cannot read who created registry {registry}: {first_line(exc)}"
+            )
+        return check_deployer(scope, deployment, registry, creator)
 
     def _advance(self, number: int, model: bytes | None, source: str, block: int | None) -> None:
         self._bundled.append(number)

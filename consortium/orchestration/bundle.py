@@ -1,7 +1,8 @@
 """The job's export bundle: everything an auditor needs besides a chain endpoint.
 
-The format is ``consortium.audit-bundle/2`` (docs/audit-bundle.md). ``bundle/manifest.json``
-is a small header: the chain, the deployment, the job and the number of rounds.
+The format is ``consortium.audit-bundle/3`` (docs/audit-bundle.md). ``bundle/manifest.json``
+is a small header: the chain, the deployment, the job, the job's round protocol (the one its
+model spec names) and the number of rounds.
 ``bundle/rounds.jsonl`` holds one line per anchored round, in round order: the anchor, its
 transaction, the signed records in leaf order with their inclusion proofs, the refused
 updates and why, and the digests of the global model and the round metrics. Rounds are lines
@@ -30,11 +31,12 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job
 from consortium.lockfile import ExclusiveLock
 from consortium.protocol.messages import anchor_from_json
+from consortium.protocol.spec import spec_protocol
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import Journal
 from consortium.store.models import model_objects
 
-BUNDLE_FORMAT = "consortium.audit-bundle/2"
+BUNDLE_FORMAT = "consortium.audit-bundle/3"
 MANIFEST_FILE = "manifest.json"
 ROUNDS_FILE = "rounds.jsonl"
 
@@ -68,7 +70,7 @@ def _export(ledger: Ledger, job_id: int, store: ArtifactStore, journal: Journal,
             objects += named
             count += 1
     store.export(dict.fromkeys(objects), staging)  # the store keeps them in objects/
-    manifest = _header(ledger, job, count)
+    manifest = _header(ledger, job, spec_protocol(store.get_json(job.model_spec_digest)), count)
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
@@ -111,7 +113,7 @@ def _round_entry(
     return entry, objects
 
 
-def _header(ledger: Ledger, job: Job, rounds: int) -> dict[str, Any]:
+def _header(ledger: Ledger, job: Job, protocol: str, rounds: int) -> dict[str, Any]:
     """``manifest.json``: what the bundle is about, and how many lines ``rounds.jsonl`` has."""
     return {
         "format": BUNDLE_FORMAT,
@@ -127,6 +129,7 @@ def _header(ledger: Ledger, job: Job, rounds: int) -> dict[str, Any]:
             "modelSpec": hex32(job.model_spec_digest),
             "initialModel": hex32(job.initial_model_digest),
         },
+        "protocol": protocol,
         "roundCount": rounds,
     }
 
