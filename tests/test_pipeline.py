@@ -58,7 +58,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One set of party keys for every run here (the aggregation order follows them)."""
     out = tmp_path_factory.mktemp("keys")
     for party in PARTIES:
-        aml.Party.create(party, out)
+        aml.Party.create(party, out, seed=SETTINGS.seed)
     return out
 
 

@@ -4,9 +4,9 @@ Each run is a real ``consortium simulate aml`` subprocess against a local anvil 
 by SIGKILL at a named crash point (CONSORTIUM_KILL_AT) and then resumed with ``--resume``.
 After the crash the write-ahead rule must hold (every root on chain has its records in the
 coordinator's store); after the resume no round is anchored twice, the bundle covers every
-round, and the final model is the one an uninterrupted run produces. The global model depends
-on the parties' addresses (the aggregation order), so every run here reuses the reference
-run's keys.
+round, and the final model is the one an uninterrupted run produces. Every run here has the
+same seed, and so the same parties' keys (they derive from it) and the same models: nothing is
+copied from the reference run.
 
 The lost anchor transaction is staged on a node of its own: with automine off the anchor sits
 in the node's pool when the coordinator dies, and a node restart empties the pool; the resumed
@@ -52,7 +52,6 @@ pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
 CONSORTIUM = Path(sys.executable).parent / "consortium"
 BANKS, ROUNDS, CRASH_ROUND = 3, 3, 2
-PARTIES = ("institute", *(f"bank-{i}" for i in range(BANKS)), "regulator")
 # Where each crash point leaves round CRASH_ROUND: is it anchored, and what was journaled last.
 ANCHORED_AT_CRASH = {"sent", "anchored", "delivered"}
 LAST_ENTRY_AT_CRASH = {
@@ -133,14 +132,6 @@ def finished(
     return report
 
 
-def with_keys(out: Path, keys_from: Path) -> Path:
-    """A fresh run directory holding the parties' keys of ``keys_from``."""
-    for party in PARTIES:
-        (out / "parties" / party).mkdir(parents=True)
-        shutil.copy(keys_from / "parties" / party / "key.json", out / "parties" / party)
-    return out
-
-
 def journal(out: Path) -> list[dict[str, Any]]:
     """The coordinator's journal, read without opening it as a Journal (which may repair)."""
     path = out / "parties" / "institute" / "journal.jsonl"
@@ -214,7 +205,7 @@ def check_completed(out: Path, on_chain: OnChain, reference: Reference, where: s
 
 @dataclass(frozen=True)
 class Reference:
-    out: Path  # its parties' keys are reused by every other run
+    out: Path
     models: list[str]  # the global model digest of each round
 
 
@@ -247,11 +238,11 @@ def own_node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[AnvilNo
 # ---------------------------------------------------------------------------------- tests
 
 
-def test_a_rerun_with_the_same_keys_gives_the_same_models(
+def test_a_rerun_with_the_same_seed_gives_the_same_models(
     node: AnvilNode, reference: Reference, tmp_path: Path
 ) -> None:
-    """What the crash tests rely on: training and aggregation are deterministic per key set."""
-    out = with_keys(tmp_path / "again", reference.out)
+    """What the crash tests rely on: keys, training and aggregation are deterministic per seed."""
+    out = tmp_path / "again"
     report = finished(simulate(node, out), "rerun")
     assert [r["anchor"]["modelDigest"] for r in report["rounds"]] == reference.models
 
@@ -268,7 +259,7 @@ def test_killed_at_any_step_the_job_resumes(
     point: str, depth: int, node: AnvilNode, reference: Reference, tmp_path: Path
 ) -> None:
     where = f"killed at {point}:{CRASH_ROUND}, depth {depth}"
-    out = with_keys(tmp_path / "run", reference.out)
+    out = tmp_path / "run"
     killed(simulate(node, out, kill_at=f"{point}:{CRASH_ROUND}", depth=depth), where)
     on_chain = OnChain.of(node, out)
     try:
@@ -318,7 +309,7 @@ def _interrupt_with_anchor_in_pool(node: AnvilNode, out: Path) -> str:
 def test_an_anchor_lost_with_the_nodes_pool_is_sent_again(
     own_node: AnvilNode, reference: Reference, tmp_path: Path
 ) -> None:
-    out = with_keys(tmp_path / "run", reference.out)
+    out = tmp_path / "run"
     tx_hash = _interrupt_with_anchor_in_pool(own_node, out)
 
     own_node.stop()  # the state file keeps the mined blocks, not the transaction pool
@@ -351,7 +342,7 @@ def test_an_anchor_still_pending_on_resume_is_awaited(
     """Resumed through the Python API while round 2's anchor waits in the pool: the
     coordinator sees it pending, waits for it rather than signing another, and finishes once
     a block is mined."""
-    out = with_keys(tmp_path / "run", reference.out)
+    out = tmp_path / "run"
     tx_hash = _interrupt_with_anchor_in_pool(own_node, out)
 
     chain = RpcChain(own_node.url, ANVIL_CHAIN_ID, poll_latency=0.01)
@@ -411,7 +402,7 @@ def test_an_older_attempt_mined_after_all_is_recognised(
     was signed with the same nonce), and the first is the one that got mined, say from another
     node's pool: the resumed coordinator finds it instead of calling the round foreign."""
     where = "older attempt mined"
-    out = with_keys(tmp_path / "run", reference.out)
+    out = tmp_path / "run"
     killed(simulate(node, out, kill_at=f"signed:{CRASH_ROUND}"), where)
     on_chain = OnChain.of(node, out)
     try:
@@ -455,7 +446,7 @@ def test_an_anchor_the_node_lost_after_delivery_is_sent_again(
     state saved before that anchor was mined. The journal calls round 2 delivered; the chain
     does not have it. The resumed coordinator takes the chain's word, sends the journaled
     transaction again, and the job finishes and exports with the anchor the chain now holds."""
-    out = with_keys(tmp_path / "run", reference.out)
+    out = tmp_path / "run"
     killed(simulate(own_node, out, kill_at="delivered:1"), "killed after round 1")
     own_node.stop()  # writes the state with round 1 anchored
     saved = tmp_path / "state-after-round-1.json"

@@ -79,7 +79,14 @@ def governance(chain_url: str, as_json: bool) -> None:
 @chain_option
 @click.option("--banks", type=click.IntRange(2, 50), default=4, show_default=True)
 @click.option("--rounds", type=click.IntRange(1, 10_000), default=20, show_default=True)
-@click.option("--seed", type=click.IntRange(0), default=7, show_default=True)
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    default=7,
+    show_default=True,
+    help="Seeds every random choice: the data, the initial model, training and the parties' "
+    "keys, which are therefore predictable (local development chains only).",
+)
 @epochs_option
 @click.option(
     "--out",

@@ -10,6 +10,11 @@ The setup (deployment, votes, datasets, consents, job) is recorded in ``scenario
 it is complete; a resumed run reloads it and the coordinator's journal and finishes the job.
 The deployment is also written as a standard deployment record, ``deployment.json``, which the
 CLI's read commands take through ``CONSORTIUM_DEPLOYMENT_FILE``.
+
+Every random choice of a run derives from its seed: the banks' data and the validation set
+(:mod:`consortium.scenarios.aml_data`), the initial model, each round's local training and the
+parties' keys (:mod:`consortium.scenarios.keys`), so two runs with one seed end with the same
+model. Those keys are predictable: the scenario runs on local development chains only.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from consortium.orchestration.transport import LocalTransport
 from consortium.protocol.fedavg.participant import Participant, TrainingPlan
 from consortium.protocol.fedavg.round import Transport
 from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
+from consortium.scenarios.keys import require_local_chain, simulation_key
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import Journal, JournalReader
 from consortium.store.models import put_model
@@ -52,8 +58,8 @@ DEPLOYMENT_FILE = "deployment.json"
 SCENARIO_FORMAT = "consortium.simulation/1"
 FUNDS = 10**20
 CONSENT_DAYS = 365
-# Simulation keys are throwaway keys for local development chains; the password only keeps
-# the keystore format, which wallets can import.
+# Simulation keys derive from the seed (anyone can recompute them) and serve on local development
+# chains only; the password only keeps the keystore format.
 SIMULATION_PASSWORD = "consortium-simulation"
 SIMULATION_SCRYPT_N = 2**10
 PRIVATE_DIRECTORY, PRIVATE_FILE = 0o700, 0o600  # a party's directory and its key file
@@ -132,17 +138,22 @@ class Party:
         return JournalReader(self.directory / "journal.jsonl")
 
     @classmethod
-    def create(cls, name: str, out: Path) -> Party:
-        """The party ``name`` with a new key, or with the key already in its directory: one
-        kept by a set-up that was interrupted, or put there to rerun a scenario with the same
-        keys (the global model depends on them through the aggregation order)."""
+    def create(cls, name: str, out: Path, *, seed: int) -> Party:
+        """The party ``name`` with the key already in its directory (one kept by a set-up that
+        was interrupted, or put there to run a scenario with other keys: the global model
+        depends on them through the aggregation order), or else with its simulation key,
+        derived from ``seed`` and ``name`` (:func:`~consortium.scenarios.keys.simulation_key`).
+
+        A simulation key is predictable by anyone who knows the seed: it serves on local
+        development chains only, which :func:`set_up` and :func:`load` insist on."""
         directory = out / "parties" / name
         if (directory / "key.json").exists():
             return cls.load(name, out)
-        # The key is only encrypted with a well-known password: the file is the protection.
+        # The key is only encrypted with a well-known password: the file keeps it from other
+        # users of this machine, though whoever knows the seed can derive it anyway.
         directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
         directory.chmod(PRIVATE_DIRECTORY)  # also one an interrupted set-up left, and umask
-        account: LocalAccount = Account.create()
+        account = simulation_key(seed, name)
         keystore = Account.encrypt(
             account.key, SIMULATION_PASSWORD, kdf="scrypt", iterations=SIMULATION_SCRYPT_N
         )
@@ -187,14 +198,16 @@ class AmlRun:
 
 def set_up(chain: Chain, out: Path, settings: AmlSettings, report: Callable[[str], None]) -> AmlRun:
     """Founds the consortium, votes the banks and the regulator in, registers datasets, grants
-    consents and creates the job; records the result in ``scenario.json``."""
+    consents and creates the job; records the result in ``scenario.json``. ``chain`` must be a
+    local development chain: the parties' keys derive from the seed."""
+    require_local_chain(chain, "the AML simulation")
     if (out / SCENARIO_FILE).exists():
         raise UsageError(f"{out} already holds a scenario: pass --resume, or another --out")
     if settings.banks < 2:
         raise UsageError("the AML scenario needs at least two banks")
-    institute = Party.create("institute", out)
-    banks = [Party.create(f"bank-{i}", out) for i in range(settings.banks)]
-    regulator = Party.create("regulator", out)
+    institute = Party.create("institute", out, seed=settings.seed)
+    banks = [Party.create(f"bank-{i}", out, seed=settings.seed) for i in range(settings.banks)]
+    regulator = Party.create("regulator", out, seed=settings.seed)
     for party in (institute, *banks, regulator):
         chain.fund(party.account.address, FUNDS)
 
@@ -271,7 +284,9 @@ def set_up(chain: Chain, out: Path, settings: AmlSettings, report: Callable[[str
 
 
 def load(chain: Chain, out: Path) -> AmlRun:
-    """The scenario recorded in ``out``, checked to belong to ``chain``."""
+    """The scenario recorded in ``out``, checked to belong to ``chain`` (a local development
+    chain: the parties' keys derive from the seed)."""
+    require_local_chain(chain, "the AML simulation")
     path = out / SCENARIO_FILE
     if not path.exists():
         raise UsageError(f"nothing to resume: {path} does not exist")
