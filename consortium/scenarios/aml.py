@@ -44,7 +44,7 @@ from consortium.orchestration.coordinator import Coordinator
 from consortium.orchestration.engine import RoundResult
 from consortium.orchestration.transport import LocalTransport
 from consortium.protocol.fedavg.participant import Participant, TrainingPlan
-from consortium.protocol.fedavg.round import Transport
+from consortium.protocol.fedavg.round import PROTOCOL_ID, Transport
 from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
 from consortium.scenarios.keys import require_local_chain, simulation_key
 from consortium.store.artifacts import ArtifactStore
@@ -261,6 +261,7 @@ def set_up(chain: Chain, out: Path, settings: AmlSettings, report: Callable[[str
     initial_model = put_model(store, init_model(len(FEATURE_NAMES), settings.seed))
     spec = store.put_json(
         {
+            "protocol": PROTOCOL_ID,
             "model": "logistic-regression",
             "features": list(FEATURE_NAMES),
             "aggregation": "fedavg-by-examples, participant address ascending, float64",
