@@ -11,6 +11,7 @@ benchmarks measure anchoring against.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,6 +58,11 @@ class Anchorer(Protocol):
         rejected."""
         ...
 
+    def send_ahead(self, intent: RoundIntent, journal: Journal) -> bool:
+        """Sends the intent's anchor before the previous round's is mined, if it safely can;
+        whether it did. :meth:`anchor` then awaits it."""
+        ...
+
     def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> Anchored:
         """The intent anchored: found if already mined, else (re)sent and awaited.
         ``chain_round`` is the chain's last anchored round as the engine last read it."""
@@ -77,6 +83,11 @@ class ChainAnchorer:
         # once, and a later anchor on the fast path is signed without the estimate's request.
         self._fast_rounds: set[int] = set()
         self._fast_gas: int | None = None
+        # Anchors are signed and sent one at a time, in round order (their nonces follow the
+        # rounds), from whichever thread gets there first (see send_ahead).
+        self._sending = threading.Lock()
+        self._last_sent: int | None = None
+        self._sent: set[HexBytes] = set()
 
     def binding(self) -> dict[str, Any]:
         return {
@@ -137,6 +148,23 @@ class ChainAnchorer:
             )
         return standing
 
+    def send_ahead(self, intent: RoundIntent, journal: Journal) -> bool:
+        """Signs and sends the round's anchor now, before the round before it is mined, when
+        nothing needs the chain's answer first: the round is on the fast path with its gas
+        known (so no estimate has to run on a state the previous anchor has not reached yet),
+        and the round before was sent by this anchorer (so the nonces follow the rounds).
+        Several anchors then land in one block; :meth:`anchor` later awaits this one."""
+        with self._sending:
+            if not (
+                intent.round in self._fast_rounds
+                and self._fast_gas is not None
+                and self._last_sent == intent.round - 1
+                and not journal.find("signed", round=intent.round)
+            ):
+                return False
+            self._sign_and_send(intent, journal, self._fast_gas)
+        return True
+
     def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> Anchored:
         round_number = intent.round
         transactor = self.ledger.transactor
@@ -144,7 +172,10 @@ class ChainAnchorer:
             SignedTransaction(HexBytes(e["txHash"]), HexBytes(e["raw"]), e["nonce"])
             for e in journal.find("signed", round=round_number)
         ]
-        receipt = self._settle(journaled) if journaled else None
+        if journaled and journaled[-1].tx_hash in self._sent:
+            receipt = transactor.confirm(journaled[-1].tx_hash)  # sent ahead by this anchorer
+        else:
+            receipt = self._settle(journaled) if journaled else None
         if receipt is None:
             # Without earlier attempts the engine's reading is current; after them, the chain
             # may have moved since.
@@ -153,18 +184,10 @@ class ChainAnchorer:
                     f"round {round_number} of job {self.job_id} is anchored on chain by a "
                     "transaction this coordinator's journal does not know"
                 )
-            fast = round_number in self._fast_rounds
-            signed = self.ledger.jobs.sign_anchor(
-                self.job_id, round_number, intent.root, intent.count, intent.model,
-                intent.metrics, gas=self._fast_gas if fast else None,
-            )  # fmt: skip
-            journal.append(
-                "signed", round=round_number, txHash=signed.tx_hash.to_0x_hex(),
-                raw=signed.raw.to_0x_hex(), nonce=signed.nonce,
-            )  # fmt: skip
-            crash_point("signed", round_number)
-            transactor.broadcast(signed)
-            crash_point("sent", round_number)
+            # After a failed attempt the estimate runs again, to say why if it still fails.
+            fast = round_number in self._fast_rounds and not journaled
+            with self._sending:
+                signed = self._sign_and_send(intent, journal, self._fast_gas if fast else None)
             receipt = transactor.confirm(signed.tx_hash)
         anchor = self.ledger.jobs.anchor_in(receipt)
         _check_anchor(anchor, intent)
@@ -183,21 +206,48 @@ class ChainAnchorer:
         crash_point("anchored", round_number)
         return Anchored(anchor, tx_hash, int(receipt["gasUsed"]))
 
+    def _sign_and_send(
+        self, intent: RoundIntent, journal: Journal, gas: int | None
+    ) -> SignedTransaction:
+        """Signs the anchor, journals it, then sends it (the write-ahead rule); under
+        ``_sending``, so that anchors go out in round order."""
+        round_number = intent.round
+        signed = self.ledger.jobs.sign_anchor(
+            self.job_id, round_number, intent.root, intent.count, intent.model, intent.metrics,
+            gas=gas,
+        )  # fmt: skip
+        journal.append(
+            "signed", round=round_number, txHash=signed.tx_hash.to_0x_hex(),
+            raw=signed.raw.to_0x_hex(), nonce=signed.nonce,
+        )  # fmt: skip
+        crash_point("signed", round_number)
+        self.ledger.transactor.broadcast(signed)
+        self._last_sent = round_number
+        self._sent.add(signed.tx_hash)
+        crash_point("sent", round_number)
+        return signed
+
     def _settle(self, journaled: list[SignedTransaction]) -> Any:
-        """The receipt of the round's journaled anchor transaction, resending the newest if
-        the node lost it; None when none can be mined any more (its nonce went elsewhere).
+        """The receipt of the round's journaled anchor transaction, resending the newest live
+        one if the node lost it; None when none can be mined any more (its nonce went
+        elsewhere, or every attempt was mined and failed, as an anchor signed with a known
+        gas limit does when the job changed under it).
 
         Every journaled attempt is looked up, not only the newest: an older one that the node
         rejected on resend may still have been mined from another node's pool.
         """
         transactor = self.ledger.transactor
-        for signed in reversed(journaled):
-            if transactor.receipt(signed.tx_hash) is not None:
-                return transactor.confirm(signed.tx_hash)  # raises the reason if it failed
-        for signed in reversed(journaled):
+        receipts = [transactor.receipt(signed.tx_hash) for signed in journaled]
+        for receipt in reversed(receipts):
+            if receipt is not None and receipt["status"] == 1:
+                return receipt
+        alive = [s for s, receipt in zip(journaled, receipts, strict=True) if receipt is None]
+        if not alive:
+            return None
+        for signed in reversed(alive):
             if transactor.is_known(signed.tx_hash):  # pending: wait for it
                 return transactor.confirm(signed.tx_hash)
-        newest = journaled[-1]
+        newest = alive[-1]
         try:
             transactor.broadcast(newest)  # lost (a node restart empties its pool): resend
         except TransactionRejected:
@@ -249,6 +299,9 @@ class NullAnchorer:
 
     def preflight(self, job: Job, progress: JobProgress, round_number: int) -> Standing:
         return Standing.unchanged(job)
+
+    def send_ahead(self, intent: RoundIntent, journal: Journal) -> bool:
+        return False
 
     def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> Anchored:
         previous = self._progress.head_model_digest

@@ -11,10 +11,13 @@ delivered is taken from the journal only while the chain holds its anchor; a jou
 is anchored before anything new is trained; a round whose intent was never written is redone.
 
 Pipelining (``depth`` > 1): round r+1 is trained as soon as round r's intent is journaled,
-while one background thread anchors round r and delivers its receipts. Anchors are still sent
-in round order, one at a time, and each only after its intent (and so its artifacts) is
-durable; at most ``depth`` rounds are in flight. Resuming is never pipelined: whatever an
-interrupted run left is finished round by round first.
+while one background thread awaits round r's anchor and delivers its receipts. Anchors are
+still sent in round order (their nonces follow the rounds), and each only after its intent
+(and so its artifacts) is durable; where the anchorer can sign without asking the chain first
+(:meth:`~consortium.orchestration.anchorer.ChainAnchorer.send_ahead`), round r+1's anchor goes
+out before round r's is mined, so that at slow block times several anchors share a block. At
+most ``depth`` rounds are in flight. Resuming is never pipelined: whatever an interrupted run
+left is finished round by round first.
 """
 
 from __future__ import annotations
@@ -163,6 +166,8 @@ class RoundEngine:
                     timings: Timings = {}
                     progress = self.anchorer.progress()
                     intent = self._prepare(progress, round_number, base, timings)
+                    with timed(timings, "anchor"):
+                        self.anchorer.send_ahead(intent, self.journal)
                     in_flight.append(
                         anchoring.submit(
                             self._anchor_and_deliver, intent, round_number - 1, timings, False
