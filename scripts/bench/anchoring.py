@@ -174,8 +174,9 @@ def set_up(chain: Chain, out: Path, settings: aml.AmlSettings) -> aml.AmlRun:
     return aml.set_up(chain, out, settings, report=lambda _: None)
 
 
-def measure_anchored(chain: Chain, run: aml.AmlRun, label: str) -> Run:
-    """Times ``aml.run_rounds``'s two steps: wiring the parties, then every round."""
+def measure_anchored(chain: Chain, run: aml.AmlRun, label: str, depth: int = 1) -> Run:
+    """Times ``aml.run_rounds``'s two steps: wiring the parties, then every round, ``depth``
+    rounds in flight at most."""
     results: list[RoundResult] = []
     marks: list[float] = []
 
@@ -186,7 +187,7 @@ def measure_anchored(chain: Chain, run: aml.AmlRun, label: str) -> Run:
     with evm_time(chain) as evm:
         start = time.perf_counter()
         cpu = time.process_time()
-        coordinator = aml.coordinator_for(chain, run)
+        coordinator = aml.coordinator_for(chain, run, depth=depth)
         wired = time.perf_counter()
         coordinator.run(run.settings.rounds, on_round)
         seconds = time.perf_counter() - start
