@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: setup demo test lint bench-gas bench-anchoring bench-audit clean
+.PHONY: setup demo test lint bench-gas bench-anchoring bench-audit bench-rounds clean
 
 setup: $(STAMP_PY) $(STAMP_NPM)
 
@@ -41,6 +41,9 @@ bench-anchoring: setup
 
 bench-audit: setup
 	$(BIN)/python scripts/bench/audit.py
+
+bench-rounds: setup
+	$(BIN)/python scripts/bench/rounds.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
