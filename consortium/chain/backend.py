@@ -21,7 +21,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
-from web3.exceptions import TimeExhausted, Web3RPCError
+from web3.exceptions import TransactionNotFound, Web3RPCError
 from web3.types import BlockData, RPCEndpoint, TxReceipt
 
 from consortium.crypto.devkeys import ANVIL_KEYS, LOCAL_CHAIN_IDS
@@ -31,6 +31,7 @@ EMBEDDED = "embedded"
 # Same as anvil's default, so that gas behaves alike on both backends; deployments need ~30M.
 BLOCK_GAS_LIMIT = 30_000_000
 TIP_TTL = 30.0
+MAX_POLL_INTERVAL = 0.25
 FUND_ATTEMPTS = 20
 """How often :meth:`Chain.fund` signs anew when another sender took the faucet's nonce; each
 retry waits a random moment of up to :data:`FUND_BACKOFF` seconds times the attempt, so that
@@ -161,16 +162,25 @@ class Chain(ABC):
         return self._tip[1]
 
     def wait_for_receipt(self, tx_hash: HexBytes, timeout: float = 120.0) -> TxReceipt:
-        """The receipt of ``tx_hash`` once mined, polled at this chain's poll latency."""
-        try:
-            return self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=timeout, poll_latency=self.poll_latency
-            )
-        except TimeExhausted:
-            raise ChainUnavailable(
-                f"transaction {tx_hash.to_0x_hex()} was not mined within {timeout:g} s "
-                f"on {self.description}"
-            ) from None
+        """The receipt of ``tx_hash`` once mined. Polled first at this chain's poll latency
+        (an instantly mining node answers within it), then less and less often, up to every
+        :data:`MAX_POLL_INTERVAL` seconds: a network with a block time of seconds would
+        otherwise be asked hundreds of times per transaction, each answer costing this
+        process the time its other threads (a pipelined round's training) need."""
+        deadline = time.monotonic() + timeout
+        delay = self.poll_latency
+        while True:
+            try:
+                return self.w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                pass
+            if time.monotonic() + delay > deadline:
+                raise ChainUnavailable(
+                    f"transaction {tx_hash.to_0x_hex()} was not mined within {timeout:g} s "
+                    f"on {self.description}"
+                )
+            time.sleep(delay)
+            delay = min(max(delay * 1.5, 0.001), max(MAX_POLL_INTERVAL, self.poll_latency))
 
     @abstractmethod
     def close(self) -> None:
@@ -200,6 +210,10 @@ class RpcChain(Chain):
         self.url = url
         self.poll_latency = poll_latency
         self._session = requests.Session()
+        # requests looks the proxy and netrc settings up in the environment on every request
+        # (a sizeable share of a local node's round trip); they are read once, here, instead.
+        self._session.proxies.update(requests.utils.get_environ_proxies(url))
+        self._session.trust_env = False
         # web3 asks for the chain id around every call and estimate; an endpoint's chain id
         # does not change (connect() checks it once), so the provider answers from its cache.
         self.w3 = Web3(

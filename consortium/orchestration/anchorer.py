@@ -58,6 +58,10 @@ class Anchorer(Protocol):
         rejected."""
         ...
 
+    def send(self, intent: RoundIntent, journal: Journal, chain_round: int) -> None:
+        """Sends the anchor of the oldest round in flight, unless it went out already."""
+        ...
+
     def send_ahead(self, intent: RoundIntent, journal: Journal) -> bool:
         """Sends the intent's anchor before the previous round's is mined, if it safely can;
         whether it did. :meth:`anchor` then awaits it."""
@@ -165,29 +169,42 @@ class ChainAnchorer:
             self._sign_and_send(intent, journal, self._fast_gas)
         return True
 
+    def send(self, intent: RoundIntent, journal: Journal, chain_round: int) -> None:
+        """Signs and sends the round's anchor unless an attempt is journaled already. For the
+        oldest round in flight: every round before it is mined, so an estimate, where one is
+        needed, runs on the state the anchor will meet."""
+        with self._sending:
+            if journal.find("signed", round=intent.round):
+                return
+            if chain_round >= intent.round:
+                raise JournalMismatch(
+                    f"round {intent.round} of job {self.job_id} is anchored on chain by a "
+                    "transaction this coordinator's journal does not know"
+                )
+            fast = intent.round in self._fast_rounds
+            self._sign_and_send(intent, journal, self._fast_gas if fast else None)
+
     def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> Anchored:
         round_number = intent.round
         transactor = self.ledger.transactor
+        self.send(intent, journal, chain_round)
         journaled = [
             SignedTransaction(HexBytes(e["txHash"]), HexBytes(e["raw"]), e["nonce"])
             for e in journal.find("signed", round=round_number)
         ]
-        if journaled and journaled[-1].tx_hash in self._sent:
-            receipt = transactor.confirm(journaled[-1].tx_hash)  # sent ahead by this anchorer
+        if journaled[-1].tx_hash in self._sent:
+            receipt = transactor.confirm(journaled[-1].tx_hash)  # sent by this anchorer
         else:
-            receipt = self._settle(journaled) if journaled else None
-        if receipt is None:
-            # Without earlier attempts the engine's reading is current; after them, the chain
-            # may have moved since.
-            if (self.progress().last_round if journaled else chain_round) >= round_number:
+            receipt = self._settle(journaled)
+        if receipt is None:  # every journaled attempt is dead
+            if self.progress().last_round >= round_number:
                 raise JournalMismatch(
                     f"round {round_number} of job {self.job_id} is anchored on chain by a "
                     "transaction this coordinator's journal does not know"
                 )
-            # After a failed attempt the estimate runs again, to say why if it still fails.
-            fast = round_number in self._fast_rounds and not journaled
+            # Estimated again, so that an anchor the chain still refuses says why.
             with self._sending:
-                signed = self._sign_and_send(intent, journal, self._fast_gas if fast else None)
+                signed = self._sign_and_send(intent, journal, None)
             receipt = transactor.confirm(signed.tx_hash)
         anchor = self.ledger.jobs.anchor_in(receipt)
         _check_anchor(anchor, intent)
@@ -299,6 +316,9 @@ class NullAnchorer:
 
     def preflight(self, job: Job, progress: JobProgress, round_number: int) -> Standing:
         return Standing.unchanged(job)
+
+    def send(self, intent: RoundIntent, journal: Journal, chain_round: int) -> None:
+        """Nothing to send."""
 
     def send_ahead(self, intent: RoundIntent, journal: Journal) -> bool:
         return False

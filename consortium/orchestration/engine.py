@@ -22,6 +22,7 @@ left is finished round by round first.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -90,6 +91,9 @@ class RoundEngine:
         self.anchorer = anchorer
         self.journal = journal
         self.depth = depth
+        # Intents journaled whose anchors have not gone out yet, oldest first (pipelined runs).
+        self._unsent: deque[RoundIntent] = deque()
+        self._unsent_lock = threading.Lock()
 
     # ------------------------------------------------------------------ driving
 
@@ -166,8 +170,10 @@ class RoundEngine:
                     timings: Timings = {}
                     progress = self.anchorer.progress()
                     intent = self._prepare(progress, round_number, base, timings)
+                    with self._unsent_lock:
+                        self._unsent.append(intent)
                     with timed(timings, "anchor"):
-                        self.anchorer.send_ahead(intent, self.journal)
+                        self._send_ahead()
                     in_flight.append(
                         anchoring.submit(
                             self._anchor_and_deliver, intent, round_number - 1, timings, False
@@ -230,6 +236,8 @@ class RoundEngine:
         self, intent: RoundIntent, chain_round: int, timings: Timings, resumed: bool
     ) -> RoundResult:
         with timed(timings, "anchor"):
+            self.anchorer.send(intent, self.journal, chain_round)
+            self._send_ahead()  # the rounds after it, now that it is out
             anchored = self.anchorer.anchor(intent, self.journal, chain_round)
         with timed(timings, "receipts"):
             failures = self._deliver(anchored.anchor, intent)
@@ -241,6 +249,17 @@ class RoundEngine:
                 + "; ".join(f"{p}: {reason}" for p, reason in failures.items())
             )
         return self._result(intent, anchored, timings, resumed)
+
+    def _send_ahead(self) -> None:
+        """Sends the anchors of the rounds waiting behind the oldest one in flight, in round
+        order, as far as the anchorer can without the chain's answer; called by both threads,
+        after a round's intent is journaled and after the oldest round's anchor went out."""
+        with self._unsent_lock:
+            while self._unsent and (
+                self.journal.find("signed", round=self._unsent[0].round)
+                or self.anchorer.send_ahead(self._unsent[0], self.journal)
+            ):
+                self._unsent.popleft()
 
     def _deliver(self, anchor: RoundAnchor, intent: RoundIntent) -> dict[str, str]:
         """Hands every party its inclusion proof, or the reason it was left out (DESIGN.md,
