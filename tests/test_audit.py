@@ -977,3 +977,21 @@ def test_cli_and_script_against_anvil_and_after_a_restart(tmp_path: Path) -> Non
         assert all(f["status"] == "unverifiable" for f in report["failures"])
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (b"[" * 100_000, "is not readable JSON: it nests arrays and objects more than 64 deep"),
+        (b"{}", "not a model manifest (a JSON object of tensor digests)"),
+        (b" " * (8 * 1024 * 1024 + 1), "is larger than 8,388,608 bytes"),
+    ],
+    ids=["deep", "empty", "oversized"],
+)
+def test_a_hostile_model_manifest_is_one_usage_error(
+    tmp_path: Path, content: bytes, error: str
+) -> None:
+    path = tmp_path / "model.json"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=re.escape(error)):
+        model_digest_from(str(path))

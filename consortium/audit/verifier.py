@@ -23,7 +23,6 @@ once, forward, in bounded block ranges as the rounds advance, and replayed
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +31,14 @@ from pathlib import Path
 import numpy as np
 from eth_typing import ChecksumAddress
 
-from consortium.audit.bundle import ROUNDS, AuditBundle, RoundEntry, RoundLine, parse_json
+from consortium.audit.bundle import (
+    MAX_JSON_OBJECT_BYTES,
+    ROUNDS,
+    AuditBundle,
+    RoundEntry,
+    RoundLine,
+    parse_json,
+)
 from consortium.audit.chainview import ChainView, StateUnavailable
 from consortium.audit.checks import (
     JobFacts,
@@ -82,6 +88,7 @@ from consortium.crypto.digests import from_hex32, model_digest
 from consortium.crypto.eip712 import Domain
 from consortium.crypto.update_record import SignedUpdateRecord
 from consortium.errors import ChainRevert, ChainUnavailable, ConsortiumError, UsageError
+from consortium.jsonio import read_json_file
 from consortium.ledger.jobs import Job
 from consortium.ledger.roles import Role
 from consortium.ledger.values import address
@@ -494,10 +501,7 @@ def model_digest_from(text_or_path: str) -> bytes:
             return model_digest(tensors)
         except (OSError, ValueError, ConsortiumError) as exc:
             raise UsageError(f"{path}: not a model's tensors: {exc}") from None
-    try:
-        manifest = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: not a model manifest (JSON): {exc}") from None
+    manifest = read_json_file(path, what="model manifest", max_bytes=MAX_JSON_OBJECT_BYTES)
     if not isinstance(manifest, dict) or not manifest:
         raise UsageError(f"{path}: not a model manifest (a JSON object of tensor digests)")
     for name, value in manifest.items():
