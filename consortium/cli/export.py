@@ -43,6 +43,15 @@ BUNDLE_DIR = "bundle"
 ARCHIVE_FILE = "bundle.tar.gz"
 
 
+coordinator_dir_option = click.option(
+    "--from",
+    "source",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory holding the coordinator's store/ and journal.jsonl, e.g. a simulation's "
+    "parties/institute [default: <data_dir>/coordinator].",
+)
+
+
 def coordinator_dir(context: CliContext, source: Path | None) -> Path:
     """The directory holding the coordinator's ``store/`` and ``journal.jsonl``."""
     return source if source is not None else context.config.data_dir / COORDINATOR_DIR
@@ -67,13 +76,7 @@ def _megabytes(size: int) -> str:
     required=True,
     help="Directory to write bundle/ and bundle.tar.gz into (created if needed).",
 )
-@click.option(
-    "--from",
-    "source",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory holding the coordinator's store/ and journal.jsonl, e.g. a simulation's "
-    "parties/institute [default: <data_dir>/coordinator].",
-)
+@coordinator_dir_option
 @click.option("--force", is_flag=True, help="Replace a bundle already in --out.")
 @json_option
 @pass_context

@@ -13,7 +13,12 @@ from pathlib import Path
 import click
 
 from consortium.cli.context import CliContext, pass_context
-from consortium.cli.export import JOURNAL_FILE, STORE_DIR, coordinator_dir
+from consortium.cli.export import (
+    JOURNAL_FILE,
+    STORE_DIR,
+    coordinator_dir,
+    coordinator_dir_option,
+)
 from consortium.cli.output import emit_json
 from consortium.cli.params import ID, json_option
 from consortium.errors import UsageError
@@ -30,13 +35,7 @@ def journal() -> None:
 
 @journal.command("repair")
 @click.option("--job", "job_id", type=ID, required=True, help="The job's id.")
-@click.option(
-    "--from",
-    "source",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory holding the coordinator's store/ and journal.jsonl, e.g. a simulation's "
-    "parties/institute [default: <data_dir>/coordinator].",
-)
+@coordinator_dir_option
 @json_option
 @pass_context
 def repair(context: CliContext, job_id: int, source: Path | None, as_json: bool) -> None:
