@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 def write_text_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Writes ``text`` to a temporary file beside ``path``, fsyncs it and renames it over
-    ``path``; a crash at any point leaves either the old file or the new one."""
+    """Writes ``text`` to a temporary file beside ``path``, fsyncs it, renames it over
+    ``path`` and fsyncs the directory; a crash at any point leaves either the old file or the
+    new one, and once this returns the new one survives a power cut."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -22,3 +23,8 @@ def write_text_atomically(path: Path, text: str, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

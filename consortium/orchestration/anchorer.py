@@ -177,10 +177,7 @@ class ChainAnchorer:
             if journal.find("signed", round=intent.round):
                 return
             if chain_round >= intent.round:
-                raise JournalMismatch(
-                    f"round {intent.round} of job {self.job_id} is anchored on chain by a "
-                    "transaction this coordinator's journal does not know"
-                )
+                raise self._foreign_anchor(intent.round)
             fast = intent.round in self._fast_rounds
             self._sign_and_send(intent, journal, self._fast_gas if fast else None)
 
@@ -198,10 +195,7 @@ class ChainAnchorer:
             receipt = self._settle(journaled)
         if receipt is None:  # every journaled attempt is dead
             if self.progress().last_round >= round_number:
-                raise JournalMismatch(
-                    f"round {round_number} of job {self.job_id} is anchored on chain by a "
-                    "transaction this coordinator's journal does not know"
-                )
+                raise self._foreign_anchor(round_number)
             # Estimated again, so that an anchor the chain still refuses says why.
             with self._sending:
                 signed = self._sign_and_send(intent, journal, None)
@@ -222,6 +216,12 @@ class ChainAnchorer:
             )  # fmt: skip
         crash_point("anchored", round_number)
         return Anchored(anchor, tx_hash, int(receipt["gasUsed"]))
+
+    def _foreign_anchor(self, round_number: int) -> JournalMismatch:
+        return JournalMismatch(
+            f"round {round_number} of job {self.job_id} is anchored on chain by a "
+            "transaction this coordinator's journal does not know"
+        )
 
     def _sign_and_send(
         self, intent: RoundIntent, journal: Journal, gas: int | None

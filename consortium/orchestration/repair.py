@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from consortium.crypto.digests import from_hex32, hex32
 from consortium.crypto.merkle import MerkleTree
 from consortium.crypto.update_record import SignedUpdateRecord
 from consortium.errors import ConsortiumError, UsageError
+from consortium.files import write_text_atomically
 from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import Job, RoundAnchor
@@ -341,15 +343,5 @@ def _replace(path: Path, text: bytes) -> Path:
         suffix += 1
         copy = copy.with_name(f"{copy.name.split('~')[0]}~{suffix}")
     os.link(path, copy)
-    partial = path.with_name(f".{path.name}.repair")
-    with partial.open("wb") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_text_atomically(path, text.decode("utf-8"), mode=stat.S_IMODE(path.stat().st_mode))
     return copy
