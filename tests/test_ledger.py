@@ -1421,7 +1421,7 @@ def test_ledger_refuses_development_keys_on_other_chains(chain: Chain) -> None:
     for key in dev_keys:
         assert Ledger(chain, deployment, key).address == key.address
     # A chain that says it is chain 1 (the Ethereum mainnet id).
-    remote = SimpleNamespace(chain_id=1, w3=chain.w3, description="remote")
+    remote = SimpleNamespace(chain_id=1, w3=chain.w3, has_code=chain.has_code, description="remote")
     for key in dev_keys:
         with pytest.raises(KeystoreError, match="development key"):
             Ledger(remote, _fake_deployment(1), key)  # type: ignore[arg-type]

@@ -53,6 +53,7 @@ class Chain(ABC):
         self._nonces: dict[str, int] = {}
         self._nonce_lock = threading.Lock()
         self._tip: tuple[float, int] | None = None  # (when read, priority fee in wei)
+        self._with_code: set[str] = set()
 
     @property
     def is_local_dev(self) -> bool:
@@ -121,6 +122,14 @@ class Chain(ABC):
         if seconds < 0:
             raise UsageError("the chain's clock only moves forward")
         self._advance_clock(seconds)
+
+    def has_code(self, address: str) -> bool:
+        """Whether a contract is deployed at ``address``. A yes is remembered for this
+        connection, since code once deployed stays (these contracts cannot self-destruct), so
+        every ledger opened on it, one per party, asks once between them."""
+        if address not in self._with_code and self.w3.eth.get_code(address):  # type: ignore[arg-type]
+            self._with_code.add(address)
+        return address in self._with_code
 
     def take_nonce(self, address: str) -> int:
         """The nonce ``address``'s next transaction takes. Read from the node once (its pending

@@ -86,9 +86,9 @@ class Deployment:
         After a development chain is reset (its state file deleted) the deployment file still
         names the old addresses, now empty: calls to them return nothing and transactions to
         them succeed without doing anything, so the error would surface far from its cause.
-        One ``eth_getCode`` per contract, once, catches it where the ledger is opened.
+        One ``eth_getCode`` per contract and connection catches it where the ledger is opened.
         """
-        empty = [a for a in self.contracts() if not chain.w3.eth.get_code(a)]
+        empty = [a for a in self.contracts() if not chain.has_code(a)]
         if empty:
             raise UsageError(
                 f"{source} names contracts with no code on chain {self.chain_id} at "
