@@ -1,0 +1,1 @@
+"""Vertical federated learning: private set intersection, Paillier, hetero LR."""
