@@ -10,7 +10,7 @@ import pytest
 from bundle_files import read_manifest, read_rounds
 
 import consortium.cli.audit as cli_audit
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.ledger.client import Ledger
 from consortium.orchestration.bundle import export_bundle
 from consortium.scenarios import aml

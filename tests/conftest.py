@@ -16,8 +16,9 @@ import pytest
 from solc_fixture import REVERT_PROBE, compile_contract
 
 from consortium.chain.anvil import AnvilNode, find_anvil
-from consortium.chain.backend import Chain, RpcChain
+from consortium.chain.base import Chain
 from consortium.chain.embedded import EmbeddedChain
+from consortium.chain.rpc import RpcChain
 from consortium.errors import UsageError
 
 ANVIL_CHAIN_ID = 31337

@@ -15,8 +15,8 @@ from web3.contract import Contract
 from web3.exceptions import Web3Exception
 
 from consortium.chain.anvil import ANVIL_ENV, AnvilNode, find_anvil
-from consortium.chain.backend import RpcChain
 from consortium.chain.reverts import RevertDecoder
+from consortium.chain.rpc import RpcChain
 from consortium.chain.transact import Transactor
 from consortium.errors import ChainUnavailable, UsageError
 

@@ -62,8 +62,9 @@ from consortium.audit.results import Scope
 from consortium.audit.standing import Standing, StandingReader
 from consortium.audit.timeline import ChainEvent, TimelineReader
 from consortium.chain.anvil import AnvilNode
-from consortium.chain.backend import Chain, RpcChain
+from consortium.chain.base import Chain
 from consortium.chain.embedded import EmbeddedChain
+from consortium.chain.rpc import RpcChain
 from consortium.cli.main import cli
 from consortium.crypto.eip712 import Domain
 from consortium.errors import ChainRevert, ChainUnavailable, UsageError

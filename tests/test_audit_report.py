@@ -26,7 +26,7 @@ import consortium.cli.audit as cli_audit
 from consortium.audit import CheckResult, Scope, open_bundle, verify_bundle
 from consortium.audit.report import MAX_PROBLEMS_PER_ROUND, AuditReport, ScopeChecks
 from consortium.audit.timeline import block_ranges
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.chain.embedded import EmbeddedChain
 from consortium.cli.main import cli
 from consortium.ledger.client import Ledger

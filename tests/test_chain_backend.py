@@ -9,8 +9,10 @@ from eth_account import Account
 from hexbytes import HexBytes
 
 from consortium.chain.anvil import AnvilNode
-from consortium.chain.backend import Chain, RpcChain, connect
+from consortium.chain.backend import connect
+from consortium.chain.base import Chain
 from consortium.chain.embedded import EmbeddedChain
+from consortium.chain.rpc import RpcChain
 from consortium.errors import ChainUnavailable, TransactionRejected, UsageError
 
 ETH_TESTER_CHAIN_ID = 131277322940537

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 import consortium.cli.audit as cli_audit
 from consortium.audit import CheckResult, Verdict, open_bundle, verify_bundle
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.chain.embedded import EmbeddedChain
 from consortium.cli.main import cli
 from consortium.errors import ChainUnavailable

@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 from conftest import ANVIL_CHAIN_ID, free_port, isolate_cli
 
 from consortium.chain.anvil import AnvilNode
-from consortium.chain.backend import RpcChain
+from consortium.chain.rpc import RpcChain
 from consortium.cli import compile as compile_module
 from consortium.cli.main import cli
 from consortium.crypto.canonical import json_digest

@@ -32,7 +32,7 @@ from signatures import non_canonical_forms
 from web3.types import TxReceipt
 
 from consortium.chain.artifacts import load_artifact
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.chain.transact import Transactor
 from consortium.crypto.devkeys import ANVIL_KEYS, ETH_TESTER_KEYS, refuse_dev_key
 from consortium.crypto.eip712 import CONSENT_GRANT_TYPES, Domain, sign_typed

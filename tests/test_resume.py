@@ -35,7 +35,7 @@ from hexbytes import HexBytes
 from journal_holder import journal_held_elsewhere
 
 from consortium.chain.anvil import AnvilNode, find_anvil
-from consortium.chain.backend import RpcChain
+from consortium.chain.rpc import RpcChain
 from consortium.chain.transact import SignedTransaction
 from consortium.crypto.digests import from_hex32, hex32
 from consortium.crypto.merkle import MerkleTree

@@ -16,7 +16,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
 
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.chain.reverts import ERROR_SELECTOR, PANIC_SELECTOR, RevertDecoder
 from consortium.chain.transact import Transactor
 from consortium.errors import ChainRevert, TransactionFailed, TransactionRejected

@@ -25,7 +25,7 @@ from audit_scenario import run_scenario
 
 from consortium.chain.anvil import AnvilNode
 from consortium.chain.artifacts import CONTRACTS
-from consortium.chain.backend import RpcChain
+from consortium.chain.rpc import RpcChain
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 

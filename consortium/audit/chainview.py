@@ -27,7 +27,7 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from consortium.chain.artifacts import load_artifact
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.errors import ChainRevert, ChainUnavailable, ConsortiumError
 from consortium.ledger.client import Ledger
 from consortium.ledger.consents import Consent

@@ -42,7 +42,7 @@ from consortium.audit.timeline import (
     deployed_at,
     first_line,
 )
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.errors import ConsortiumError, UsageError
 from consortium.files import write_text_atomically
 from consortium.ledger.values import address

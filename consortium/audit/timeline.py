@@ -29,7 +29,7 @@ from hexbytes import HexBytes
 from web3.contract import Contract
 from web3.exceptions import TransactionNotFound, Web3Exception
 
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.errors import ConsortiumError
 from consortium.ledger.roles import Role
 from consortium.ledger.values import decode_purpose

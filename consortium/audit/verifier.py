@@ -82,7 +82,8 @@ from consortium.audit.timeline import (
     first_line,
 )
 from consortium.chain.artifacts import load_artifact
-from consortium.chain.backend import EMBEDDED, Chain, connect
+from consortium.chain.backend import EMBEDDED, connect
+from consortium.chain.base import Chain
 from consortium.crypto.canonical import jcs
 from consortium.crypto.digests import from_hex32, model_digest
 from consortium.crypto.eip712 import Domain

@@ -26,7 +26,7 @@ from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
 from web3.types import RPCEndpoint, RPCResponse
 
-from consortium.chain.backend import BLOCK_GAS_LIMIT, Chain
+from consortium.chain.base import BLOCK_GAS_LIMIT, Chain
 from consortium.chain.reverts import ERROR_SELECTOR
 from consortium.crypto.devkeys import ETH_TESTER_KEYS
 

@@ -22,7 +22,7 @@ from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import BlockIdentifier, TxParams, TxReceipt
 
-from consortium.chain.backend import Chain, rpc_message
+from consortium.chain.base import Chain, rpc_message
 from consortium.chain.reverts import RevertDecoder
 from consortium.errors import ChainUnavailable, TransactionFailed, TransactionRejected
 

@@ -40,7 +40,7 @@ from consortium.audit import (
     verify_bundle,
 )
 from consortium.audit.report import AuditReport, check_report_path, write_report
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.cli.context import CliContext, pass_context
 from consortium.cli.output import WIDTH_WHEN_PIPED, emit_json
 from consortium.cli.params import json_option

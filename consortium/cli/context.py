@@ -11,7 +11,8 @@ import click
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 
-from consortium.chain.backend import Chain, connect
+from consortium.chain.backend import connect
+from consortium.chain.base import Chain
 from consortium.cli.passwords import resolve_password
 from consortium.config import Config, load_config
 from consortium.crypto.keystore import Keystore

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from consortium.audit import Verdict, open_bundle, verify_bundle
-from consortium.chain.backend import Chain, connect
+from consortium.chain.backend import connect
+from consortium.chain.base import Chain
 from consortium.cli.output import emit_json, emit_table
 from consortium.cli.params import epochs_option, json_option
 from consortium.errors import UsageError

@@ -13,7 +13,7 @@ from web3.logs import DISCARD
 from web3.types import BlockIdentifier, EventData, TxReceipt
 
 from consortium.chain.artifacts import load_artifact
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.chain.transact import Transactor
 from consortium.crypto.devkeys import refuse_dev_key
 from consortium.errors import UsageError

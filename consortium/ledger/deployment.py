@@ -16,7 +16,7 @@ from eth_typing import ChecksumAddress
 from eth_utils import is_address, to_checksum_address
 
 from consortium.chain.artifacts import load_artifact
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.chain.transact import Transactor
 from consortium.errors import UsageError
 from consortium.files import write_text_atomically

@@ -30,7 +30,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.crypto.canonical import json_digest
 from consortium.crypto.keystore import MAX_KEYSTORE_BYTES
 from consortium.errors import UsageError

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.crypto.canonical import json_digest
 from consortium.errors import ChainRevert, ConsortiumError
 from consortium.ledger.client import Ledger

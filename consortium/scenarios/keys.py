@@ -25,7 +25,7 @@ from __future__ import annotations
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from consortium.chain.backend import Chain
+from consortium.chain.base import Chain
 from consortium.crypto.canonical import json_digest
 from consortium.crypto.devkeys import LOCAL_CHAIN_IDS, is_dev_key
 from consortium.errors import UsageError

@@ -97,7 +97,8 @@ from rich.console import Console
 from rich.table import Table
 
 from consortium.chain.anvil import AnvilNode
-from consortium.chain.backend import EMBEDDED, Chain, connect
+from consortium.chain.backend import EMBEDDED, connect
+from consortium.chain.base import Chain
 from consortium.chain.embedded import EmbeddedChain
 from consortium.cli.params import epochs_option
 from consortium.crypto.digests import hex32

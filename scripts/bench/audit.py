@@ -87,7 +87,8 @@ from rich.table import Table
 
 from consortium.audit import Verdict, open_bundle, open_chain, verify_bundle
 from consortium.chain.anvil import AnvilNode
-from consortium.chain.backend import Chain, connect
+from consortium.chain.backend import connect
+from consortium.chain.base import Chain
 from consortium.crypto.digests import hex32
 from consortium.crypto.eip712 import Domain
 from consortium.crypto.merkle import MerkleTree

@@ -43,7 +43,8 @@ from rich.console import Console
 from rich.table import Table
 from web3.types import TxReceipt
 
-from consortium.chain.backend import EMBEDDED, Chain, connect
+from consortium.chain.backend import EMBEDDED, connect
+from consortium.chain.base import Chain
 from consortium.chain.compile import SETTINGS, find_compiler, run_compiler
 from consortium.chain.transact import Transactor
 from consortium.errors import ConsortiumError

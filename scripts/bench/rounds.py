@@ -47,7 +47,8 @@ from rich.console import Console
 from rich.table import Table
 
 from consortium.chain.anvil import AnvilNode
-from consortium.chain.backend import EMBEDDED, Chain, connect
+from consortium.chain.backend import EMBEDDED, connect
+from consortium.chain.base import Chain
 from consortium.errors import ConsortiumError
 from consortium.orchestration.engine import DEFAULT_DEPTH, MAX_DEPTH
 from consortium.scenarios import aml

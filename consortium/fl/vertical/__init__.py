@@ -1,1 +1,1 @@
-"""Vertical federated learning: private set intersection, Paillier, hetero LR."""
+"""Vertical federated learning: hetero logistic regression's guest, host and arbiter parts."""
