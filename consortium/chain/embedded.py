@@ -26,7 +26,7 @@ from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
 from web3.types import RPCEndpoint, RPCResponse
 
-from consortium.chain.base import BLOCK_GAS_LIMIT, Chain
+from consortium.chain.base import BLOCK_GAS_LIMIT, Chain, lean
 from consortium.chain.reverts import ERROR_SELECTOR
 from consortium.crypto.devkeys import ETH_TESTER_KEYS
 
@@ -149,7 +149,7 @@ class EmbeddedChain(Chain):
         super().__init__()
         genesis = PyEVMBackend.generate_genesis_params(overrides={"gas_limit": BLOCK_GAS_LIMIT})
         self.tester = EthereumTester(_RawRevertBackend(genesis_parameters=genesis))
-        self.w3 = Web3(_EmbeddedProvider(self.tester))
+        self.w3 = lean(Web3(_EmbeddedProvider(self.tester)))
         self.chain_id = self.w3.eth.chain_id
         self.description = f"embedded eth-tester chain (chain id {self.chain_id})"
         self.poll_latency = 0.0  # every transaction is mined before send returns

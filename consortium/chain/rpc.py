@@ -6,7 +6,7 @@ import requests
 from web3 import HTTPProvider, Web3
 from web3.types import RPCEndpoint
 
-from consortium.chain.base import Chain
+from consortium.chain.base import Chain, lean
 from consortium.crypto.devkeys import ANVIL_KEYS
 from consortium.errors import ChainUnavailable, UsageError
 
@@ -32,13 +32,15 @@ class RpcChain(Chain):
         self._session.trust_env = False
         # web3 asks for the chain id around every call and estimate; an endpoint's chain id
         # does not change (connect() checks it once), so the provider answers from its cache.
-        self.w3 = Web3(
-            HTTPProvider(
-                url,
-                request_kwargs={"timeout": request_timeout},
-                session=self._session,
-                cache_allowed_requests=True,
-                cacheable_requests={RPCEndpoint("eth_chainId")},
+        self.w3 = lean(
+            Web3(
+                HTTPProvider(
+                    url,
+                    request_kwargs={"timeout": request_timeout},
+                    session=self._session,
+                    cache_allowed_requests=True,
+                    cacheable_requests={RPCEndpoint("eth_chainId")},
+                )
             )
         )
         client = self._probe()
