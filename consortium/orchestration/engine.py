@@ -11,13 +11,19 @@ delivered is taken from the journal only while the chain holds its anchor; a jou
 is anchored before anything new is trained; a round whose intent was never written is redone.
 
 Pipelining (``depth`` > 1): round r+1 is trained as soon as round r's intent is journaled,
-while one background thread awaits round r's anchor and delivers its receipts. Anchors are
-still sent in round order (their nonces follow the rounds), and each only after its intent
-(and so its artifacts) is durable; where the anchorer can sign without asking the chain first
+while one background thread awaits round r's anchor and another hands out its receipts, which
+the parties check on their own time. Anchors are still sent in round order (their nonces follow
+the rounds), and each only after its intent (and so its artifacts) is durable; where the
+anchorer can sign without asking the chain first
 (:meth:`~consortium.orchestration.anchorer.ChainAnchorer.send_ahead`), round r+1's anchor goes
 out before round r's is mined, so that at slow block times several anchors share a block. At
-most ``depth`` rounds are in flight. Resuming is never pipelined: whatever an interrupted run
-left is finished round by round first.
+most ``depth`` rounds are in flight, receipts included: round r+depth is not trained before
+every party has checked round r's receipt, so an alarm stops the job within ``depth`` rounds.
+Resuming is never pipelined: whatever an interrupted run left is finished round by round first.
+
+Each round's timings separate the coordinator's own work (``preflight``: the chain reads
+before a round; ``anchor``; ``proofs``: building the receipts) from the parties' (``train``;
+``receipts``: handing the receipts over until every party has checked its own).
 """
 
 from __future__ import annotations
@@ -130,7 +136,8 @@ class RoundEngine:
         """Runs one round to the end, resuming whatever an earlier attempt left."""
         self._bind_journal()
         timings: Timings = {}
-        progress = self.anchorer.progress()
+        with timed(timings, "preflight"):
+            progress = self.anchorer.progress()
         if progress.last_round < round_number - 1:
             raise RoundRefused(
                 f"round {round_number} of job {self.anchorer.job().id}: round "
@@ -148,7 +155,8 @@ class RoundEngine:
             if entry is not None
             else self._prepare(progress, round_number, progress.head_model_digest, timings)
         )
-        return self._anchor_and_deliver(intent, progress.last_round, timings, resumed)
+        anchored = self._anchor(intent, progress.last_round, timings)
+        return self._hand_receipts(intent, anchored, timings, resumed)
 
     def _pipelined(
         self, first: int, rounds: int, on_round: Callable[[RoundResult], None]
@@ -156,40 +164,48 @@ class RoundEngine:
         """Rounds ``first``..``rounds``, each trained while the one before is anchored."""
         results: list[RoundResult] = []
         base = self.anchorer.progress().head_model_digest
-        in_flight: deque[Future[RoundResult]] = deque()
+        # Each round in flight: its anchoring, which ends by handing its receipts out.
+        in_flight: deque[Future[Future[RoundResult]]] = deque()
 
         def settle(until: int) -> None:
             while len(in_flight) > until:
-                result = in_flight.popleft().result()  # the anchoring thread's error, if any
+                # The anchoring thread's error, if any, then the receipts'.
+                result = in_flight.popleft().result().result()
                 results.append(result)
                 on_round(result)
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="anchoring") as anchoring:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="receipts") as delivering,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="anchoring") as anchoring,
+        ):
+
+            def anchor_then_deliver(intent: RoundIntent, timings: Timings) -> Future[RoundResult]:
+                anchored = self._anchor(intent, intent.round - 1, timings)
+                return delivering.submit(self._hand_receipts, intent, anchored, timings, False)
+
             try:
                 for round_number in range(first, rounds + 1):
                     timings: Timings = {}
-                    progress = self.anchorer.progress()
+                    with timed(timings, "preflight"):
+                        progress = self.anchorer.progress()
                     intent = self._prepare(progress, round_number, base, timings)
                     with self._unsent_lock:
                         self._unsent.append(intent)
                     with timed(timings, "anchor"):
                         self._send_ahead()
-                    in_flight.append(
-                        anchoring.submit(
-                            self._anchor_and_deliver, intent, round_number - 1, timings, False
-                        )
-                    )
+                    in_flight.append(anchoring.submit(anchor_then_deliver, intent, timings))
                     base = intent.model
                     settle(self.depth - 1)
                 settle(0)
             except BaseException:
                 # An anchor or a round failed: rounds not yet handed to the chain stay journaled
-                # intents for a resume, and the one being anchored is let finish.
+                # intents for a resume; the one being anchored, and the receipts of rounds
+                # anchored, are let finish.
                 for future in in_flight:
                     future.cancel()
                 for future in in_flight:
-                    if not future.cancelled():
-                        future.exception()
+                    if not future.cancelled() and future.exception() is None:
+                        future.result().exception()
                 raise
         return results
 
@@ -220,9 +236,10 @@ class RoundEngine:
         self, progress: JobProgress, round_number: int, base: bytes, timings: Timings
     ) -> RoundIntent:
         """Opens the round, lets the protocol run it, and journals its intent."""
-        job = self.anchorer.job()
-        standing = self.anchorer.preflight(job, progress, round_number)
-        owners = self.anchorer.dataset_owners(job)
+        with timed(timings, "preflight"):
+            job = self.anchorer.job()
+            standing = self.anchorer.preflight(job, progress, round_number)
+            owners = self.anchorer.dataset_owners(job)
         self.journal.append("opened", round=round_number, base=hex32(base))
         crash_point("opened", round_number)
         intent = self.protocol.run_round(
@@ -232,15 +249,16 @@ class RoundEngine:
         crash_point("intent", round_number)
         return intent
 
-    def _anchor_and_deliver(
-        self, intent: RoundIntent, chain_round: int, timings: Timings, resumed: bool
-    ) -> RoundResult:
+    def _anchor(self, intent: RoundIntent, chain_round: int, timings: Timings) -> Anchored:
         with timed(timings, "anchor"):
             self.anchorer.send(intent, self.journal, chain_round)
             self._send_ahead()  # the rounds after it, now that it is out
-            anchored = self.anchorer.anchor(intent, self.journal, chain_round)
-        with timed(timings, "receipts"):
-            failures = self._deliver(anchored.anchor, intent)
+            return self.anchorer.anchor(intent, self.journal, chain_round)
+
+    def _hand_receipts(
+        self, intent: RoundIntent, anchored: Anchored, timings: Timings, resumed: bool
+    ) -> RoundResult:
+        failures = self._deliver(anchored.anchor, intent, timings)
         self.journal.append("delivered", round=intent.round, failures=failures)
         crash_point("delivered", intent.round)
         if failures:
@@ -261,26 +279,32 @@ class RoundEngine:
             ):
                 self._unsent.popleft()
 
-    def _deliver(self, anchor: RoundAnchor, intent: RoundIntent) -> dict[str, str]:
+    def _deliver(
+        self, anchor: RoundAnchor, intent: RoundIntent, timings: Timings
+    ) -> dict[str, str]:
         """Hands every party its inclusion proof, or the reason it was left out (DESIGN.md,
         step 6). Every party gets its receipt even when another one's fails; the failures (an
         alarm, an unreachable party) are returned to be journaled. Parties check their receipts
         against the chain themselves, each on its own time: up to :data:`MAX_DELIVERIES` at
         once, so a round's receipts cost about the same at 100 parties as at 4."""
-        tree = MerkleTree(self.protocol.store.get(d) for d in intent.records)
-        receipts = [
-            *(
-                (party, RoundReceipt(anchor, index, tree.inclusion_proof(index)))
-                for index, party in enumerate(intent.participants)
-            ),
-            *(
-                (party, RoundReceipt(anchor, None, [], reason))
-                for party, reason in intent.refused.items()
-            ),
-        ]
-        with ThreadPoolExecutor(
-            max_workers=min(MAX_DELIVERIES, len(receipts)), thread_name_prefix="receipts"
-        ) as delivering:
+        with timed(timings, "proofs"):
+            tree = MerkleTree(self.protocol.store.get(d) for d in intent.records)
+            receipts = [
+                *(
+                    (party, RoundReceipt(anchor, index, tree.inclusion_proof(index)))
+                    for index, party in enumerate(intent.participants)
+                ),
+                *(
+                    (party, RoundReceipt(anchor, None, [], reason))
+                    for party, reason in intent.refused.items()
+                ),
+            ]
+        with (
+            timed(timings, "receipts"),
+            ThreadPoolExecutor(
+                max_workers=min(MAX_DELIVERIES, len(receipts)), thread_name_prefix="receipt"
+            ) as delivering,
+        ):
             outcomes = list(delivering.map(lambda item: self._hand_over(*item), receipts))
         return {
             party: reason for (party, _), reason in zip(receipts, outcomes, strict=True) if reason
