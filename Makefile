@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: setup demo test lint bench-gas bench-anchoring bench-audit bench-rounds clean
+.PHONY: setup demo test lint bench-gas bench-anchoring bench-audit bench-rounds bench-paillier clean
 
 setup: $(STAMP_PY) $(STAMP_NPM)
 
@@ -44,6 +44,9 @@ bench-audit: setup
 
 bench-rounds: setup
 	$(BIN)/python scripts/bench/rounds.py
+
+bench-paillier: setup
+	$(BIN)/python scripts/bench/paillier.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

@@ -9,7 +9,8 @@ textbook operations too slow:
   (:class:`Encryptor`): about 32 modular multiplications instead of a 2048-bit powmod;
 - ``X^T [[d]]`` is one multi-exponentiation per feature (:func:`weighted_sums`) instead of
   one powmod per sample and feature;
-- the arbiter decrypts several masked values per CRT decryption (:func:`pack`, :func:`unpack`).
+- the arbiter decrypts several masked values per CRT decryption (:func:`pack`, :func:`unpack`);
+  one value a decryption costs what it costs in phe, which uses gmpy2 already.
 
 Fixed point follows phe's convention: a value is ``integer * 16**exponent``, a negative integer
 is stored as ``n - |integer|``, and one exponent serves a whole vector. At the default
@@ -336,8 +337,10 @@ class Masks:
 class Decryptor:
     """CRT decryption with gmpy2 under one private key, from phe's ``p``, ``q``, ``hp``, ``hq``.
 
-    Two powmods modulo ``p^2`` and ``q^2`` with the ciphertext reduced first; measured on one
-    core, ``gmpy2.powmod_base_list`` over a whole vector is slower than this loop.
+    Two powmods modulo ``p^2`` and ``q^2``. phe decrypts with gmpy2's powmod already, so one
+    value costs the same here, and ``gmpy2.powmod_base_list`` over a whole vector is no faster
+    (``scripts/bench/paillier.py``); what multiplies values per decryption is packing, which
+    :meth:`decrypt_raw` reads.
     """
 
     def __init__(self, private_key: PaillierPrivateKey) -> None:
