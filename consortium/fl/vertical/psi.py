@@ -18,8 +18,10 @@ What it reveals, in the semi-honest model (both follow the protocol and try to l
 what they see): each party learns the other's set size, the intersection (as positions in its
 own id list) and so its size; nothing about the ids outside it. Both parties learn the same.
 Anyone who reads both replies can count their common tokens, so the channel must be
-confidential. A malicious party can make the result wrong (send garbage, or probe for chosen
-ids, as with any PSI); the commitment both sides anchor shows only that they agree.
+confidential. The commitment anchored on chain is a root over tokens that depend on both
+parties' ephemeral keys, so it tells the chain's readers nothing about the ids. A malicious
+party can make the result wrong (send garbage, or probe for chosen ids, as with any PSI); the
+commitment both sides anchor shows only that they agree.
 
 The hash is used as the u-coordinate directly, as SecretFlow's Curve25519 PSI does, rather than
 hashed onto the curve (Elligator 2): about half the points lie on the quadratic twist, where
@@ -30,7 +32,7 @@ a hostile sender nothing about our scalar; a point of small order blinds to zero
 
 Tokens travel as raw 32-byte strings within a process; :meth:`Tokens.to_json` gives each as 64
 lowercase hex digits for transcripts, and :meth:`Tokens.from_json` parses hostile text within
-bounds. At ~42 us per exchange a party does two per id, so the lists are built with
+bounds. At about 40 us per exchange a party does two per id, so the lists are built with
 comprehensions and no object is made per id beyond its bytes; ``workers`` spreads the
 blinding over processes.
 """
