@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: setup demo test lint bench-gas bench-anchoring bench-audit bench-rounds bench-paillier clean
+.PHONY: setup demo test lint bench-gas bench-anchoring bench-audit bench-rounds bench-paillier bench-psi clean
 
 setup: $(STAMP_PY) $(STAMP_NPM)
 
@@ -47,6 +47,9 @@ bench-rounds: setup
 
 bench-paillier: setup
 	$(BIN)/python scripts/bench/paillier.py
+
+bench-psi: setup
+	$(BIN)/python scripts/bench/psi.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
