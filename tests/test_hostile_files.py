@@ -21,6 +21,7 @@ from consortium.chain.embedded import EmbeddedChain
 from consortium.cli.main import cli
 from consortium.errors import UsageError
 from consortium.scenarios import aml
+from consortium.scenarios.parties import Party
 
 NESTED = "[" * 100_000 + "]" * 100_000
 TOO_DEEP = "is not readable JSON: it nests arrays and objects more than 64 deep"
@@ -113,5 +114,5 @@ def test_a_nested_scenario_or_party_key_is_refused(
     key.parent.mkdir(parents=True)
     key.write_text("[" * 30_000 + "]" * 30_000)  # within the size bound of a key file
     with pytest.raises(UsageError) as info:
-        aml.Party.load("bank", tmp_path)
+        Party.load("bank", tmp_path)
     assert str(info.value) == f"party key file {key} {TOO_DEEP}"

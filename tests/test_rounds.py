@@ -71,6 +71,7 @@ from consortium.protocol.messages import (
 )
 from consortium.scenarios import aml
 from consortium.scenarios.aml_data import generate_validation
+from consortium.scenarios.parties import Party
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.models import get_model, model_objects, put_model
 
@@ -114,7 +115,7 @@ class Scenario:
     def participant(self, bank: int) -> Participant:
         return self.transport.participants[self.address(bank)]
 
-    def ledger_of(self, party: aml.Party) -> Ledger:
+    def ledger_of(self, party: Party) -> Ledger:
         return Ledger(self.chain, self.run.deployment, party.account)
 
     def round_open(self, round_number: int) -> RoundOpen:

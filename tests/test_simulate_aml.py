@@ -45,7 +45,15 @@ def test_every_round_is_anchored_and_bundled(tmp_path: Path) -> None:
         assert after["anchor"]["previousModelDigest"] == before["anchor"]["modelDigest"]
     assert all(r["gasUsed"] <= 80_000 for r in rounds)
     assert rounds[-1]["metrics"]["validation"]["roc_auc"] > 0.75
-    assert set(rounds[0]["timings"]) == {"train", "verify", "aggregate", "anchor", "receipts"}
+    assert set(rounds[0]["timings"]) == {
+        "preflight",
+        "train",
+        "verify",
+        "aggregate",
+        "anchor",
+        "proofs",
+        "receipts",
+    }
 
     manifest = read_manifest(out / "bundle")
     assert manifest["format"] == BUNDLE_FORMAT and manifest["roundCount"] == 3

@@ -28,6 +28,7 @@ from consortium.errors import UsageError
 from consortium.faults import KILL_AT_ENV
 from consortium.scenarios import aml, keys
 from consortium.scenarios.keys import SECP256K1_ORDER, simulation_key
+from consortium.scenarios.parties import Party
 
 CONSORTIUM = Path(sys.executable).parent / "consortium"
 PARTIES = ("institute", "bank-0", "bank-1", "regulator")
@@ -124,7 +125,7 @@ def test_a_key_already_in_the_directory_is_used(tmp_path: Path) -> None:
     _, derived = run_embedded(tmp_path / "seed-7", seed=7)
     out = tmp_path / "kept"
     for party in PARTIES:
-        aml.Party.create(party, out, seed=8)
+        Party.create(party, out, seed=8)
     kept = addresses(out)
     assert kept != derived
     assert run_embedded(out, seed=7)[1] == kept

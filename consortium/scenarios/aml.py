@@ -21,18 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-
 from consortium.chain.base import Chain
 from consortium.crypto.canonical import json_digest
-from consortium.crypto.keystore import MAX_KEYSTORE_BYTES
 from consortium.errors import UsageError
 from consortium.files import write_text_atomically
 from consortium.fl.model import init_model
@@ -46,9 +41,8 @@ from consortium.orchestration.transport import LocalTransport
 from consortium.protocol.fedavg.participant import Participant, TrainingPlan
 from consortium.protocol.fedavg.round import PROTOCOL_ID, Transport
 from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
-from consortium.scenarios.keys import require_local_chain, simulation_key
-from consortium.store.artifacts import ArtifactStore
-from consortium.store.journal import Journal, JournalReader
+from consortium.scenarios.keys import require_local_chain
+from consortium.scenarios.parties import PARTY_NAME, Party
 from consortium.store.models import put_model
 
 PURPOSE = "aml-risk-scoring"
@@ -58,13 +52,6 @@ DEPLOYMENT_FILE = "deployment.json"
 SCENARIO_FORMAT = "consortium.simulation/1"
 FUNDS = 10**20
 CONSENT_DAYS = 365
-# Simulation keys derive from the seed (anyone can recompute them) and serve on local development
-# chains only; the password only keeps the keystore format.
-SIMULATION_PASSWORD = "consortium-simulation"
-SIMULATION_SCRYPT_N = 2**10
-PRIVATE_DIRECTORY, PRIVATE_FILE = 0o700, 0o600  # a party's directory and its key file
-PARTY_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-"""Party names become directory names under the output directory; nothing else is one."""
 RESUME_KEEPS = ("banks", "seed", "epochs")
 """Settings a resumed run cannot change: the job's participants and its model spec commit to
 them. Its rounds can grow: the job on chain fixes no number of rounds."""
@@ -115,60 +102,6 @@ class AmlSettings:
                 "resumed run can add rounds, not drop them"
             )
         return dataclasses.replace(self, rounds=rounds)
-
-
-@dataclass
-class Party:
-    """A party's key and its own directory (store, journal)."""
-
-    name: str
-    account: LocalAccount
-    directory: Path
-
-    @property
-    def store(self) -> ArtifactStore:
-        return ArtifactStore(self.directory / "store")
-
-    def journal(self) -> Journal:
-        """The party's journal, opened as its one writer."""
-        return Journal(self.directory / "journal.jsonl")
-
-    def journal_reader(self) -> JournalReader:
-        """The party's journal, read without taking the writer's place (for export)."""
-        return JournalReader(self.directory / "journal.jsonl")
-
-    @classmethod
-    def create(cls, name: str, out: Path, *, seed: int) -> Party:
-        """The party ``name`` with the key already in its directory (one kept by a set-up that
-        was interrupted, or put there to run a scenario with other keys: the global model
-        depends on them through the aggregation order), or else with its simulation key,
-        derived from ``seed`` and ``name`` (:func:`~consortium.scenarios.keys.simulation_key`).
-
-        A simulation key is predictable by anyone who knows the seed: it serves on local
-        development chains only, which :func:`set_up` and :func:`load` insist on."""
-        directory = out / "parties" / name
-        if (directory / "key.json").exists():
-            return cls.load(name, out)
-        # The key is only encrypted with a well-known password: the file keeps it from other
-        # users of this machine, though whoever knows the seed can derive it anyway.
-        directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
-        directory.chmod(PRIVATE_DIRECTORY)  # also one an interrupted set-up left, and umask
-        account = simulation_key(seed, name)
-        keystore = Account.encrypt(
-            account.key, SIMULATION_PASSWORD, kdf="scrypt", iterations=SIMULATION_SCRYPT_N
-        )
-        write_text_atomically(directory / "key.json", json.dumps(keystore), mode=PRIVATE_FILE)
-        return cls(name, account, directory)
-
-    @classmethod
-    def load(cls, name: str, out: Path) -> Party:
-        directory = out / "parties" / name
-        keystore = read_json_file(
-            directory / "key.json", what="party key file", max_bytes=MAX_KEYSTORE_BYTES
-        )
-        return cls(
-            name, Account.from_key(Account.decrypt(keystore, SIMULATION_PASSWORD)), directory
-        )
 
 
 @dataclass

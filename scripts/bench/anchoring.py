@@ -118,13 +118,14 @@ from consortium.protocol.messages import (
 )
 from consortium.scenarios import aml
 from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
+from consortium.scenarios.parties import Party
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import Journal
 from consortium.store.models import put_model
 
 OVERHEAD_TARGET = 1.10
 FLAT_TOLERANCE = 0.01  # fast-path anchor gas may vary by 1 % of the largest across sizes
-PHASES = ("train", "verify", "aggregate", "anchor", "receipts")
+PHASES = ("preflight", "train", "verify", "aggregate", "anchor", "proofs", "receipts")
 POLL_LATENCY = 0.005
 GAS_BENCH = Path(__file__).with_name("gas.py")
 
@@ -268,7 +269,7 @@ class BaselineJob:
     settings: aml.AmlSettings
     domain: Domain
     job: Job
-    banks: list[aml.Party]
+    banks: list[Party]
 
     @classmethod
     def of(cls, chain: Chain, run: aml.AmlRun) -> BaselineJob:
