@@ -12,7 +12,6 @@ benchmarks measure anchoring against.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hexbytes import HexBytes
@@ -22,8 +21,9 @@ from consortium.errors import ConsortiumError, TransactionRejected
 from consortium.faults import crash_point
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job, JobProgress, RoundAnchor
+from consortium.orchestration import journal_entries
+from consortium.orchestration.journal_entries import AnchorMined, AnchorSigned, JobBinding
 from consortium.protocol.base import RoundIntent, RoundRefused, Standing
-from consortium.protocol.messages import anchor_from_json, anchor_to_json
 from consortium.store.journal import Journal
 
 
@@ -31,19 +31,10 @@ class JournalMismatch(ConsortiumError):
     """The chain and the coordinator's journal disagree about a round: an alarm."""
 
 
-@dataclass(frozen=True)
-class Anchored:
-    """A round's anchor as mined, with its transaction and the gas it used."""
-
-    anchor: RoundAnchor
-    tx_hash: str
-    gas_used: int
-
-
 class Anchorer(Protocol):
     """What the round engine needs of the ledger side."""
 
-    def binding(self) -> dict[str, Any]:
+    def binding(self) -> JobBinding:
         """What the journal's first entry ties the journal to (job, ledger, chain)."""
         ...
 
@@ -67,7 +58,7 @@ class Anchorer(Protocol):
         whether it did. :meth:`anchor` then awaits it."""
         ...
 
-    def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> Anchored:
+    def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> AnchorMined:
         """The intent anchored: found if already mined, else (re)sent and awaited.
         ``chain_round`` is the chain's last anchored round as the engine last read it."""
         ...
@@ -93,13 +84,8 @@ class ChainAnchorer:
         self._last_sent: int | None = None
         self._sent: set[HexBytes] = set()
 
-    def binding(self) -> dict[str, Any]:
-        return {
-            "jobId": self.job_id,
-            "ledger": self.ledger.deployment.ledger,
-            "chainId": self.ledger.chain.chain_id,
-            "deployment": self.ledger.deployment.to_json(),
-        }
+    def binding(self) -> JobBinding:
+        return JobBinding.for_ledger(self.ledger, self.job_id)
 
     def job(self) -> Job:
         """The job as created: participants, datasets, consumer and purpose never change, so
@@ -163,7 +149,7 @@ class ChainAnchorer:
                 intent.round in self._fast_rounds
                 and self._fast_gas is not None
                 and self._last_sent == intent.round - 1
-                and not journal.find("signed", round=intent.round)
+                and not journal_entries.signed_attempts(journal, intent.round)
             ):
                 return False
             self._sign_and_send(intent, journal, self._fast_gas)
@@ -174,20 +160,20 @@ class ChainAnchorer:
         oldest round in flight: every round before it is mined, so an estimate, where one is
         needed, runs on the state the anchor will meet."""
         with self._sending:
-            if journal.find("signed", round=intent.round):
+            if journal_entries.signed_attempts(journal, intent.round):
                 return
             if chain_round >= intent.round:
                 raise self._foreign_anchor(intent.round)
             fast = intent.round in self._fast_rounds
             self._sign_and_send(intent, journal, self._fast_gas if fast else None)
 
-    def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> Anchored:
+    def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> AnchorMined:
         round_number = intent.round
         transactor = self.ledger.transactor
         self.send(intent, journal, chain_round)
         journaled = [
-            SignedTransaction(HexBytes(e["txHash"]), HexBytes(e["raw"]), e["nonce"])
-            for e in journal.find("signed", round=round_number)
+            attempt.transaction
+            for attempt in journal_entries.signed_attempts(journal, round_number)
         ]
         if journaled[-1].tx_hash in self._sent:
             receipt = transactor.confirm(journaled[-1].tx_hash)  # sent by this anchorer
@@ -205,17 +191,16 @@ class ChainAnchorer:
         if round_number in self._fast_rounds and self._fast_gas is None:
             used = int(receipt["gasUsed"])
             self._fast_gas = used + used * GAS_MARGIN_PERCENT // 100
-        tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
-        journaled_anchor = journal.last("anchored", round=round_number)
+        mined = AnchorMined(
+            anchor, HexBytes(receipt["transactionHash"]).to_0x_hex(), int(receipt["gasUsed"])
+        )
+        journaled_anchor = journal_entries.last_anchored(journal, round_number)
         # A resent anchor is mined in another block than the one journaled before the node
         # lost it: the newest entry must name the anchor the chain now holds.
-        if journaled_anchor is None or journaled_anchor["anchor"] != anchor_to_json(anchor):
-            journal.append(
-                "anchored", round=round_number, anchor=anchor_to_json(anchor), txHash=tx_hash,
-                gasUsed=receipt["gasUsed"],
-            )  # fmt: skip
+        if journaled_anchor is None or journaled_anchor.anchor != anchor:
+            journal_entries.record(journal, mined)
         crash_point("anchored", round_number)
-        return Anchored(anchor, tx_hash, int(receipt["gasUsed"]))
+        return mined
 
     def _foreign_anchor(self, round_number: int) -> JournalMismatch:
         return JournalMismatch(
@@ -233,10 +218,7 @@ class ChainAnchorer:
             self.job_id, round_number, intent.root, intent.count, intent.model, intent.metrics,
             gas=gas,
         )  # fmt: skip
-        journal.append(
-            "signed", round=round_number, txHash=signed.tx_hash.to_0x_hex(),
-            raw=signed.raw.to_0x_hex(), nonce=signed.nonce,
-        )  # fmt: skip
+        journal_entries.record(journal, AnchorSigned(round_number, signed))
         crash_point("signed", round_number)
         self.ledger.transactor.broadcast(signed)
         self._last_sent = round_number
@@ -280,12 +262,13 @@ def _check_anchor(anchor: RoundAnchor, intent: RoundIntent) -> None:
     ``RoundAnchored`` event, emitted with the commitment it stored in the same call, so no
     read-back is needed; every participant reads the stored commitment anyway."""
     mined = (
+        anchor.round,
         anchor.merkle_root,
         anchor.participant_count,
         anchor.model_digest,
         anchor.metrics_digest,
     )
-    if mined != (intent.root, intent.count, intent.model, intent.metrics):
+    if mined != (intent.round, intent.root, intent.count, intent.model, intent.metrics):
         raise JournalMismatch(
             f"round {anchor.round} of job {anchor.job_id}: the chain holds another anchor "
             "than the journal's intent"
@@ -302,8 +285,8 @@ class NullAnchorer:
         self._job = job
         self._progress = JobProgress("open", 0, job.initial_model_digest, True)
 
-    def binding(self) -> dict[str, Any]:
-        return {"jobId": self._job.id, "ledger": None, "chainId": None}
+    def binding(self) -> JobBinding:
+        return JobBinding(self._job.id, None, None)
 
     def job(self) -> Job:
         return self._job
@@ -323,19 +306,11 @@ class NullAnchorer:
     def send_ahead(self, intent: RoundIntent, journal: Journal) -> bool:
         return False
 
-    def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> Anchored:
+    def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> AnchorMined:
         previous = self._progress.head_model_digest
         anchor = RoundAnchor(
             self._job.id, intent.round, intent.root, intent.count, intent.model, intent.metrics,
             previous, 0, 0,
         )  # fmt: skip
         self._progress = JobProgress("open", intent.round, intent.model, True)
-        return Anchored(anchor, "", 0)
-
-
-def anchored_from_journal(journal: Journal, round_number: int) -> Anchored | None:
-    """The round's newest journaled anchor, if any."""
-    entry = journal.last("anchored", round=round_number)
-    if entry is None:
-        return None
-    return Anchored(anchor_from_json(entry["anchor"]), entry["txHash"], int(entry["gasUsed"]))
+        return AnchorMined(anchor, "", 0)

@@ -23,14 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from consortium.crypto.canonical import jcs
-from consortium.crypto.digests import from_hex32, hex32
+from consortium.crypto.digests import hex32
 from consortium.crypto.merkle import MerkleTree
 from consortium.crypto.update_record import SignedUpdateRecord
 from consortium.errors import ConsortiumError
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import Job
 from consortium.lockfile import ExclusiveLock
-from consortium.protocol.messages import anchor_from_json
+from consortium.orchestration import journal_entries
+from consortium.orchestration.journal_entries import AnchorMined
+from consortium.protocol.messages import anchor_to_json
 from consortium.protocol.spec import spec_protocol
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import Journal
@@ -64,7 +66,7 @@ def _export(ledger: Ledger, job_id: int, store: ArtifactStore, journal: Journal,
     staging.mkdir(parents=True)
     count = 0
     with (staging / ROUNDS_FILE).open("wb") as lines:
-        for anchored in journal.newest_per_round("anchored"):
+        for anchored in journal_entries.newest_anchored(journal):
             entry, named = _round_entry(store, journal, anchored)
             lines.write(jcs(entry) + b"\n")
             objects += named
@@ -79,15 +81,15 @@ def _export(ledger: Ledger, job_id: int, store: ArtifactStore, journal: Journal,
 
 
 def _round_entry(
-    store: ArtifactStore, journal: Journal, anchored: dict[str, Any]
+    store: ArtifactStore, journal: Journal, anchored: AnchorMined
 ) -> tuple[dict[str, Any], list[bytes]]:
     """The round's line of ``rounds.jsonl``, and the objects it names (which the bundle must
     hold): records, updates, participant metrics, the global model and the round metrics."""
-    intent = journal.last("intent", round=anchored["round"])
+    intent = journal_entries.last_intent(journal, anchored.round)
     if intent is None:
-        raise ConsortiumError(f"round {anchored['round']} is anchored without an intent")
-    anchor = anchor_from_json(anchored["anchor"])
-    records = [from_hex32(d) for d in intent["records"]]
+        raise ConsortiumError(f"round {anchored.round} is anchored without an intent")
+    anchor = anchored.anchor
+    records = intent.records
     tree = MerkleTree(store.get(d) for d in records)
     objects: list[bytes] = []
     for digest in records:
@@ -96,8 +98,8 @@ def _round_entry(
     objects += [*model_objects(store, anchor.model_digest), anchor.metrics_digest]
     entry = {
         "round": anchor.round,
-        "anchor": anchored["anchor"],
-        "transaction": anchored["txHash"],
+        "anchor": anchor_to_json(anchor),
+        "transaction": anchored.tx_hash,
         "records": [
             {
                 "digest": hex32(d),
@@ -106,7 +108,7 @@ def _round_entry(
             }
             for i, d in enumerate(records)
         ],
-        "refused": intent["refused"],
+        "refused": dict(intent.refused),
         "model": hex32(anchor.model_digest),
         "metrics": hex32(anchor.metrics_digest),
     }

@@ -35,17 +35,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from consortium.crypto.digests import hex32
 from consortium.crypto.merkle import MerkleTree
 from consortium.errors import ConsortiumError, UsageError
 from consortium.faults import crash_point
 from consortium.ledger.jobs import JobProgress, RoundAnchor
-from consortium.orchestration.anchorer import (
-    Anchored,
-    Anchorer,
-    JournalMismatch,
-    anchored_from_journal,
-)
+from consortium.orchestration import journal_entries
+from consortium.orchestration.anchorer import Anchorer, JournalMismatch
+from consortium.orchestration.journal_entries import AnchorMined, RoundDelivered, RoundOpened
 from consortium.protocol.base import (
     RoundIntent,
     RoundProtocol,
@@ -113,9 +109,12 @@ class RoundEngine:
         number = 1
         # What an earlier run left (done, anchored, or journaled) is finished one by one.
         while number <= rounds and (
-            number <= chain_round or self.journal.last("opened", round=number)
+            number <= chain_round or journal_entries.last_opened(self.journal, number) is not None
         ):
-            if number <= chain_round and self.journal.last("delivered", round=number):
+            if (
+                number <= chain_round
+                and journal_entries.last_delivered(self.journal, number) is not None
+            ):
                 result = self._result_from_journal(number)
             else:
                 result = self.run_round(number)
@@ -143,16 +142,17 @@ class RoundEngine:
                 f"round {round_number} of job {self.anchorer.job().id}: round "
                 f"{progress.last_round + 1} is not anchored yet"
             )
-        entry = self.journal.last("intent", round=round_number)
-        resumed = entry is not None or bool(self.journal.last("opened", round=round_number))
-        if progress.last_round >= round_number and entry is None:
+        journaled = journal_entries.last_intent(self.journal, round_number)
+        opened = journal_entries.last_opened(self.journal, round_number)
+        resumed = journaled is not None or opened is not None
+        if progress.last_round >= round_number and journaled is None:
             raise JournalMismatch(
                 f"round {round_number} of job {self.anchorer.job().id} is anchored on chain, but "
                 "this coordinator's journal never meant to anchor it"
             )
         intent = (
-            RoundIntent.from_json(entry)
-            if entry is not None
+            journaled
+            if journaled is not None
             else self._prepare(progress, round_number, progress.head_model_digest, timings)
         )
         anchored = self._anchor(intent, progress.last_round, timings)
@@ -216,20 +216,19 @@ class RoundEngine:
         tied to another: its rounds would otherwise pass for this job's. The first entry also
         records the whole deployment, so that the journal alone says where to export from."""
         binding = self.anchorer.binding()
-        identity = {key: binding[key] for key in ("jobId", "ledger", "chainId")}
-        bound = self.journal.last("job")
+        bound = journal_entries.job_binding(self.journal)
         if bound is None and not list(self.journal):
-            self.journal.append("job", **binding)
-        elif bound is None or {key: bound.get(key) for key in identity} != identity:
+            journal_entries.record(self.journal, binding)
+        elif bound is None or bound.identity() != binding.identity():
             owner = (
                 "names no job"
                 if bound is None
-                else f"belongs to job {bound.get('jobId')} of ledger {bound.get('ledger')} "
-                f"on chain {bound.get('chainId')}"
+                else f"belongs to job {bound.job_id} of ledger {bound.ledger} "
+                f"on chain {bound.chain_id}"
             )
             raise JournalMismatch(
-                f"{self.journal.path} {owner}, not job {identity['jobId']} of ledger "
-                f"{identity['ledger']} on chain {identity['chainId']}: use one journal per job"
+                f"{self.journal.path} {owner}, not job {binding.job_id} of ledger "
+                f"{binding.ledger} on chain {binding.chain_id}: use one journal per job"
             )
 
     def _prepare(
@@ -240,26 +239,26 @@ class RoundEngine:
             job = self.anchorer.job()
             standing = self.anchorer.preflight(job, progress, round_number)
             owners = self.anchorer.dataset_owners(job)
-        self.journal.append("opened", round=round_number, base=hex32(base))
+        journal_entries.record(self.journal, RoundOpened(round_number, base))
         crash_point("opened", round_number)
         intent = self.protocol.run_round(
             RoundStart(job, round_number, base, owners, standing), timings
         )
-        self.journal.append("intent", **intent.to_json())
+        journal_entries.record(self.journal, intent)
         crash_point("intent", round_number)
         return intent
 
-    def _anchor(self, intent: RoundIntent, chain_round: int, timings: Timings) -> Anchored:
+    def _anchor(self, intent: RoundIntent, chain_round: int, timings: Timings) -> AnchorMined:
         with timed(timings, "anchor"):
             self.anchorer.send(intent, self.journal, chain_round)
             self._send_ahead()  # the rounds after it, now that it is out
             return self.anchorer.anchor(intent, self.journal, chain_round)
 
     def _hand_receipts(
-        self, intent: RoundIntent, anchored: Anchored, timings: Timings, resumed: bool
+        self, intent: RoundIntent, anchored: AnchorMined, timings: Timings, resumed: bool
     ) -> RoundResult:
         failures = self._deliver(anchored.anchor, intent, timings)
-        self.journal.append("delivered", round=intent.round, failures=failures)
+        journal_entries.record(self.journal, RoundDelivered(intent.round, failures))
         crash_point("delivered", intent.round)
         if failures:
             raise ReceiptsFailed(
@@ -274,7 +273,7 @@ class RoundEngine:
         after a round's intent is journaled and after the oldest round's anchor went out."""
         with self._unsent_lock:
             while self._unsent and (
-                self.journal.find("signed", round=self._unsent[0].round)
+                journal_entries.signed_attempts(self.journal, self._unsent[0].round)
                 or self.anchorer.send_ahead(self._unsent[0], self.journal)
             ):
                 self._unsent.popleft()
@@ -319,7 +318,7 @@ class RoundEngine:
         return None
 
     def _result(
-        self, intent: RoundIntent, anchored: Anchored, timings: Timings, resumed: bool
+        self, intent: RoundIntent, anchored: AnchorMined, timings: Timings, resumed: bool
     ) -> RoundResult:
         metrics = self.protocol.store.get_json(anchored.anchor.metrics_digest)
         return RoundResult(
@@ -328,8 +327,8 @@ class RoundEngine:
         )  # fmt: skip
 
     def _result_from_journal(self, round_number: int) -> RoundResult:
-        anchored = anchored_from_journal(self.journal, round_number)
-        entry = self.journal.last("intent", round=round_number)
-        if anchored is None or entry is None:
+        anchored = journal_entries.last_anchored(self.journal, round_number)
+        intent = journal_entries.last_intent(self.journal, round_number)
+        if anchored is None or intent is None:
             raise JournalMismatch(f"round {round_number} is delivered but not anchored")
-        return self._result(RoundIntent.from_json(entry), anchored, {}, resumed=True)
+        return self._result(intent, anchored, {}, resumed=True)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from consortium.errors import ChainRevert, UsageError
 from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import Job
+from consortium.orchestration import journal_entries
 from consortium.orchestration.bundle import export_bundle
-from consortium.protocol.messages import anchor_from_json
+from consortium.orchestration.journal_entries import AnchorMined
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import Journal
 
@@ -50,24 +50,25 @@ def export_job(
 def journal_deployment(journal: Journal) -> Deployment | None:
     """The deployment the coordinator recorded in the journal's first entry; None for a
     journal that records none (one begun before the entry carried it)."""
-    bound = journal.last("job")
-    if bound is None or "deployment" not in bound:
+    bound = journal_entries.job_binding(journal)
+    if bound is None:
         return None
     source = f"{journal.path}: its job entry"
-    deployment = Deployment.from_json(bound["deployment"], source=source)
-    if (deployment.ledger, deployment.chain_id) != (bound.get("ledger"), bound.get("chainId")):
+    deployment = bound.recorded_deployment(source)
+    if deployment is None:
+        return None
+    if (deployment.ledger, deployment.chain_id) != (bound.ledger, bound.chain_id):
         raise UsageError(f"{source} names two deployments: the journal is damaged")
     return deployment
 
 
-def anchored_rounds(journal: Journal, job_id: int) -> list[dict[str, Any]]:
-    """The journal's ``anchored`` entries of job ``job_id`` in round order.
+def anchored_rounds(journal: Journal, job_id: int) -> list[AnchorMined]:
+    """The journal's newest anchor of each round of job ``job_id``, in round order.
 
     A journal is one job's (the exporter reads every ``anchored`` and ``intent`` entry in
     it), so a journal naming other jobs is refused rather than mixed into the bundle.
     """
-    entries = journal.find("anchored")
-    jobs = sorted({_job_of(entry, journal.path) for entry in entries})
+    jobs = sorted({anchored.anchor.job_id for anchored in journal_entries.all_anchored(journal)})
     if job_id not in jobs:
         recorded = f" (it records job {', '.join(map(str, jobs))})" if jobs else ""
         raise UsageError(
@@ -79,15 +80,7 @@ def anchored_rounds(journal: Journal, job_id: int) -> list[dict[str, Any]]:
             f"the coordinator journal {journal.path} holds rounds of jobs "
             f"{', '.join(map(str, jobs))}; a bundle is exported from the journal of one job"
         )
-    return journal.newest_per_round("anchored")
-
-
-def _job_of(entry: dict[str, Any], path: Path) -> int:
-    anchor = entry.get("anchor")
-    job = anchor.get("jobId") if isinstance(anchor, dict) else None
-    if not isinstance(job, int) or isinstance(job, bool):
-        raise UsageError(f"{path}: entry {entry.get('seq')} is an anchored round without a job")
-    return job
+    return journal_entries.newest_anchored(journal)
 
 
 def job_on_chain(ledger: Ledger, job_id: int) -> Job:
@@ -103,7 +96,7 @@ def job_on_chain(ledger: Ledger, job_id: int) -> Job:
         raise
 
 
-def check_against_chain(ledger: Ledger, job_id: int, entries: list[dict[str, Any]]) -> None:
+def check_against_chain(ledger: Ledger, job_id: int, entries: list[AnchorMined]) -> None:
     """Checks that the journaled rounds are 1, 2, ... and that each journaled anchor is the
     one the chain holds.
 
@@ -111,8 +104,8 @@ def check_against_chain(ledger: Ledger, job_id: int, entries: list[dict[str, Any
     deployment (or a damaged one) into an error here instead of a bundle that fails its audit.
     """
     where = f"chain {ledger.chain.chain_id} (ledger {ledger.deployment.ledger})"
-    for expected, entry in enumerate(entries, start=1):
-        anchor = anchor_from_json(entry["anchor"])
+    for expected, anchored in enumerate(entries, start=1):
+        anchor = anchored.anchor
         if anchor.round != expected:
             raise UsageError(
                 f"the coordinator journal has no anchored round {expected} of job {job_id} "

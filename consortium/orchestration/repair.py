@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from consortium.crypto.canonical import jcs
-from consortium.crypto.digests import from_hex32, hex32
 from consortium.crypto.merkle import MerkleTree
 from consortium.crypto.update_record import SignedUpdateRecord
 from consortium.errors import ConsortiumError, UsageError
@@ -40,14 +39,26 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import Job, RoundAnchor
 from consortium.lockfile import ExclusiveLock
-from consortium.protocol.messages import anchor_from_json, anchor_to_json
+from consortium.orchestration import journal_entries
+from consortium.orchestration.journal_entries import (
+    INTENT,
+    AnchorMined,
+    AnchorSigned,
+    JobBinding,
+    MalformedEntry,
+    RoundDelivered,
+    RoundOpened,
+    as_line,
+    intent_from_json,
+)
+from consortium.protocol.base import RoundIntent
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import CorruptJournal, JournalReader
 
 # A signed update record is well under this; larger objects (tensors) are not records.
 MAX_RECORD_BYTES = 64 * 1024
 MAX_JOURNAL_BYTES = 1 << 30
-_WORK_KINDS = ("opened", "intent", "signed")
+_WORK_KINDS = (RoundOpened.KIND, INTENT, AnchorSigned.KIND)
 
 
 class RepairFailed(ConsortiumError):
@@ -85,7 +96,8 @@ def repair_journal(path: Path, store: ArtifactStore, ledger: Ledger, job_id: int
             number: _sound_round(salvaged, store, ledger, job_id, number)
             for number in range(1, job.last_round + 1)
         }
-        if not damaged and _opens(path) and all(e is not None for e in sound.values()):
+        well_formed = all(map(_well_formed, salvaged))
+        if not damaged and well_formed and _opens(path) and None not in sound.values():
             return RepairReport(path, len(salvaged))
         entries = [binding]
         rebuilt = _anchored_rounds(sound, store, ledger, job, entries)
@@ -112,8 +124,10 @@ def journaled_deployment(path: Path) -> Deployment | None:
     """The deployment a (possibly damaged) journal's job entry records, if one survived."""
     salvaged, _ = _salvage(_read_bounded(path))
     for entry in salvaged:
-        if entry["kind"] == "job" and "deployment" in entry:
-            return Deployment.from_json(entry["deployment"], source=f"{path}: its job entry")
+        if entry["kind"] == JobBinding.KIND:
+            recorded = JobBinding.from_json(entry).recorded_deployment(f"{path}: its job entry")
+            if recorded is not None:
+                return recorded
     return None
 
 
@@ -157,23 +171,18 @@ def _salvage(raw: bytes) -> tuple[list[dict[str, Any]], list[int]]:
 def _job_entry(salvaged: list[dict[str, Any]], ledger: Ledger, job_id: int) -> dict[str, Any]:
     """The journal's binding to its job; rebuilt from the ledger when it was lost, and refused
     when it names another job, ledger or chain."""
-    binding = {
-        "kind": "job",
-        "jobId": job_id,
-        "ledger": ledger.deployment.ledger,
-        "chainId": ledger.chain.chain_id,
-    }
+    binding = JobBinding.for_ledger(ledger, job_id)
     for entry in salvaged:
-        if entry["kind"] == "job":
-            named = {key: entry.get(key) for key in binding}
-            if named != binding:
+        if entry["kind"] == JobBinding.KIND:
+            named = JobBinding.from_json(entry)
+            if named.identity() != binding.identity():
                 raise UsageError(
-                    f"the journal belongs to job {named['jobId']} of ledger {named['ledger']} "
-                    f"on chain {named['chainId']}, not job {job_id} of ledger "
-                    f"{binding['ledger']} on chain {binding['chainId']}"
+                    f"the journal belongs to job {named.job_id} of ledger {named.ledger} "
+                    f"on chain {named.chain_id}, not job {job_id} of ledger "
+                    f"{binding.ledger} on chain {binding.chain_id}"
                 )
             return entry
-    return {**binding, "deployment": ledger.deployment.to_json()}
+    return as_line(binding)
 
 
 # ------------------------------------------------------------------------ anchored rounds
@@ -211,25 +220,26 @@ def _sound_round(
 ) -> list[dict[str, Any]] | None:
     """The salvaged entries of an anchored round, if its newest ``anchored`` entry is the
     chain's anchor and its newest ``intent`` gives that anchor's root from stored records."""
-    of_round = [e for e in salvaged if e.get("round") == number]
-    anchored = [e for e in of_round if e["kind"] == "anchored"]
-    intents = [e for e in of_round if e["kind"] == "intent"]
+    of_round = [e for e in salvaged if e.get("round") == number and _well_formed(e)]
+    anchored = [e for e in of_round if e["kind"] == AnchorMined.KIND]
+    intents = [e for e in of_round if e["kind"] == INTENT]
     if not anchored or not intents:
         return None
     try:
-        anchor = anchor_from_json(anchored[-1]["anchor"])
+        anchor = AnchorMined.from_json(anchored[-1]).anchor
         if anchor.job_id != job_id or anchor.commitment() != ledger.jobs.round_commitment(
             job_id, number
         ):
             return None
-        if _intent_root(store, intents[-1]) != anchor.merkle_root:
+        if _intent_root(store, intent_from_json(intents[-1])) != anchor.merkle_root:
             return None
     except (ConsortiumError, KeyError, TypeError, ValueError):
         return None
-    delivered = [e for e in of_round if e["kind"] == "delivered"]
+    delivered = [e for e in of_round if e["kind"] == RoundDelivered.KIND]
     newest = {id(intents[-1]), id(anchored[-1]), *(id(e) for e in delivered[-1:])}
-    kept = [e for e in of_round if e["kind"] in ("opened", "signed") or id(e) in newest]
-    if not delivered and not any(e["kind"] == "signed" for e in kept):
+    work = (RoundOpened.KIND, AnchorSigned.KIND)
+    kept = [e for e in of_round if e["kind"] in work or id(e) in newest]
+    if not delivered and not any(e["kind"] == AnchorSigned.KIND for e in kept):
         # Without its transaction a resumed coordinator could not tell this anchor its own.
         kept.append(_delivered_marker(number))
     return kept
@@ -238,11 +248,21 @@ def _sound_round(
 def _delivered_marker(number: int) -> dict[str, Any]:
     """Marks a rebuilt round done: its receipts may not all have been delivered, but each
     participant can check the anchor against the chain itself at any time."""
-    return {"kind": "delivered", "round": number, "failures": {}, "rebuilt": True}
+    return as_line(RoundDelivered(number, rebuilt=True))
 
 
-def _intent_root(store: ArtifactStore, intent: dict[str, Any]) -> bytes:
-    return MerkleTree(store.get(from_hex32(d)) for d in intent["records"]).root
+def _well_formed(entry: dict[str, Any]) -> bool:
+    """Whether a salvaged entry's fields are all as the coordinator writes them: one that is
+    not would stop a resumed coordinator, so a repair leaves it out."""
+    try:
+        journal_entries.parse(entry)
+    except MalformedEntry:
+        return False
+    return True
+
+
+def _intent_root(store: ArtifactStore, intent: RoundIntent) -> bytes:
+    return MerkleTree(store.get(d) for d in intent.records).root
 
 
 def _stored_records(
@@ -284,20 +304,15 @@ def _rebuilt_round(
     if MerkleTree(store.get(d) for d in leaves).root != anchor.merkle_root:
         raise RepairFailed(f"{where}: the stored records do not give the anchored root")
     receipt = ledger.chain.w3.eth.get_transaction_receipt(tx_hash)
-    number = anchor.round
+    intent = RoundIntent(
+        anchor.round, anchor.merkle_root, anchor.participant_count, anchor.model_digest,
+        anchor.metrics_digest, tuple(leaves), tuple(accepted), refused,
+    )  # fmt: skip
     return [
-        {
-            "kind": "intent", "round": number, "root": hex32(anchor.merkle_root),
-            "count": anchor.participant_count, "model": hex32(anchor.model_digest),
-            "metrics": hex32(anchor.metrics_digest), "records": [hex32(d) for d in leaves],
-            "participants": accepted, "refused": refused,
-        },
-        {
-            "kind": "anchored", "round": number, "anchor": anchor_to_json(anchor),
-            "txHash": tx_hash, "gasUsed": int(receipt["gasUsed"]),
-        },
-        _delivered_marker(number),
-    ]  # fmt: skip
+        as_line(intent),
+        as_line(AnchorMined(anchor, tx_hash, int(receipt["gasUsed"]))),
+        _delivered_marker(anchor.round),
+    ]
 
 
 # ------------------------------------------------------------------------ later rounds
@@ -312,18 +327,18 @@ def _unanchored_rounds(
         number = entry.get("round")
         if not isinstance(number, int) or number <= last_round:
             continue
-        if entry["kind"] not in _WORK_KINDS:
+        if entry["kind"] not in _WORK_KINDS or not _well_formed(entry):
             continue
-        if entry["kind"] == "intent" and not _records_stored(store, entry):
+        if entry["kind"] == INTENT and not _records_stored(store, intent_from_json(entry)):
             continue
         kept.append(entry)
     return kept
 
 
-def _records_stored(store: ArtifactStore, intent: dict[str, Any]) -> bool:
+def _records_stored(store: ArtifactStore, intent: RoundIntent) -> bool:
     try:
-        return all(store.has(from_hex32(d)) for d in intent["records"])
-    except (ConsortiumError, KeyError, TypeError, ValueError):
+        return all(store.has(d) for d in intent.records)
+    except ConsortiumError:
         return False
 
 
