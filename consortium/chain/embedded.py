@@ -24,6 +24,7 @@ from eth_tester.exceptions import ValidationError as EthTesterValidationError
 from eth_utils import ValidationError as EthValidationError
 from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
+from web3.exceptions import ContractLogicError
 from web3.types import RPCEndpoint, RPCResponse
 
 from consortium.chain.base import BLOCK_GAS_LIMIT, Chain, lean
@@ -111,12 +112,26 @@ class _EmbeddedProvider(EthereumTesterProvider):
             return self._serve(method, params)
 
     def _serve(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        if method == "eth_call" and params:
+            params = self._node_call(*params)
         try:
             return super().make_request(method, params)
         except EthTesterFailure as exc:
             return self._error(_revert_error(str(exc.args[0]) if exc.args else ""))
+        except ContractLogicError as exc:  # web3's eth-tester glue decodes some reverts itself
+            data = exc.data if isinstance(exc.data, str) else "0x"
+            return self._error({"code": 3, "message": _REVERTED, "data": data})
         except (EthTesterValidationError, EthValidationError, PyEVMError) as exc:
             return self._error({"code": -32000, "message": str(exc)})
+
+    def _node_call(self, request: dict[str, Any], block: Any = "latest") -> list[Any]:
+        """An ``eth_call`` as a node takes it, as eth-tester takes it: a sender (the first
+        account, where the caller named none) and a block number as an integer, not hex."""
+        if "from" not in request:
+            request = {**request, "from": self.ethereum_tester.get_accounts()[0]}
+        if isinstance(block, str) and block.startswith("0x"):
+            block = int(block, 16)
+        return [request, block]
 
     def _error(self, error: dict[str, Any]) -> RPCResponse:
         response = {"jsonrpc": "2.0", "id": repr(self._current_request_id), "error": error}

@@ -24,6 +24,7 @@ from web3.types import BlockIdentifier, TxParams, TxReceipt
 
 from consortium.chain.base import Chain, rpc_message
 from consortium.chain.reverts import RevertDecoder
+from consortium.chain.views import call_view
 from consortium.errors import ChainUnavailable, TransactionFailed, TransactionRejected
 
 # Estimates are exact for the state they ran on; the margin absorbs state that changes
@@ -116,15 +117,8 @@ class Transactor:
         sender: str | None = None,
     ) -> Any:
         """Calls a view function without an account; reverts raise ChainRevert."""
-        params: TxParams = {"from": sender} if sender else {}  # type: ignore[typeddict-item]
-        try:
-            with _connection("the chain endpoint"):
-                return fn.call(params, block_identifier=block_identifier)
-        except (ContractLogicError, Web3RPCError) as exc:
-            revert = decoder.from_exception(exc)
-            if revert is None:
-                raise ChainUnavailable(f"the node failed the call: {rpc_message(exc)}") from None
-            raise revert from None
+        with _connection("the chain endpoint"):
+            return call_view(fn, decoder, block_identifier=block_identifier, sender=sender)
 
     def sign(
         self, fn: ContractFunction | ContractConstructor, *, value: int = 0, gas: int | None = None
