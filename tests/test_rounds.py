@@ -60,7 +60,7 @@ from consortium.protocol.fedavg.checks import (
     check_submission,
     update_allowance,
 )
-from consortium.protocol.fedavg.participant import Participant, ReceiptAlarm
+from consortium.protocol.fedavg.participant import Participant
 from consortium.protocol.messages import (
     MalformedMessage,
     RoundOpen,
@@ -69,6 +69,7 @@ from consortium.protocol.messages import (
     pack_objects,
     unpack_objects,
 )
+from consortium.protocol.receipts import ReceiptAlarm
 from consortium.scenarios import aml
 from consortium.scenarios.aml_data import generate_validation
 from consortium.scenarios.parties import Party

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from eth_account.signers.local import LocalAccount
 
 from consortium.crypto.eip712 import Domain
-from consortium.crypto.merkle import verify_inclusion
 from consortium.crypto.update_record import UpdateRecord, sign_update_record
-from consortium.errors import ChainRevert, ConsortiumError
 from consortium.fl.data import LabeledTable
 from consortium.fl.model import local_train
 from consortium.ledger.client import Ledger
@@ -27,13 +25,10 @@ from consortium.protocol.messages import (
     pack_objects,
     unpack_objects,
 )
+from consortium.protocol.receipts import check_receipt
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import Journal
 from consortium.store.models import get_model, model_objects, put_model
-
-
-class ReceiptAlarm(ConsortiumError):
-    """A receipt does not prove that this participant's record is in the anchored round."""
 
 
 @dataclass(frozen=True)
@@ -110,44 +105,9 @@ class Participant:
         return UpdateSubmission(signed, pack_objects(self.store, objects))
 
     def check_receipt(self, receipt: RoundReceipt) -> None:
-        """Checks the receipt against the chain; a failed check is an alarm (ReceiptAlarm).
-
-        The anchor in the receipt must hash to the commitment the chain stores for the round,
-        which this participant reads itself; then its own record must be in the anchored tree.
-        """
+        """Checks the receipt against the chain, which this participant reads itself; a
+        failed check is an alarm (:class:`~consortium.protocol.receipts.ReceiptAlarm`)."""
         anchor = receipt.anchor
-        if (
-            max(anchor.round, anchor.participant_count) >= 2**32
-            or max(anchor.job_id, anchor.block_number, anchor.timestamp) >= 2**256
-        ):  # the contract's uint32 and uint256 fields
-            raise ReceiptAlarm(f"{self.name}: the receipt's anchor fields are out of range")
-        try:
-            on_chain = self.ledger.jobs.round_commitment(anchor.job_id, anchor.round)
-        except ChainRevert as exc:  # no such job or round: the receipt claims a false anchor
-            raise ReceiptAlarm(
-                f"{self.name}: the receipt is for job {anchor.job_id} round {anchor.round}, "
-                f"which the chain has not anchored ({exc.name})"
-            ) from None
-        if anchor.commitment() != on_chain:
-            raise ReceiptAlarm(
-                f"{self.name}: the receipt for job {anchor.job_id} round {anchor.round} does not "
-                "match the commitment on chain"
-            )
-        if receipt.refusal is not None:
-            return  # left out of the round, and told why; nothing of ours to find in the tree
         sent = self.journal.last("sent", jobId=anchor.job_id, round=anchor.round)
-        if sent is None or receipt.leaf_index is None:
-            raise ReceiptAlarm(
-                f"{self.name}: a receipt for round {anchor.round} of job {anchor.job_id} "
-                "names an update this participant did not send, or lacks its proof"
-            )
-        leaf = self.store.get(bytes.fromhex(sent["record"]))  # stored as its JCS bytes
-        try:
-            verify_inclusion(
-                leaf, receipt.leaf_index, anchor.participant_count,
-                receipt.proof, anchor.merkle_root,
-            )  # fmt: skip
-        except ConsortiumError as exc:
-            raise ReceiptAlarm(
-                f"{self.name}: round {anchor.round} does not include our record: {exc}"
-            ) from None
+        record = None if sent is None else self.store.get(bytes.fromhex(sent["record"]))
+        check_receipt(receipt, self.ledger, record, self.name)
