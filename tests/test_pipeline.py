@@ -10,7 +10,9 @@ training, which only a pipelined engine can satisfy.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,11 +20,12 @@ from consortium.chain.embedded import EmbeddedChain
 from consortium.errors import ChainRevert, UsageError
 from consortium.orchestration.engine import RoundEngine
 from consortium.orchestration.transport import LocalTransport
-from consortium.protocol.base import RoundRefused
+from consortium.protocol.base import RoundIntent, RoundRefused, RoundStart
 from consortium.protocol.fedavg.participant import Participant
 from consortium.protocol.messages import RoundOpen, RoundReceipt, UpdateSubmission
 from consortium.scenarios import aml
 from consortium.store.journal import JournalReader
+from consortium.timing import Timings
 
 ROUNDS = 4
 SETTINGS = aml.AmlSettings(banks=3, rounds=ROUNDS, seed=11, epochs=1)
@@ -133,3 +136,45 @@ def test_a_failed_anchor_stops_the_pipeline_after_the_round_in_training(
 def test_the_depth_is_bounded() -> None:
     with pytest.raises(UsageError, match="pipeline depth must be 1 to 8, not 0"):
         RoundEngine(None, None, None, depth=0)  # type: ignore[arg-type]
+
+
+class FinalAt:
+    """The FedAvg protocol, except that round ``last`` says it is the job's last."""
+
+    def __init__(self, inner: Any, last: int) -> None:
+        self.inner, self.last = inner, last
+        self.protocol_id, self.store = inner.protocol_id, inner.store
+        self.opened: list[int] = []
+
+    def run_round(self, start: RoundStart, timings: Timings) -> RoundIntent:
+        self.opened.append(start.round)
+        intent = self.inner.run_round(start, timings)
+        return replace(intent, final=True) if start.round == self.last else intent
+
+    def deliver(self, party: str, receipt: RoundReceipt) -> None:
+        self.inner.deliver(party, receipt)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_no_round_follows_a_final_one_in_this_run_or_a_resumed_one(
+    tmp_path: Path, depth: int
+) -> None:
+    """A protocol whose convergence rule is met ends the job: the engine opens no round after
+    the final one, pipelined or not, and a rerun asking for more rounds opens none either."""
+    chain, run = _set_up(tmp_path / "run")
+    for attempt in range(2):
+        participants = aml.participants_for(chain, run)
+        coordinator = aml.coordinator_for(chain, run, LocalTransport(participants), depth=depth)
+        protocol = FinalAt(coordinator.protocol, last=2)
+        coordinator.protocol = protocol
+        try:
+            results = coordinator.run(ROUNDS)
+        finally:
+            coordinator.journal.close()
+            for participant in participants.values():
+                participant.journal.close()
+        assert [(r.round, r.final) for r in results] == [(1, False), (2, True)]
+        assert protocol.opened == ([1, 2] if attempt == 0 else [])
+        assert coordinator.ledger.jobs.get(run.job_id).last_round == 2
+    journal = JournalReader(run.institute.directory / "journal.jsonl")
+    assert journal.find("opened", round=3) == []

@@ -74,6 +74,7 @@ class RoundResult:
     refused: dict[str, str]
     timings: Timings = field(default_factory=dict)
     resumed: bool = False
+    final: bool = False  # the protocol's last round: no round follows it
 
 
 class RoundEngine:
@@ -102,7 +103,8 @@ class RoundEngine:
     def run(
         self, rounds: int, on_round: Callable[[RoundResult], None] = lambda result: None
     ) -> list[RoundResult]:
-        """Runs (or finishes) rounds 1..``rounds``; rounds already done are reported as such."""
+        """Runs (or finishes) rounds 1..``rounds``, or up to the protocol's final round if it
+        comes first; rounds already done are reported as such."""
         self._bind_journal()
         chain_round = self.anchorer.progress().last_round
         results: list[RoundResult] = []
@@ -120,6 +122,8 @@ class RoundEngine:
                 result = self.run_round(number)
             results.append(result)
             on_round(result)
+            if result.final:
+                return results
             number += 1
         if number > rounds:
             return results
@@ -128,6 +132,8 @@ class RoundEngine:
                 result = self.run_round(round_number)
                 results.append(result)
                 on_round(result)
+                if result.final:
+                    break
             return results
         return results + self._pipelined(number, rounds, on_round)
 
@@ -195,6 +201,8 @@ class RoundEngine:
                         self._send_ahead()
                     in_flight.append(anchoring.submit(anchor_then_deliver, intent, timings))
                     base = intent.model
+                    if intent.final:
+                        break
                     settle(self.depth - 1)
                 settle(0)
             except BaseException:
@@ -323,7 +331,7 @@ class RoundEngine:
         metrics = self.protocol.store.get_json(anchored.anchor.metrics_digest)
         return RoundResult(
             intent.round, anchored.anchor, anchored.tx_hash, anchored.gas_used, metrics,
-            dict(intent.refused), timings, resumed,
+            dict(intent.refused), timings, resumed, intent.final,
         )  # fmt: skip
 
     def _result_from_journal(self, round_number: int) -> RoundResult:

@@ -232,6 +232,8 @@ def intent_from_json(entry: Mapping[str, Any]) -> RoundIntent:
         if not isinstance(participants, list) or not all(isinstance(p, str) for p in participants):
             raise _Wrong(f"participants must be a list of strings, not {_shown(participants)}")
         _reasons(entry, "refused")
+        if entry.get("final", False) not in (True, False):
+            raise _Wrong(f"final must be true or false, not {_shown(entry['final'])}")
         return RoundIntent.from_json(entry)
 
 

@@ -88,7 +88,8 @@ class RoundIntent:
     """What a round will anchor, journaled before anything is sent: the Merkle root over the
     signed records (leaves in tree order, each with the party it speaks for), the new model,
     the round metrics, and the parties left out with the reason. Every digest names an object
-    already durable in the protocol's store."""
+    already durable in the protocol's store. ``final`` marks the protocol's last round (its
+    convergence rule met): the engine opens no round after it, in this run or a resumed one."""
 
     round: int
     root: bytes
@@ -98,10 +99,12 @@ class RoundIntent:
     records: tuple[bytes, ...]
     participants: tuple[str, ...]
     refused: Mapping[str, str] = field(default_factory=dict)
+    final: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """The journal's ``intent`` entry (without its kind and sequence number)."""
-        return {
+        """The journal's ``intent`` entry (without its kind and sequence number); ``final``
+        only where it is set, so that the entries of protocols without an end read as before."""
+        entry = {
             "round": self.round,
             "root": hex32(self.root),
             "count": self.count,
@@ -111,6 +114,7 @@ class RoundIntent:
             "participants": list(self.participants),
             "refused": dict(self.refused),
         }
+        return {**entry, "final": True} if self.final else entry
 
     @classmethod
     def from_json(cls, entry: Mapping[str, Any]) -> RoundIntent:
@@ -123,6 +127,7 @@ class RoundIntent:
             records=tuple(from_hex32(d) for d in entry["records"]),
             participants=tuple(entry["participants"]),
             refused=dict(entry["refused"]),
+            final=entry.get("final", False) is True,
         )
 
 
