@@ -11,7 +11,8 @@ Exponents are phe's (powers of 16). Residuals and quarter-scores use :data:`SCOR
 :data:`FEATURE_EXPONENT` (steps of ``2**-20``), the coarsest that keeps a few epochs' weights
 within 1e-8 of the plaintext Taylor descent on standardized data (``tests/test_hetero_lr.py``
 holds them to 1e-6): the multi-exponentiation's cost grows with the bits of the features'
-integers, about a quarter more for each exponent step finer (``scripts/bench/vertical.py``).
+integers, and ``scripts/bench/vertical.py``'s epoch (20,000 x 60, batches of 500, 2048 bits)
+takes 48 CPU seconds at -5, 54 at -6 and 59 at phe's customary -8.
 The loss's coefficients are encoded at the score exponent: they are one column only.
 """
 
