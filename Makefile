@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: setup demo test lint bench-gas bench-anchoring bench-audit bench-rounds bench-paillier bench-psi clean
+.PHONY: setup demo test lint bench-gas bench-anchoring bench-audit bench-rounds bench-paillier bench-psi bench-vertical clean
 
 setup: $(STAMP_PY) $(STAMP_NPM)
 
@@ -50,6 +50,9 @@ bench-paillier: setup
 
 bench-psi: setup
 	$(BIN)/python scripts/bench/psi.py
+
+bench-vertical: setup
+	$(BIN)/python scripts/bench/vertical.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
