@@ -200,6 +200,12 @@ class Arbiter(Role):
         self._previous_loss, self._closed = loss, True
         return self._sent(Verdict(epoch, batches, loss, converged))
 
+    def restore(self, previous_loss: float | None) -> None:
+        """Starts afresh from a round whose loss was ``previous_loss`` (None before the first):
+        what a resumed job's arbiter knows of the rounds before, for its convergence rule."""
+        self._epoch, self._closed, self._seen = None, False, set()
+        self._loss_total, self._previous_loss = 0.0, previous_loss
+
     def _accept(self, message: Message, kind: str) -> None:
         """Opens the next round on its first message; refuses a repeat or another round."""
         if self._epoch is None or (self._closed and message.round == self._epoch + 1):
@@ -277,6 +283,18 @@ class _DataParty(Role):
 
     def weights(self) -> dict[str, NDArray[np.float64]]:
         raise NotImplementedError
+
+    def restore(self, weights: Mapping[str, NDArray[np.float64]]) -> None:
+        """Starts afresh from ``weights`` (of :meth:`weights`'s shape), no round open: how a
+        resumed party goes on from the weights its last anchored commitment opens to."""
+        expected = self.weights()
+        if sorted(weights) != sorted(expected) or any(
+            np.shape(weights[name]) != np.shape(value) for name, value in expected.items()
+        ):
+            raise HeteroLRError(f"the {self.PARTY}'s weights to resume from are not its shape")
+        self._w = np.concatenate([np.ravel(weights[name]) for name in expected]).astype(float)
+        self._epoch, self._batches, self._done, self._closed = None, (), 0, False
+        self._open = None
 
     def step(self, reply: DecryptedGradient) -> None:
         """Takes the masks off the arbiter's reply and steps the weights; closes the batch."""
