@@ -4,16 +4,29 @@ The figures of the round-engine issue, each against a baseline measured in the s
 
 - **Slow blocks** (anvil mining a block every 2 s, 4 banks x 20 rounds, local epochs chosen so
   that a ledger-off round takes about 1 s): wall time unpipelined and pipelined (the default
-  depth and the largest) against the same rounds with the ledger off (the engine over its
-  ``NullAnchorer``). Target: pipelined at most 1.10.
+  depth, 3 and the largest) against the same rounds with the ledger off (the engine over its
+  ``NullAnchorer``), measured right before and right after each anchored run, so that the
+  machine's load drifting between runs skews no ratio. Target: pipelined at most 1.10. An
+  anchor waits up to a block time to be mined, so a round of ``t`` seconds needs about
+  ``1 + block time / t`` rounds in flight to never wait for one (3 here).
 - **Rounds per minute** at 2 s blocks and the toy workload (1 local epoch): ledger off,
   unpipelined, pipelined at the default depth and at the largest.
 - **Instant mining**, toy workload: what anchoring adds per round on anvil and on the embedded
   chain, next to the floor: the very JSON-RPC requests the anvil run made during its rounds,
   sent again raw on one keep-alive connection (a resent transaction is answered without being
   executed again, so the floor is, if anything, low). Target on anvil: at most 3x the floor.
+  The extra time is the difference of two runs of about 100 ms rounds whose noise is as large
+  as the difference, so the anvil figure is the median of :data:`REPEATS` pairs, each a
+  ledger-off run and the anchored run right after it.
 - **Flat in rounds**: the mean wall time of rounds 6..15 against rounds N-9..N of a long job
   on anvil (default N = 1,000). Target: at most 1.10.
+- **Flat in participants**: the coordinator's own work per round (its chain reads before the
+  round, signing, sending and awaiting the anchor, building the receipts' proofs) at 100
+  participants against 4, unpipelined on instant mining so that these phases run alone; the
+  median over the rounds after the first (the first one's anchor runs the contract's full
+  membership and consent check, which costs gas per participant once per change of standing).
+  The participants' own receipt checks are shown next to it: in a deployment each runs on its
+  participant's machine; here they share this process. Target: at most 1.5.
 
 The scenarios are set up on instant mining (a set-up sends dozens of transactions); the slow
 block time is switched on afterwards with anvil's ``evm_setIntervalMining``, a development
@@ -59,7 +72,13 @@ ROUND_SECONDS = 1.0  # the ledger-off round the slow-block figure is measured at
 PIPELINED_TARGET = 1.10
 FLOOR_TARGET = 3.0
 FLAT_TARGET = 1.10
+PARTICIPANTS_TARGET = 1.5
+FEW, MANY = 4, 100
+PARTICIPANT_ROUNDS = 6
+COORDINATOR_PHASES = ("preflight", "anchor", "proofs")
 DEPTH = DEFAULT_DEPTH
+REPEATS = 3
+INSTANT_ROUNDS = 40
 ANCHORING = Path(__file__).with_name("anchoring.py")
 
 
@@ -133,6 +152,20 @@ def _rpc(url: str, method: str, *params: Any) -> Any:
     return reply["result"]
 
 
+def _coordinator_ms(run: Any) -> float:
+    """The median over rounds 2.. of the coordinator's own phases, in ms."""
+    return (
+        statistics.median(
+            sum(r.get(phase, 0.0) for phase in COORDINATOR_PHASES) for r in run.rounds[1:]
+        )
+        * 1000
+    )
+
+
+def _receipts_ms(run: Any) -> float:
+    return statistics.median(r.get("receipts", 0.0) for r in run.rounds[1:]) * 1000
+
+
 def calibrate_epochs(job: Any, directory: Path, log: Callable[[str], None]) -> tuple[int, float]:
     """The local epochs at which a ledger-off round takes about :data:`ROUND_SECONDS`, from two
     short ledger-off runs at 2 and 12 epochs (a round's time is linear in its epochs; the
@@ -150,15 +183,38 @@ def calibrate_epochs(job: Any, directory: Path, log: Callable[[str], None]) -> t
 
 
 @dataclass
+class Paired:
+    """An anchored run and the ledger-off runs measured right next to it."""
+
+    anchored: Any  # Run
+    baselines: list[Any]  # Run
+
+    @property
+    def baseline_seconds(self) -> float:
+        return statistics.fmean(run.seconds for run in self.baselines)
+
+    @property
+    def ratio(self) -> float:
+        return float(self.anchored.seconds / self.baseline_seconds)
+
+    @property
+    def extra_ms(self) -> float:
+        """What anchoring adds per round."""
+        base = statistics.fmean(_per_round(run) for run in self.baselines)
+        return (_per_round(self.anchored) - base) * 1000
+
+
+@dataclass
 class Results:
     epochs: int
-    slow: dict[str, Any]  # label -> Run, 2 s blocks, ~1 s rounds
+    slow: dict[str, Paired]  # 2 s blocks, ~1 s rounds
     toy_slow: dict[str, Any]  # label -> Run, 2 s blocks, toy rounds
-    instant: dict[str, Any]  # label -> Run, instant mining, toy rounds
+    instant: dict[str, list[Paired]]  # chain -> its pairs, instant mining, toy rounds
     floor_seconds: float
     floor_requests: int
     long_rounds: int
     long: Any
+    participants: dict[int, Any]  # participants -> Run, unpipelined, instant mining
     seconds: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)
     notes: list[str] = field(default_factory=list)
@@ -166,27 +222,29 @@ class Results:
     def ratio(self, runs: dict[str, Any], label: str) -> float:
         return float(runs[label].seconds / runs["ledger off"].seconds)
 
-    def extra_ms(self, label: str) -> float:
-        """What anchoring adds per round to the ledger-off run measured right before it."""
-        base = _per_round(self.instant[f"ledger off, before {label}"])
-        return (_per_round(self.instant[label]) - base) * 1000
+    def extra_ms(self, chain: str) -> float:
+        """The median over the chain's pairs of what anchoring adds per round."""
+        return statistics.median(pair.extra_ms for pair in self.instant[chain])
 
     def floor_ms(self) -> float:
-        return self.floor_seconds / ROUNDS * 1000
+        return self.floor_seconds / INSTANT_ROUNDS * 1000
 
     def flatness(self) -> float:
         n = self.long_rounds
         return _window(self.long, n - 9, n) / _window(self.long, 6, 15)
 
+    def participants_ratio(self) -> float:
+        return _coordinator_ms(self.participants[MANY]) / _coordinator_ms(self.participants[FEW])
+
     def targets(self) -> list[Target]:
         pipelined = min(
-            self.ratio(self.slow, label) for label in self.slow if label.startswith("pipelined")
+            pair.ratio for label, pair in self.slow.items() if label.startswith("pipelined")
         )
         extra = self.extra_ms("anvil")
         return [
             Target(
                 f"pipelined wall time at {SLOW_BLOCK_SECONDS} s blocks, ~{ROUND_SECONDS:g} s "
-                f"rounds <= {PIPELINED_TARGET} x ledger off (the better depth)",
+                f"rounds <= {PIPELINED_TARGET} x ledger off (the best depth)",
                 f"{pipelined:.2f}",
                 pipelined <= PIPELINED_TARGET,
             ),
@@ -195,6 +253,12 @@ class Results:
                 f"{extra:.1f} ms vs floor {self.floor_ms():.1f} ms "
                 f"({extra / self.floor_ms():.2f}x)",
                 extra <= FLOOR_TARGET * self.floor_ms(),
+            ),
+            Target(
+                f"coordinator's own time per round at {MANY} participants <= "
+                f"{PARTICIPANTS_TARGET} x at {FEW}",
+                f"{self.participants_ratio():.2f}",
+                self.participants_ratio() <= PARTICIPANTS_TARGET,
             ),
             Target(
                 f"time per round at round {self.long_rounds:,} <= {FLAT_TARGET} x round 10",
@@ -213,8 +277,27 @@ def _scenarios(
     }
 
 
-def _anchored(chain: Chain, run: aml.AmlRun, label: str, depth: int) -> Any:
-    return bench.measure_anchored(chain, run, label, depth)
+def _paired(
+    chain: Chain, run: aml.AmlRun, job: Any, directory: Path, label: str, depth: int, *,
+    after: bool = True,
+) -> Paired:  # fmt: skip
+    """``run`` anchored at ``depth``, between two ledger-off runs of the same rounds (or after
+    one, when ``after`` is false)."""
+    slug = label.replace(" ", "-").replace(",", "")
+    before = bench.measure_baseline(job, directory / f"off-before-{slug}")
+    anchored = bench.measure_anchored(chain, run, label, depth)
+    baselines = [before]
+    if after:
+        baselines.append(bench.measure_baseline(job, directory / f"off-after-{slug}"))
+    return Paired(anchored, baselines)
+
+
+SLOW_DEPTHS = (
+    ("unpipelined", 1),
+    ("pipelined", DEPTH),
+    ("pipelined, depth 3", 3),
+    (f"pipelined, depth {MAX_DEPTH}", MAX_DEPTH),
+)
 
 
 def run_benchmark(long_rounds: int, log: Callable[[str], None]) -> Results:
@@ -223,72 +306,89 @@ def run_benchmark(long_rounds: int, log: Callable[[str], None]) -> Results:
     with tempfile.TemporaryDirectory(prefix="bench-rounds-") as tmp:
         directory = Path(tmp)
         toy = aml.AmlSettings(BANKS, ROUNDS, SEED, 1)
+        instant_toy = replace(toy, rounds=INSTANT_ROUNDS)
 
         log("embedded: the toy job, anchored and ledger off")
         embedded = connect(EMBEDDED)
-        run = bench.set_up(embedded, directory / "embedded", toy)
-        job = bench.BaselineJob.of(embedded, run)
-        bench.measure_baseline(replace(job, settings=replace(toy, rounds=1)), directory / "warm")
-        # Each anchored run is compared with a ledger-off run made just before it, so that a
-        # change in the machine's load between the two figures skews neither.
-        instant = {"ledger off, before embedded": bench.measure_baseline(job, directory / "off")}
-        instant["embedded"] = _anchored(embedded, run, "embedded", DEPTH)
-        epochs, _ = calibrate_epochs(job, directory, log)
-        heavy = replace(toy, epochs=epochs)
-        slow = {
-            "ledger off": bench.measure_baseline(
-                replace(job, settings=heavy), directory / "off-heavy"
-            )
+        run = bench.set_up(embedded, directory / "embedded", instant_toy)
+        instant_job = bench.BaselineJob.of(embedded, run)
+        bench.measure_baseline(
+            replace(instant_job, settings=replace(toy, rounds=1)), directory / "warm"
+        )
+        instant = {
+            "embedded": [
+                _paired(embedded, run, instant_job, directory, "embedded", DEPTH, after=False)
+            ]
         }
-        toy_slow = {"ledger off": instant["ledger off, before embedded"]}
+        job = replace(instant_job, settings=toy)
+        epochs, _ = calibrate_epochs(job, directory, log)
+        heavy_job = replace(job, settings=replace(toy, epochs=epochs))
+        toy_slow = {"ledger off": bench.measure_baseline(job, directory / "off-toy")}
 
         node = AnvilNode(directory / "node", port=bench._free_port(), balance_ether=10**9)
         node.start()
         try:
             chain = connect(node.url, poll_latency=bench.POLL_LATENCY)
             log("anvil: setting the scenarios up (instant mining)")
-            runs = _scenarios(
-                chain, directory / "heavy", heavy, ["unpipelined", "pipelined", "deep"]
+            heavy_runs = _scenarios(
+                chain, directory / "heavy", heavy_job.settings, [lb for lb, _ in SLOW_DEPTHS]
             )
             toys = _scenarios(
                 chain, directory / "toy", toy,
-                ["instant", "toy unpipelined", "toy pipelined", "toy deep"],
+                ["toy unpipelined", "toy pipelined", f"toy depth {MAX_DEPTH}"],
             )  # fmt: skip
+            instants = [
+                bench.set_up(chain, directory / f"instant-{i}", instant_toy) for i in range(REPEATS)
+            ]
             long_run = bench.set_up(
                 chain, directory / "long", replace(toy, banks=2, rounds=long_rounds)
             )
-            log("anvil: the toy job on instant mining, its requests recorded")
-            instant["ledger off, before anvil"] = bench.measure_baseline(
-                job, directory / "off-anvil"
-            )
+            log(f"anvil: setting up jobs of {FEW} and {MANY} participants")
+            sized = {
+                size: replace(toy, banks=size, rounds=PARTICIPANT_ROUNDS) for size in (FEW, MANY)
+            }
+            by_size = {
+                size: bench.set_up(chain, directory / f"p{size}", settings)
+                for size, settings in sized.items()
+            }
+            log(f"anvil: the toy job on instant mining, {REPEATS} times, its requests recorded")
             with RequestLog(node.url).installed() as requests_log:
-                requests_log.recording = True
-                instant["anvil"] = _anchored(chain, toys["instant"], "anvil", DEPTH)
+                instant["anvil"] = []
+                for index, instant_run in enumerate(instants):
+                    requests_log.recording = index == 0
+                    label = f"anvil {index}"
+                    pair = _paired(
+                        chain, instant_run, instant_job, directory, label, DEPTH, after=False
+                    )
+                    instant["anvil"].append(pair)
                 requests_log.recording = False
             floor = requests_log.replay()
             log(f"anvil: a job of {long_rounds:,} rounds (2 banks, toy workload)")
-            long = _anchored(chain, long_run, "long", DEPTH)
+            long = bench.measure_anchored(chain, long_run, "long", DEPTH)
+            log(f"anvil: {PARTICIPANT_ROUNDS} rounds at {FEW} and at {MANY} participants")
+            participants = {
+                size: bench.measure_anchored(chain, run, f"{size} participants", 1)
+                for size, run in by_size.items()
+            }
             _rpc(node.url, "evm_setIntervalMining", SLOW_BLOCK_SECONDS)
-            for label, key, depth in (
-                ("unpipelined", "unpipelined", 1),
-                ("pipelined", "pipelined", DEPTH),
-                (f"pipelined, depth {MAX_DEPTH}", "deep", MAX_DEPTH),
-            ):
+            slow = {}
+            for label, depth in SLOW_DEPTHS:
                 log(f"anvil, {SLOW_BLOCK_SECONDS} s blocks: {epochs}-epoch rounds, {label}")
-                slow[label] = _anchored(chain, runs[key], label, depth)
+                slow[label] = _paired(chain, heavy_runs[label], heavy_job, directory, label, depth)
             for label, key, depth in (
                 ("unpipelined", "toy unpipelined", 1),
                 ("pipelined", "toy pipelined", DEPTH),
-                (f"pipelined, depth {MAX_DEPTH}", "toy deep", MAX_DEPTH),
+                (f"pipelined, depth {MAX_DEPTH}", f"toy depth {MAX_DEPTH}", MAX_DEPTH),
             ):
                 log(f"anvil, {SLOW_BLOCK_SECONDS} s blocks: toy rounds, {label}")
-                toy_slow[label] = _anchored(chain, toys[key], label, depth)
+                toy_slow[label] = bench.measure_anchored(chain, toys[key], label, depth)
             chain.close()
         finally:
             node.stop()
     results = Results(
-        epochs, slow, toy_slow, instant, floor, len(requests_log.bodies), long_rounds, long
-    )
+        epochs, slow, toy_slow, instant, floor, len(requests_log.bodies), long_rounds, long,
+        participants,
+    )  # fmt: skip
     results.seconds = time.perf_counter() - start
     results.load = (load_before, os.getloadavg()[0])
     return results
@@ -301,15 +401,20 @@ def print_tables(results: Results) -> None:
     console = Console(width=max(Console().width, 120))
     table = Table(
         title=f"{SLOW_BLOCK_SECONDS} s blocks: {BANKS} banks x {ROUNDS} rounds, {results.epochs} "
-        "local epochs (a ledger-off round of about 1 s), anvil"
+        "local epochs (a ledger-off round of about 1 s), anvil; each anchored run against the "
+        "mean of the ledger-off runs right before and after it"
     )
-    for column in ("run", "wall s", "vs ledger off", "s / round", "rounds / min", "target"):
+    for column in (
+        "run", "wall s", "ledger off s", "vs ledger off", "s / round", "rounds / min", "target"
+    ):  # fmt: skip
         table.add_column(column, justify="right" if column != "run" else "left")
-    for label, run in results.slow.items():
+    for label, pair in results.slow.items():
         target = f"<= {PIPELINED_TARGET}" if label.startswith("pipelined") else "-"
+        per_round = _per_round(pair.anchored)
         table.add_row(
-            label, f"{run.seconds:.1f}", f"{results.ratio(results.slow, label):.2f}x",
-            f"{_per_round(run):.2f}", f"{60 / _per_round(run):.1f}", target,
+            label, f"{pair.anchored.seconds:.1f}",
+            " / ".join(f"{run.seconds:.1f}" for run in pair.baselines), f"{pair.ratio:.2f}x",
+            f"{per_round:.2f}", f"{60 / per_round:.1f}", target,
         )  # fmt: skip
     console.print(table)
     table = Table(title=f"{SLOW_BLOCK_SECONDS} s blocks, toy workload (1 local epoch)")
@@ -321,17 +426,26 @@ def print_tables(results: Results) -> None:
             f"{60 / _per_round(run):.1f}",
         )  # fmt: skip
     console.print(table)
-    table = Table(title="Instant mining, toy workload: what anchoring adds per round (pipelined)")
-    for column in ("run", "ms / round", "extra ms / round", "raw floor ms / round", "vs floor"):
-        table.add_column(column, justify="right" if column != "run" else "left")
+    table = Table(
+        title=f"Instant mining, toy workload ({INSTANT_ROUNDS} rounds, pipelined): what "
+        "anchoring adds per round; each anchored run right after a ledger-off run"
+    )
+    for column in (
+        "chain", "ledger off ms / round", "anchored ms / round", "extra ms / round",
+        "raw floor ms / round", "median extra vs floor",
+    ):  # fmt: skip
+        table.add_column(column, justify="right" if column != "chain" else "left")
     floor = results.floor_ms()
-    for label, run in results.instant.items():
-        extra = "-" if label.startswith("ledger off") else f"{results.extra_ms(label):.1f}"
+    for chain, pairs in results.instant.items():
+        on_anvil = chain == "anvil"
         table.add_row(
-            label, f"{_per_round(run) * 1000:.1f}", extra,
-            f"{floor:.1f}" if label == "anvil" else "-",
-            f"{results.extra_ms(label) / floor:.2f}x" if label == "anvil" else "-",
-        )  # fmt: skip
+            chain,
+            " / ".join(f"{_per_round(p.baselines[0]) * 1000:.1f}" for p in pairs),
+            " / ".join(f"{_per_round(p.anchored) * 1000:.1f}" for p in pairs),
+            " / ".join(f"{p.extra_ms:.1f}" for p in pairs),
+            f"{floor:.1f}" if on_anvil else "-",
+            f"{results.extra_ms(chain) / floor:.2f}x" if on_anvil else "-",
+        )
     console.print(table)
     n = results.long_rounds
     console.print(
@@ -339,9 +453,26 @@ def print_tables(results: Results) -> None:
         f"{_window(results.long, 6, 15) * 1000:.1f} ms, rounds {n - 9:,}-{n:,} "
         f"{_window(results.long, n - 9, n) * 1000:.1f} ms ({results.flatness():.2f}x)"
     )
+    table = Table(
+        title=f"Flat in participants (anvil, instant mining, unpipelined, {PARTICIPANT_ROUNDS} "
+        "rounds): medians over rounds 2.., ms per round"
+    )
+    for column in (
+        "participants", "coordinator: reads, anchor, proofs", "participants' receipt checks",
+        "round wall", "vs " + str(FEW),
+    ):  # fmt: skip
+        table.add_column(column, justify="right")
+    for size, run in results.participants.items():
+        table.add_row(
+            str(size), f"{_coordinator_ms(run):.1f}", f"{_receipts_ms(run):.1f}",
+            f"{statistics.median(r['round'] for r in run.rounds[1:]) * 1000:.0f}",
+            f"{_coordinator_ms(run) / _coordinator_ms(results.participants[FEW]):.2f}x",
+        )  # fmt: skip
+    console.print(table)
     console.print(
-        f"raw floor: the anvil run's {results.floor_requests:,} requests of its {ROUNDS} rounds "
-        "(the participants' reads included) sent again raw on one keep-alive connection"
+        f"raw floor: the first anvil run's {results.floor_requests:,} requests of its "
+        f"{INSTANT_ROUNDS} rounds (the participants' reads included) sent again raw on one "
+        "keep-alive connection"
     )
     for target in results.targets():
         console.print(target.verdict_line())
@@ -356,11 +487,24 @@ def print_json(results: Results) -> None:
         json.dumps(
             {
                 "epochs": results.epochs,
-                "slowBlocks": {k: v.seconds for k, v in results.slow.items()},
+                "slowBlocks": {
+                    label: {
+                        "seconds": pair.anchored.seconds,
+                        "ledgerOffSeconds": [run.seconds for run in pair.baselines],
+                        "ratio": pair.ratio,
+                    }
+                    for label, pair in results.slow.items()
+                },
                 "toySlowBlocks": {k: v.seconds for k, v in results.toy_slow.items()},
-                "instantMsPerRound": {k: _per_round(v) * 1000 for k, v in results.instant.items()},
+                "instantExtraMsPerRound": {
+                    chain: [pair.extra_ms for pair in pairs]
+                    for chain, pairs in results.instant.items()
+                },
                 "floorMsPerRound": results.floor_ms(),
                 "flatness": results.flatness(),
+                "coordinatorMsPerRound": {
+                    str(size): _coordinator_ms(run) for size, run in results.participants.items()
+                },
                 "targets": [
                     {"description": t.description, "measured": t.measured, "met": t.met}
                     for t in results.targets()
