@@ -42,7 +42,7 @@ from consortium.protocol.fedavg.participant import Participant, TrainingPlan
 from consortium.protocol.fedavg.round import PROTOCOL_ID, Transport
 from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
 from consortium.scenarios.keys import require_local_chain
-from consortium.scenarios.parties import PARTY_NAME, Party
+from consortium.scenarios.parties import PARTY_NAME, Party, vote_in
 from consortium.store.models import put_model
 
 PURPOSE = "aml-risk-scoring"
@@ -158,20 +158,12 @@ def set_up(chain: Chain, out: Path, settings: AmlSettings, report: Callable[[str
         proposal_lifetime=7 * 86_400,
     )
     ledgers = {p.name: Ledger(chain, deployment, p.account) for p in (institute, *banks, regulator)}
-    members = [institute, banks[0]]
-    for newcomer, roles in [
-        *((b, Role.PROVIDER | Role.CONSUMER) for b in banks[1:]),
-        (regulator, Role.AUDITOR),
-    ]:
-        report(f"voting {newcomer.name} in")
-        outcome = ledgers[members[0].name].members.propose_add(
-            newcomer.account.address, newcomer.name, roles
-        )
-        for voter in members[1:]:
-            if outcome.executed:
-                break
-            outcome = ledgers[voter.name].members.approve(outcome.proposal_id)
-        members.append(newcomer)
+    vote_in(
+        ledgers,
+        [institute, banks[0]],
+        [*((b, Role.PROVIDER | Role.CONSUMER) for b in banks[1:]), (regulator, Role.AUDITOR)],
+        report,
+    )
 
     bank_data = generate_banks(settings.banks, settings.seed)
     consumer = banks[0]

@@ -1,11 +1,13 @@
 """A simulated party: its key and its own directory (store, journal), under a run's output
-directory. Every scenario's parties are made here, so each keeps its key and data the same way.
+directory. Every scenario's parties are made here, so each keeps its key and data the same way,
+and every scenario grows its consortium by the same votes (:func:`vote_in`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from eth_account.signers.local import LocalAccount
 from consortium.crypto.keystore import MAX_KEYSTORE_BYTES
 from consortium.files import write_text_atomically
 from consortium.jsonio import read_json_file
+from consortium.ledger.client import Ledger
+from consortium.ledger.roles import Role
 from consortium.scenarios.keys import simulation_key
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import Journal, JournalReader
@@ -80,3 +84,25 @@ class Party:
         return cls(
             name, Account.from_key(Account.decrypt(keystore, SIMULATION_PASSWORD)), directory
         )
+
+
+def vote_in(
+    ledgers: Mapping[str, Ledger],
+    founders: Sequence[Party],
+    newcomers: Sequence[tuple[Party, Role]],
+    report: Callable[[str], None],
+) -> None:
+    """Admits each newcomer, in order, with its roles by the members' votes: the first founder
+    proposes, the other members approve until the proposal executes, and each newcomer votes
+    on the proposals after its own. ``ledgers`` holds each party's ledger by party name."""
+    members = list(founders)
+    for newcomer, roles in newcomers:
+        report(f"voting {newcomer.name} in")
+        outcome = ledgers[members[0].name].members.propose_add(
+            newcomer.account.address, newcomer.name, roles
+        )
+        for voter in members[1:]:
+            if outcome.executed:
+                break
+            outcome = ledgers[voter.name].members.approve(outcome.proposal_id)
+        members.append(newcomer)
