@@ -8,7 +8,8 @@ transaction, the signed records in leaf order with their inclusion proofs, the r
 updates and why, and the digests of the global model and the round metrics. Rounds are lines
 of their own so that an auditor reads them one at a time, in memory that does not grow with
 the job's length. ``bundle/objects/`` is an artifact store holding every object those digests
-name: records, updates, models, metrics, the initial model and the model spec.
+name: records, updates, models, metrics, the initial model and the model spec; which objects
+a model or a record names is the job's protocol's to say (:mod:`consortium.protocol.bundles`).
 ``bundle.tar.gz`` packs the directory reproducibly.
 """
 
@@ -32,11 +33,11 @@ from consortium.ledger.jobs import Job
 from consortium.lockfile import ExclusiveLock
 from consortium.orchestration import journal_entries
 from consortium.orchestration.journal_entries import AnchorMined
+from consortium.protocol.bundles import BundleLayout, bundle_layout
 from consortium.protocol.messages import anchor_to_json
 from consortium.protocol.spec import spec_protocol
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import Journal
-from consortium.store.models import model_objects
 
 BUNDLE_FORMAT = "consortium.audit-bundle/3"
 MANIFEST_FILE = "manifest.json"
@@ -59,7 +60,9 @@ def export_bundle(
 
 def _export(ledger: Ledger, job_id: int, store: ArtifactStore, journal: Journal, out: Path) -> Path:
     job = ledger.jobs.get(job_id)
-    objects = [*model_objects(store, job.initial_model_digest), job.model_spec_digest]
+    protocol = spec_protocol(store.get_json(job.model_spec_digest))
+    layout = bundle_layout(protocol)
+    objects = [*layout.model_objects(store, job.initial_model_digest), job.model_spec_digest]
     final = out / "bundle"
     staging = out / ".bundle.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -67,12 +70,12 @@ def _export(ledger: Ledger, job_id: int, store: ArtifactStore, journal: Journal,
     count = 0
     with (staging / ROUNDS_FILE).open("wb") as lines:
         for anchored in journal_entries.newest_anchored(journal):
-            entry, named = _round_entry(store, journal, anchored)
+            entry, named = _round_entry(store, journal, anchored, layout)
             lines.write(jcs(entry) + b"\n")
             objects += named
             count += 1
     store.export(dict.fromkeys(objects), staging)  # the store keeps them in objects/
-    manifest = _header(ledger, job, spec_protocol(store.get_json(job.model_spec_digest)), count)
+    manifest = _header(ledger, job, protocol, count)
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
@@ -81,10 +84,11 @@ def _export(ledger: Ledger, job_id: int, store: ArtifactStore, journal: Journal,
 
 
 def _round_entry(
-    store: ArtifactStore, journal: Journal, anchored: AnchorMined
+    store: ArtifactStore, journal: Journal, anchored: AnchorMined, layout: BundleLayout
 ) -> tuple[dict[str, Any], list[bytes]]:
     """The round's line of ``rounds.jsonl``, and the objects it names (which the bundle must
-    hold): records, updates, participant metrics, the global model and the round metrics."""
+    hold): records, what each names (``layout`` says which), the global model's objects and
+    the round metrics."""
     intent = journal_entries.last_intent(journal, anchored.round)
     if intent is None:
         raise ConsortiumError(f"round {anchored.round} is anchored without an intent")
@@ -94,8 +98,8 @@ def _round_entry(
     objects: list[bytes] = []
     for digest in records:
         record = SignedUpdateRecord.from_json(store.get_json(digest)).record
-        objects += [digest, *model_objects(store, record.update_digest), record.metrics_digest]
-    objects += [*model_objects(store, anchor.model_digest), anchor.metrics_digest]
+        objects += [digest, *layout.record_objects(store, record)]
+    objects += [*layout.model_objects(store, anchor.model_digest), anchor.metrics_digest]
     entry = {
         "round": anchor.round,
         "anchor": anchor_to_json(anchor),
