@@ -41,7 +41,6 @@ from ledger_fixtures import DAY, PURPOSE, deploy_consortium, digest
 from web3.types import BlockIdentifier
 
 from consortium.audit import (
-    CHECK_NAMES,
     AuditReport,
     BundleError,
     CheckResult,
@@ -55,7 +54,7 @@ from consortium.audit import (
 )
 from consortium.audit.bundle import MAX_MANIFEST_BYTES
 from consortium.audit.chainview import ChainView
-from consortium.audit.checks import JobFacts, check_events
+from consortium.audit.checks import COMMON_CHECK_NAMES, JobFacts, check_events
 from consortium.audit.evidence import Evidence
 from consortium.audit.replay import ConsentTerms, ImpliedState
 from consortium.audit.results import Scope
@@ -78,6 +77,7 @@ from consortium.store.models import get_model, put_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "verify_job.py"
+FEDAVG_CHECKS = {*COMMON_CHECK_NAMES, *FEDAVG.check_names}  # what a FedAvg audit reports
 
 
 def audit(chain: Chain, bundle: Path, ledger: str | None = None) -> tuple[Verdict, list]:
@@ -115,11 +115,11 @@ def test_an_untouched_bundle_passes_every_check(scenario: Scenario) -> None:
     failed = [r.message for r in results if not r.ok]
     assert verdict.ok and not failed, failed
     assert verdict.exit_code == 0 and verdict.describe().startswith("VERIFIED")
-    assert {r.name for r in results} == set(CHECK_NAMES)
+    assert {r.name for r in results} == FEDAVG_CHECKS
     # Each round runs every round-level check; messages say where they belong.
     for number in range(1, ROUNDS + 1):
         in_round = [r for r in results if r.round == number]
-        assert {r.name for r in in_round} == set(CHECK_NAMES) - {
+        assert {r.name for r in in_round} == FEDAVG_CHECKS - {
             "chain", "deployment", "deployer", "code", "job", "protocol", "complete",
             "head-model",
         }  # fmt: skip
@@ -299,7 +299,7 @@ def test_an_unknown_protocol_is_refused_in_one_line(
 ) -> None:
     bundle = copy_bundle(scenario, tmp_path)
     write_manifest(bundle, {**read_manifest(bundle), "protocol": "x/9"})
-    message = "bundle protocol 'x/9' is not one this auditor knows (known: fedavg/1)"
+    message = "bundle protocol 'x/9' is not one this auditor knows (known: fedavg/1, hetero-lr/1)"
     assert_refused(bundle, message)
     result = invoke(str(bundle), "--chain", "http://node")
     assert result.exit_code == 2
@@ -722,7 +722,7 @@ def test_audit_prints_a_table_of_checks_per_round_and_a_verdict(
     assert result.exit_code == 0, result.output
     for column in ("round", "check", "result", "detail"):
         assert column in result.stdout
-    for name in CHECK_NAMES:
+    for name in FEDAVG_CHECKS:
         assert name in result.stdout
     assert result.stdout.rstrip().splitlines()[-1].startswith("VERIFIED: every check holds")
 

@@ -16,9 +16,10 @@ from types import MappingProxyType
 from consortium.errors import UsageError
 from consortium.protocol.audit import ProtocolAudit
 from consortium.protocol.fedavg import audit as fedavg
+from consortium.protocol.vertical import audit as vertical
 
 PROTOCOLS: Mapping[str, ProtocolAudit] = MappingProxyType(
-    {audit.protocol_id: audit for audit in (fedavg.AUDIT,)}
+    {audit.protocol_id: audit for audit in (fedavg.AUDIT, vertical.AUDIT)}
 )
 
 

@@ -219,9 +219,11 @@ class JobAudit:
         self._previous_model = facts.initial_model
         self.standing = StandingReader(view, facts.id, facts.consumer, facts.purpose)
         evidence = Evidence(bundle.objects)
-        evidence.model(facts.initial_model, scope, "initial model (base of round 1)")
+        self.protocol.read_model(
+            evidence, facts.initial_model, scope, "initial model (base of round 1)"
+        )
         spec_digest = chain_job.model_spec_digest if chain_job else bundle.job.model_spec
-        spec = evidence.json(spec_digest, scope, "model spec")
+        self.spec = spec = evidence.json(spec_digest, scope, "model spec")
         yield from check_objects(scope, evidence, "the job (initial model and model spec)")
         yield check_protocol(scope, bundle.protocol, spec, spec_digest)
 
@@ -251,17 +253,17 @@ class JobAudit:
         records = self._load_records(scope, entry, evidence)
         audited = AuditedRound(
             scope, anchor, entry.refused, tuple(r.signed for r in records), facts.participants,
-            self._previous_model, self._previous_source,
+            self._previous_model, self._previous_source, facts.consumer, self.spec,
+            facts.last_round,
         )  # fmt: skip
-        evidence.prefetch_models([*self.protocol.prefetch(audited), anchor.model_digest])
+        evidence.prefetch_models(self.protocol.prefetch(audited))
         yield check_manifest_entry(scope, entry, facts.id)
         yield check_sequence(scope, entry.round, self._previous_round + 1)
         anchored = check_anchored(scope, entry, facts.id, self.view)
         yield anchored
         transaction = check_transaction(scope, entry, self._previous_block, self.view)
         yield transaction
-        evidence.model(anchor.model_digest, scope, "global model")
-        protocol_objects = self.protocol.read(audited, evidence)
+        protocol_objects = self.protocol.read(audited, evidence)  # the global model included
         yield from check_objects(scope, evidence, f"round {entry.round}")
 
         for loaded in records:

@@ -131,9 +131,11 @@ class AuditedRound:
     """One round as the auditor's common checks have it, for the protocol's checks.
 
     ``records`` are the bundle's signed records in leaf order (None for one that could not be
-    read; the ``record`` check says why); ``participants`` are the job's, as the chain has
-    them; ``previous_model`` is the model the round must start from (None when the round
-    before could not be read), which ``previous_source`` names.
+    read; the ``record`` check says why); ``participants`` and ``consumer`` are the job's, as
+    the chain has them; ``previous_model`` is the model the round must start from (None when
+    the round before could not be read), which ``previous_source`` names; ``spec`` is the job's
+    model spec object (None if unreadable) and ``last_round`` the last round the chain has
+    anchored (None if the chain has no such job), for protocols whose rounds depend on them.
     """
 
     scope: Scope
@@ -143,6 +145,9 @@ class AuditedRound:
     participants: tuple[ChecksumAddress, ...]
     previous_model: bytes | None
     previous_source: str
+    consumer: ChecksumAddress
+    spec: Any | None
+    last_round: int | None
 
     @property
     def round(self) -> int:
@@ -154,17 +159,36 @@ class AuditedRound:
         return [(i, r) for i, r in enumerate(self.records) if r is not None]
 
 
+def check_base_model(
+    scope: Scope, signed: SignedUpdateRecord, expected: bytes | None, source: str
+) -> CheckResult:
+    """The record says it trained from ``expected``, the previous round's model."""
+    base = signed.record.base_model_digest
+    if expected is None:
+        return scope.failed("base-model", f"cannot check: {source} is unknown")
+    return scope.outcome(
+        "base-model",
+        base == expected,
+        f"trained from {source} {expected.hex()}",
+        f"trained from {base.hex()}, not {source} {expected.hex()}",
+    )
+
+
 class ProtocolAudit(Protocol):
     """A protocol's audit checks, as the auditor dispatches on the job's protocol id.
 
-    For each round, after its common checks have read the records, the auditor calls
+    The auditor reads the job's initial model with :meth:`read_model` (what a model object is
+    differs between protocols: FedAvg's is a tensor manifest, hetero-lr/1's a JSON object of
+    commitments). For each round, after its common checks have read the records, it calls
     :meth:`prefetch` (models worth hashing in the background), then :meth:`read` (the
-    protocol's objects, through the round's reader, before the round's ``objects`` check),
-    then :meth:`check` with what :meth:`read` returned.
+    protocol's objects, the round's model included, through the round's reader, before the
+    round's ``objects`` check), then :meth:`check` with what :meth:`read` returned.
     """
 
     protocol_id: str
     check_names: Sequence[str]  # the names :meth:`check` reports, in order
+
+    def read_model(self, objects: ObjectReader, digest: bytes, scope: Scope, what: str) -> Any: ...
 
     def prefetch(self, audited: AuditedRound) -> list[bytes]: ...
 

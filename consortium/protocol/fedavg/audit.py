@@ -25,25 +25,17 @@ from consortium.crypto.digests import model_digest
 from consortium.crypto.update_record import SignedUpdateRecord
 from consortium.errors import ConsortiumError
 from consortium.fl.aggregation import fedavg
-from consortium.protocol.audit import AuditedRound, CheckResult, Model, ObjectReader, Scope
+from consortium.protocol.audit import (
+    AuditedRound,
+    CheckResult,
+    Model,
+    ObjectReader,
+    Scope,
+    check_base_model,
+)
 from consortium.protocol.fedavg.round import PROTOCOL_ID
 
 CHECK_NAMES = ("base-model", "update", "aggregation", "round-metrics")
-
-
-def check_base_model(
-    scope: Scope, signed: SignedUpdateRecord, expected: bytes | None, source: str
-) -> CheckResult:
-    """The record says it trained from ``expected``, the previous round's model."""
-    base = signed.record.base_model_digest
-    if expected is None:
-        return scope.failed("base-model", f"cannot check: {source} is unknown")
-    return scope.outcome(
-        "base-model",
-        base == expected,
-        f"trained from {source} {expected.hex()}",
-        f"trained from {base.hex()}, not {source} {expected.hex()}",
-    )
 
 
 def check_update(
@@ -139,12 +131,19 @@ class FedAvgAudit:
     protocol_id = PROTOCOL_ID
     check_names = CHECK_NAMES
 
+    def read_model(self, objects: ObjectReader, digest: bytes, scope: Scope, what: str) -> Any:
+        """A FedAvg model is a tensor manifest: every tensor is read and verified."""
+        return objects.model(digest, scope, what)
+
     def prefetch(self, audited: AuditedRound) -> list[bytes]:
-        """The updates: most of what an audit reads, hashed while the chain is read."""
-        return [r.record.update_digest for _, r in audited.signed]
+        """The updates and the global model: most of what an audit reads, hashed while the
+        chain is read."""
+        return [*(r.record.update_digest for _, r in audited.signed), audited.anchor.model_digest]
 
     def read(self, audited: AuditedRound, objects: ObjectReader) -> FedAvgObjects:
         scope = audited.scope
+        # The global model is read for the objects check; aggregation compares its digest.
+        self.read_model(objects, audited.anchor.model_digest, scope, "global model")
         updates, metrics = {}, {}
         for position, signed in audited.signed:
             at = scope.at(signed.record.participant)
