@@ -1,8 +1,8 @@
-"""Training jobs and round anchors on the TrainingLedger contract."""
+"""Training jobs, round anchors and model uses on the TrainingLedger contract."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import astuple, dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 _ANCHOR_ABI_TYPES = ["(uint256,uint32,bytes32,uint32,bytes32,bytes32,bytes32,uint256,uint256)"]
 _JOB_STATUS = {1: "open", 2: "closed"}
+SCORE = "score"
+"""The use kind of scoring one applicant."""
+REFERRAL = "referral"
+"""The use kind of scoring a batch of shared, consented subjects into a referral list."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,22 @@ class RoundAnchor:
 
 
 @dataclass(frozen=True)
+class ModelUse:
+    """One use of a job's model as the chain recorded it: a ``ModelUsed`` event and its block."""
+
+    job_id: int
+    use_index: int  # counts from 1 within the job
+    caller: ChecksumAddress
+    model_digest: bytes
+    kind: str  # SCORE, REFERRAL, or another short label
+    query_commitment: bytes
+    result_commitment: bytes
+    subjects: int
+    block_number: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
 class Job:
     """A training job as recorded on chain."""
 
@@ -54,6 +74,7 @@ class Job:
     checked_membership_epoch: int
     checked_consent_epoch: int
     consent_window: tuple[int, int]
+    model_use_count: int
     head_model_digest: bytes
     consumer: ChecksumAddress
     created_at: int
@@ -159,11 +180,15 @@ class Jobs:
         (event,) = self._ledger.events(self._contract, "RoundAnchored", receipt)
         return self._anchor_of(event, receipt.get("blockTimestamp"))
 
+    def _block_time(self, event: Any, timestamp: Any) -> int:
+        """The time of ``event``'s block: ``timestamp`` where the node sent it, else the block's."""
+        if timestamp is None:
+            timestamp = self._ledger.chain.w3.eth.get_block(event["blockNumber"])["timestamp"]
+        return _integer(timestamp)
+
     def _anchor_of(self, event: Any, timestamp: Any = None) -> RoundAnchor:
         """The anchor a ``RoundAnchored`` event records, with its block's number and time."""
         args = event["args"]
-        if timestamp is None:
-            timestamp = self._ledger.chain.w3.eth.get_block(event["blockNumber"])["timestamp"]
         return RoundAnchor(
             job_id=args["jobId"],
             round=args["round"],
@@ -173,27 +198,88 @@ class Jobs:
             metrics_digest=bytes(args["metricsDigest"]),
             previous_model_digest=bytes(args["previousModelDigest"]),
             block_number=event["blockNumber"],
-            timestamp=_integer(timestamp),
+            timestamp=self._block_time(event, timestamp),
         )
+
+    def _job_logs(
+        self, event_name: str, job_id: int, first_block: int, last_block: int, chunk: int
+    ) -> Iterator[Any]:
+        """The job's ``event_name`` logs between two blocks, oldest first, read in ranges of
+        ``chunk`` blocks, since nodes cap a range and the embedded chain's cost grows with it."""
+        event = self._contract.events[event_name]()
+        for start in range(first_block, last_block + 1, chunk):
+            end = min(start + chunk - 1, last_block)
+            yield from event.get_logs(
+                from_block=start, to_block=end, argument_filters={"jobId": job_id}
+            )
 
     def logged_anchors(
         self, job_id: int, first_block: int, last_block: int, chunk: int = 2_000
     ) -> dict[int, tuple[RoundAnchor, str]]:
         """The job's ``RoundAnchored`` events between two blocks, by round, each with the hash
-        of the transaction that anchored it. Logs are read in ranges of ``chunk`` blocks, since
-        nodes cap a range and the embedded chain's cost grows with it; for rebuilding what a
-        coordinator lost, not for any round's critical path."""
-        event = self._contract.events.RoundAnchored()
+        of the transaction that anchored it; for rebuilding what a coordinator lost, not for
+        any round's critical path."""
         found: dict[int, tuple[RoundAnchor, str]] = {}
-        for start in range(first_block, last_block + 1, chunk):
-            end = min(start + chunk - 1, last_block)
-            logs = event.get_logs(
-                from_block=start, to_block=end, argument_filters={"jobId": job_id}
-            )
-            for log in logs:
-                anchor = self._anchor_of(log)
-                found[anchor.round] = (anchor, log["transactionHash"].to_0x_hex())
+        for log in self._job_logs("RoundAnchored", job_id, first_block, last_block, chunk):
+            anchor = self._anchor_of(log)
+            found[anchor.round] = (anchor, log["transactionHash"].to_0x_hex())
         return found
+
+    def record_model_use(
+        self,
+        job_id: int,
+        model_digest: str | bytes,
+        kind: str,
+        query_commitment: str | bytes,
+        result_commitment: str | bytes,
+        subjects: int,
+    ) -> ModelUse:
+        """Records that the signer (the job's consumer or coordinator) used the job's head
+        model on ``subjects`` data subjects, committing to the query and its result, and
+        returns the use as the chain recorded it. The contract refuses it once the job's
+        consents no longer hold."""
+        if not 0 <= subjects < 2**32:
+            raise UsageError(f"subjects must be a count below 2**32, got {subjects}")
+        fn = self._contract.functions.recordModelUse(
+            job_id,
+            bytes32(model_digest, "model digest"),
+            encode_purpose(kind, "use kind"),
+            bytes32(query_commitment, "query commitment"),
+            bytes32(result_commitment, "result commitment"),
+            subjects,
+        )
+        receipt = self._ledger.send(fn)
+        (event,) = self._ledger.events(self._contract, "ModelUsed", receipt)
+        return self._use_of(event, receipt.get("blockTimestamp"))
+
+    def model_uses(self, job_id: int, chunk: int = 2_000) -> list[ModelUse]:
+        """Every recorded use of the job's model in use order, read from the ``ModelUsed``
+        events between the job's creation and the latest block; for an auditor's listing, not
+        for a scoring's critical path. An unknown job is a ChainRevert ``UnknownJob``."""
+        first_block = self.get(job_id).created_block
+        last_block = self._ledger.chain.w3.eth.block_number
+        logs = self._job_logs("ModelUsed", job_id, first_block, last_block, chunk)
+        return [self._use_of(log) for log in logs]
+
+    def model_use_count(self, job_id: int) -> int:
+        """How many uses of the job's model were recorded: the last use index."""
+        return int(self._ledger.call(self._contract.functions.modelUseCount(job_id)))
+
+    def _use_of(self, event: Any, timestamp: Any = None) -> ModelUse:
+        """The use a ``ModelUsed`` event records, with its block's number and time."""
+        args = event["args"]
+        return ModelUse(
+            job_id=args["jobId"],
+            use_index=args["useIndex"],
+            caller=to_checksum_address(args["caller"]),
+            model_digest=bytes(args["modelDigest"]),
+            kind=decode_purpose(bytes(args["useKind"])),
+            query_commitment=bytes(args["queryCommitment"]),
+            result_commitment=bytes(args["resultCommitment"]),
+            subjects=args["subjects"],
+            block_number=event["blockNumber"],
+            timestamp=self._block_time(event, timestamp),
+        )
 
     def close(self, job_id: int) -> TxReceipt:
         """Closes the job; no further round can be anchored."""
@@ -210,6 +296,7 @@ class Jobs:
             consent_epoch,
             window_start,
             window_end,
+            use_count,
             head_model,
             consumer,
             created_at,
@@ -229,6 +316,7 @@ class Jobs:
             checked_membership_epoch=membership_epoch,
             checked_consent_epoch=consent_epoch,
             consent_window=(window_start, window_end),
+            model_use_count=use_count,
             head_model_digest=bytes(head_model),
             consumer=to_checksum_address(consumer),
             created_at=created_at,

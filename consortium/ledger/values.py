@@ -42,16 +42,17 @@ def bytes32(value: str | bytes, what: str = "digest") -> bytes:
     return raw
 
 
-def encode_purpose(purpose: str) -> bytes:
-    """A purpose label as ``bytes32``: its UTF-8, right-padded with zeros, readable on chain."""
+def encode_purpose(purpose: str, what: str = "purpose") -> bytes:
+    """A purpose label (or another short label, such as a model use's kind, that ``what``
+    names in the error) as ``bytes32``: its UTF-8, right-padded with zeros, readable on chain."""
     raw = purpose.encode("utf-8")
     if not raw or len(raw) > 32 or b"\x00" in raw:
-        raise UsageError(f"purpose must be 1 to 32 bytes of text without NUL, got {purpose!r}")
+        raise UsageError(f"{what} must be 1 to 32 bytes of text without NUL, got {purpose!r}")
     return raw.ljust(32, b"\x00")
 
 
 def decode_purpose(raw: bytes) -> str:
-    """The label of an on-chain purpose; non-text purposes are shown as hex."""
+    """The text of an on-chain purpose or other label; non-text labels are shown as hex."""
     try:
         return raw.rstrip(b"\x00").decode("utf-8")
     except UnicodeDecodeError:

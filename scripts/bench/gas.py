@@ -17,6 +17,12 @@ The target applies to the anchors of rounds during which membership and consents
 change; an anchor after such a change re-checks every participant and consent (the slow path)
 and grows with the number of participants, which the table shows separately.
 
+Model uses (``recordModelUse``: a scoring or a referral anchored by the job's consumer or
+coordinator) are measured on the same jobs, on their fast path and after an epoch moved. A use
+must name the job's head model, not any anchored round's: the table shows why, with the anchor
+of a variant of the ledger, compiled and deployed in the same run, that indexes every round's
+model so that a use could name any of them, against the committed anchor.
+
 The script exits with status 1 when a target is missed. ``--chain`` must be a local development
 node (anvil): the accounts are funded from its well-known prefunded key. Run it from the
 repository root::
@@ -26,6 +32,7 @@ repository root::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -45,12 +52,20 @@ from web3.types import TxReceipt
 
 from consortium.chain.backend import EMBEDDED, connect
 from consortium.chain.base import Chain
-from consortium.chain.compile import SETTINGS, find_compiler, run_compiler
+from consortium.chain.compile import (
+    CONTRACTS_DIR,
+    SETTINGS,
+    build_artifacts,
+    find_compiler,
+    run_compiler,
+    standard_input,
+)
 from consortium.chain.transact import Transactor
 from consortium.errors import ConsortiumError
 from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment, Founder, deploy
 from consortium.ledger.errors import revert_decoder
+from consortium.ledger.jobs import REFERRAL, SCORE
 from consortium.ledger.roles import Role
 
 SIZES = (2, 10, 100)
@@ -61,6 +76,18 @@ FUNDS = 10**18  # ample for every transaction one account sends here, even on an
 DAY = 86_400
 PURPOSE = "credit-scoring"
 OTHER_PURPOSE = "fraud-detection"
+THIRD_PURPOSE = "marketing"
+REFERRAL_SUBJECTS = 250
+# The per-round model index a use of any anchored round's model would need: a mapping beside
+# the round commitments, set on every anchor.
+_ROUNDS_MAPPING = (
+    "    mapping(uint256 jobId => mapping(uint32 round => bytes32 commitment)) private _rounds;\n"
+)
+_MODEL_INDEX = (
+    "    mapping(uint256 jobId => mapping(bytes32 model => bool)) private _anchoredModels;\n"
+)
+_ROUND_STORE = "        _rounds[jobId][round] = commitment;\n"
+_MODEL_INDEX_STORE = "        _anchoredModels[jobId][modelDigest] = true;\n"
 QUORUM_BPS = 5_000
 
 
@@ -341,8 +368,11 @@ def measure_naive(chain: Chain, consortium: JobConsortium) -> tuple[list[Row], d
     return rows, totals
 
 
-def measure_jobs(chain: Chain, consortium: JobConsortium, dataset: int) -> list[Row]:
-    """A job per size, two anchors each, then a consent revocation and a third anchor each.
+def measure_jobs(
+    chain: Chain, consortium: JobConsortium, dataset: int
+) -> tuple[list[Row], dict[int, int]]:
+    """A job per size, two anchors each, then a consent revocation and a third anchor each;
+    returns the rows and the job ids by size.
 
     The revocation (of a consent no job uses) moves the consent epoch, which sends every job's
     next anchor through the full re-check of its participants and consents.
@@ -387,7 +417,92 @@ def measure_jobs(chain: Chain, consortium: JobConsortium, dataset: int) -> list[
     for size in SIZES:
         anchor(size, 3, "slow path: epoch moved", revalidates=True)
     rows.append(Row("closeJob", _gas(jobs.close(job_ids[max(SIZES)]))))
+    return rows, job_ids
+
+
+def measure_model_uses(
+    chain: Chain, consortium: JobConsortium, dataset: int, job_ids: dict[int, int]
+) -> list[Row]:
+    """A scoring on each job's final model (round 3; the largest job is closed), a referral,
+    then a consent granted and revoked to move the epoch and a scoring on each job again.
+
+    A use runs the job's full re-check when an epoch moved, as an anchor does.
+    """
+    using = consortium.ledger(chain, consortium.consumer)
+    rows: list[Row] = []
+
+    def record(size: int, kind: str, subjects: int, note: str, revalidates: bool) -> None:
+        using.jobs.record_model_use(
+            job_ids[size],
+            _digest(f"model {size} 3"),
+            kind,
+            _digest(f"query {size} {kind} {len(rows)}"),
+            _digest(f"result {size} {kind} {len(rows)}"),
+            subjects,
+        )
+        receipt = _last_receipt(chain, consortium.consumer)
+        revalidated = bool(using.events(using.training, "JobRevalidated", receipt))
+        _check(revalidated == revalidates, f"model use at {size}: {note}")
+        rows.append(Row("recordModelUse", _gas(receipt), size, note))
+
+    for size in SIZES:
+        record(size, SCORE, 1, "score, first use", revalidates=False)
+    record(max(SIZES), REFERRAL, REFERRAL_SUBJECTS, "referral, steady state", revalidates=False)
+    consents = consortium.ledger(chain, consortium.provider).consents
+    now = using.now()
+    consents.grant(dataset, consortium.consumer.address, THIRD_PURPOSE, now, now + DAY)
+    consents.revoke(dataset, consortium.consumer.address, THIRD_PURPOSE)
+    for size in SIZES:
+        record(size, SCORE, 1, "slow path: epoch moved", revalidates=True)
     return rows
+
+
+def _model_index_ledger() -> tuple[list[dict[str, Any]], str]:
+    """ABI and creation bytecode of TrainingLedger with a per-round model index added."""
+    source_input = standard_input(CONTRACTS_DIR)
+    source = source_input["sources"]["TrainingLedger.sol"]
+    text: str = source["content"]
+    _check(
+        text.count(_ROUNDS_MAPPING) == 1 and text.count(_ROUND_STORE) == 1,
+        "TrainingLedger.sol declares and sets _rounds as the model-index variant expects",
+    )
+    source["content"] = text.replace(_ROUNDS_MAPPING, _ROUNDS_MAPPING + _MODEL_INDEX).replace(
+        _ROUND_STORE, _ROUND_STORE + _MODEL_INDEX_STORE
+    )
+    artifact = build_artifacts(run_compiler(find_compiler(), source_input))["TrainingLedger"]
+    return artifact["abi"], artifact["bytecode"]
+
+
+def measure_model_index(chain: Chain, consortium: JobConsortium, dataset: int) -> int:
+    """Gas of a steady-state anchor (round 2, smallest job) on the model-index variant,
+    deployed beside the consortium's registries and driven through the same API."""
+    abi, bytecode = _model_index_ledger()
+    deployment = consortium.deployment
+    address, _ = Transactor(chain, consortium.coordinator, revert_decoder()).deploy(
+        abi, bytecode, deployment.registry, deployment.consents
+    )
+    variant = Ledger(chain, dataclasses.replace(deployment, ledger=address), consortium.coordinator)
+    size = min(SIZES)
+    job = variant.jobs.create(
+        purpose=PURPOSE,
+        model_spec_digest=_digest("spec"),
+        initial_model_digest=_digest("index model 0"),
+        consumer=consortium.consumer.address,
+        participants=[p.address for p in consortium.participants[:size]],
+        dataset_ids=[dataset],
+    )
+    receipts = [
+        variant.jobs.anchor(
+            job,
+            r,
+            _digest(f"index root {r}"),
+            size,
+            _digest(f"index model {r}"),
+            _digest(f"index metrics {r}"),
+        )[1]
+        for r in (1, 2)
+    ]
+    return _gas(receipts[-1])
 
 
 def run(chain: Chain) -> Results:
@@ -396,10 +511,25 @@ def run(chain: Chain) -> Results:
     consortium = found_job_consortium(chain)
     consent_rows, dataset = measure_consents(chain, consortium)
     naive_rows, naive_rounds = measure_naive(chain, consortium)
-    job_rows = measure_jobs(chain, consortium, dataset)
+    job_rows, job_ids = measure_jobs(chain, consortium, dataset)
+    use_rows = measure_model_uses(chain, consortium, dataset, job_ids)
+    (steady,) = (
+        r.gas
+        for r in job_rows
+        if r.operation == "anchorRound"
+        and r.participants == min(SIZES)
+        and r.note == "steady state"
+    )
+    indexed = measure_model_index(chain, consortium, dataset)
+    index_row = Row(
+        "anchorRound + model index",
+        indexed,
+        min(SIZES),
+        f"steady state, {indexed - steady:+,} per round",
+    )
     return Results(
         chain=chain.description,
-        ledger=governance + consent_rows + job_rows,
+        ledger=governance + consent_rows + job_rows + use_rows + [index_row],
         naive=naive_rows,
         naive_rounds=naive_rounds,
         seconds=time.perf_counter() - start,
