@@ -57,13 +57,14 @@ _SHOWN = 3  # problems a transcript result spells out before counting the rest
 
 
 def stated_size(spec: Any) -> Any | None:
-    """The intersection's size the model spec states, if any: ``intersection.size`` (the
-    scenario's specs) or ``rows`` (a spec that states the size alone)."""
+    """The training rows the model spec states, if any: ``terms.rows`` (the scenario's specs:
+    the intersection less the rows the bank holds out) or ``rows`` (a spec that states them
+    alone)."""
     if not isinstance(spec, dict):
         return None
-    intersection = spec.get("intersection")
-    if isinstance(intersection, dict) and "size" in intersection:
-        return intersection["size"]
+    terms = spec.get("terms")
+    if isinstance(terms, dict) and "rows" in terms:
+        return terms["rows"]
     return spec.get("rows")
 
 
@@ -114,13 +115,13 @@ def check_contribution(
             f"it ({named.get(record.participant)!r})"
         )
     if size is not None and record.num_examples != size:
-        problems.append(f"numExamples {record.num_examples} is not the intersection size {size!r}")
+        problems.append(f"numExamples {record.num_examples} is not the job's {size!r} training rows")
     if not isinstance(metrics, dict) or (metrics.get("round"), metrics.get("rows")) != (
         record.round,
         record.num_examples,
     ):
         problems.append(f"its metrics {metrics!r} do not name round {record.round} and its rows")
-    stated = "" if size is not None else " (the model spec states no intersection size)"
+    stated = "" if size is not None else " (the model spec states no training rows)"
     return scope.outcome(
         "contribution",
         not problems,
