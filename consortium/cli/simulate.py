@@ -7,7 +7,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,8 +27,9 @@ from consortium.lockfile import ExclusiveLock, LockHeld
 from consortium.orchestration.engine import DEFAULT_DEPTH, MAX_DEPTH, RoundResult
 from consortium.orchestration.export import export_job
 from consortium.protocol.messages import anchor_to_json
-from consortium.scenarios import aml
+from consortium.scenarios import aml, sme_credit, sme_training
 from consortium.scenarios.governance import Step, run_governance
+from consortium.scenarios.sme_inputs import PartyFile
 
 SCRATCH_PREFIX = "consortium-aml-"
 SCRATCH_OWNER = "owner"  # the lock a run holds on its temporary directory: <dir>/owner.lock
@@ -41,6 +42,22 @@ chain_option = click.option(
     show_default=True,
     help="'embedded' (in-process) or the JSON-RPC URL of a local dev node.",
 )
+
+
+def pipeline_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--pipeline-depth N`` and ``--no-pipeline``, as every training scenario takes them."""
+    depth = click.option(
+        "--pipeline-depth",
+        "depth",
+        type=click.IntRange(1, MAX_DEPTH),
+        default=DEFAULT_DEPTH,
+        show_default=True,
+        help="Rounds in flight at most: round r+1 trains while round r's anchor confirms.",
+    )
+    off = click.option(
+        "--no-pipeline", is_flag=True, help="One round at a time (--pipeline-depth 1)."
+    )
+    return depth(off(command))
 
 
 @click.group()
@@ -101,15 +118,7 @@ def governance(chain_url: str, as_json: bool) -> None:
     help="Finish the interrupted run recorded in --out; a larger --rounds continues it to that "
     "many rounds, and every other setting must be as before.",
 )
-@click.option(
-    "--pipeline-depth",
-    "depth",
-    type=click.IntRange(1, MAX_DEPTH),
-    default=DEFAULT_DEPTH,
-    show_default=True,
-    help="Rounds in flight at most: round r+1 trains while round r's anchor confirms.",
-)
-@click.option("--no-pipeline", is_flag=True, help="One round at a time (--pipeline-depth 1).")
+@pipeline_options
 @json_option
 def aml_command(
     chain_url: str, banks: int, rounds: int, seed: int, epochs: int, out: Path | None,
@@ -159,6 +168,145 @@ def aml_command(
         where = f"; bundle in {bundle}" if out else ""
         click.echo(f"audit of {verdict.rounds} rounds: {verdict.describe()}{where}")
         click.get_current_context().exit(verdict.exit_code)
+
+
+@simulate.command("sme-credit")
+@chain_option
+@click.option(
+    "--businesses",
+    type=click.IntRange(200, 1_000_000),
+    default=sme_credit.SmeSettings.businesses,
+    show_default=True,
+    help="Businesses the bank's synthetic data holds (the platform's overlaps it).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    default=7,
+    show_default=True,
+    help="Seeds the data, the consents, the held-out split and the parties' keys, which are "
+    "therefore predictable (local development chains only).",
+)
+@click.option(
+    "--key-bits",
+    type=click.Choice(["1024", "2048", "3072"]),
+    default="2048",
+    show_default=True,
+    help="Size of the arbiter's Paillier key.",
+)
+@click.option(
+    "--max-rounds",
+    type=click.IntRange(1, 1_000),
+    default=sme_credit.SmeSettings.max_rounds,
+    show_default=True,
+    help="Epochs at most; the convergence rule may end the job earlier.",
+)
+@click.option(
+    "--bank-csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The bank's table (ids, the label, numeric features) instead of the generator's.",
+)
+@click.option(
+    "--platform-csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The platform's table (ids and numeric features).",
+)
+@click.option("--id-column", default="id", show_default=True, help="The CSV files' id column.")
+@click.option(
+    "--label-column", default="label", show_default=True, help="The bank's 0/1 label column."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep every party's store and journal, and the job's bundle, here [default: a "
+    "temporary directory, removed afterwards].",
+)
+@click.option("--resume", is_flag=True, help="Finish the interrupted run recorded in --out.")
+@pipeline_options
+@json_option
+def sme_credit_command(
+    chain_url: str, businesses: int, seed: int, key_bits: str, max_rounds: int,
+    bank_csv: Path | None, platform_csv: Path | None, id_column: str, label_column: str,
+    out: Path | None, resume: bool, depth: int, no_pipeline: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """A bank and a logistics platform train a credit model on each other's columns (vertical
+    FL: private set intersection, Paillier); every epoch is anchored and the job audited."""
+    if (bank_csv is None) != (platform_csv is None):
+        raise UsageError("give both --bank-csv and --platform-csv, or neither")
+    if resume and (out is None or chain_url == "embedded"):
+        raise UsageError("--resume needs the --out directory and the --chain node of the run")
+    files = None
+    if bank_csv is not None and platform_csv is not None:
+        files = (PartyFile(bank_csv, id_column, label_column), PartyFile(platform_csv, id_column))
+    console = Console(stderr=True, quiet=as_json)
+    chain = connect(chain_url)
+    with _work_directory(out) as directory:
+        with console.status("setting up the consortium") as status:
+            if resume:
+                run = sme_credit.load(chain, directory)
+            else:
+                settings = sme_credit.SmeSettings(
+                    businesses=businesses, seed=seed, key_bits=int(key_bits),
+                    max_rounds=max_rounds,
+                )  # fmt: skip
+                run = sme_credit.set_up(chain, directory, settings, status.update, files=files)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("training epochs", total=run.settings.max_rounds)
+
+            def advance(result: RoundResult) -> None:
+                loss = result.metrics["loss"]
+                progress.update(task, advance=1, description=f"epoch {result.round}: {loss:.4f}")
+
+            results, quality = sme_training.run_rounds(
+                chain, run, advance, depth=1 if no_pipeline else depth
+            )
+        ledger = Ledger(chain, run.deployment)
+        bundle = export_job(
+            ledger, run.job_id, run.institute.store, run.institute.journal_reader(), directory
+        ).bundle
+        verdict = _audit(chain, bundle)
+        if as_json:
+            emit_json(
+                {
+                    "jobId": run.job_id,
+                    "chainId": chain.chain_id,
+                    "deployment": run.deployment.to_json(),
+                    "rounds": [_round_json(r) for r in results],
+                    "quality": quality.to_json(),
+                    "bundle": str(bundle) if out else None,
+                    "audit": {**verdict.to_json(), "rounds": verdict.rounds},
+                }
+            )
+            click.get_current_context().exit(verdict.exit_code)
+        emit_table(
+            f"SME-credit job {run.job_id}: bank and platform, chain {chain.chain_id}",
+            ("epoch", "loss", "converged", "root", "gas", "tx"),
+            [_epoch_row(r) for r in results],
+        )
+        emit_table(
+            f"held-out AUC on {quality.evaluated:,} businesses (same hyperparameters)",
+            ("model", "AUC", "vs federated"),
+            [
+                ("federated (bank + platform, encrypted)", f"{quality.federated:.4f}", "-"),
+                ("bank's features only", f"{quality.bank_only:.4f}", f"{-quality.lift:+.4f}"),
+                ("centralized (pooled in the clear)", f"{quality.centralized:.4f}",
+                 f"{-quality.gap:+.4f}"),
+            ],
+        )  # fmt: skip
+        where = f"; bundle in {bundle}" if out else ""
+        click.echo(f"audit of {verdict.rounds} rounds: {verdict.describe()}{where}")
+        click.get_current_context().exit(verdict.exit_code)
+
+
+def _epoch_row(result: RoundResult) -> tuple[object, ...]:
+    return (
+        result.round,
+        f"{result.metrics['loss']:.5f}",
+        "yes" if result.final else "",
+        result.anchor.merkle_root.hex()[:16] + "…",
+        f"{result.gas_used:,}",
+        result.tx_hash[:12] + "…",
+    )
 
 
 def _given_options(values: dict[str, int]) -> dict[str, int]:
