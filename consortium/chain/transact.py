@@ -24,7 +24,7 @@ from web3.types import BlockIdentifier, TxParams, TxReceipt
 
 from consortium.chain.base import Chain, rpc_message
 from consortium.chain.reverts import RevertDecoder
-from consortium.chain.views import call_view
+from consortium.chain.views import call_data, call_view
 from consortium.errors import ChainUnavailable, TransactionFailed, TransactionRejected
 
 # Estimates are exact for the state they ran on; the margin absorbs state that changes
@@ -141,7 +141,7 @@ class Transactor:
             params["gas"] = self._estimate(fn, params, limit) if gas is None else gas
             params.update(self.chain.fee_fields(latest))  # type: ignore[typeddict-item]
             params["nonce"] = self.chain.take_nonce(address)
-            signed = self.account.sign_transaction(fn.build_transaction(params))
+            signed = self.account.sign_transaction(_transaction(fn, params))
         return SignedTransaction(
             HexBytes(signed.hash), HexBytes(signed.raw_transaction), int(params["nonce"])
         )
@@ -203,6 +203,16 @@ class Transactor:
             f"{self.chain.description} rejected the transaction from {self.account.address}: "
             f"{rpc_message(exc)}"
         )
+
+
+def _transaction(fn: ContractFunction | ContractConstructor, params: TxParams) -> TxParams:
+    """The transaction that calls ``fn`` with ``params`` (gas, fees and nonce all set): a call's
+    data from its selector and web3's codec (:func:`~consortium.chain.views.call_data`), which
+    spares web3's ``build_transaction`` its ABI look-up and formatters on every anchor; a
+    deployment's from web3."""
+    if isinstance(fn, ContractConstructor):
+        return fn.build_transaction(params)
+    return {**params, "to": fn.address, "data": call_data(fn)}  # type: ignore[typeddict-item]
 
 
 @contextmanager
