@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,9 @@ class ModelUse:
     subjects: int
     block_number: int
     timestamp: int
+    # The hash of the transaction that recorded it: where a user looks the use up, not part of
+    # what the use is, so two reads of one use compare equal whether or not they carry it.
+    transaction: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,7 @@ class Jobs:
             subjects=args["subjects"],
             block_number=event["blockNumber"],
             timestamp=self._block_time(event, timestamp),
+            transaction=event["transactionHash"].to_0x_hex(),
         )
 
     def close(self, job_id: int) -> TxReceipt:
