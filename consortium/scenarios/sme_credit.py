@@ -476,17 +476,28 @@ def _job_tables(
     return terms, guest, host
 
 
+def training_standardizer(table: PartyTable, alignment: Alignment) -> Standardizer:
+    """The standardization the party's job tables were made with (fitted on its training rows),
+    for scoring any of its rows with the job's model."""
+    return Standardizer.fit(_cut(table, alignment)[0].X)
+
+
 def _split(table: PartyTable, alignment: Alignment) -> tuple[PartyTable, PartyTable]:
     """The party's rows in the shared order cut into (training, evaluation) by the held-out
     positions, both standardized with statistics of the training rows only."""
+    train, evaluation = _cut(table, alignment)
+    scaler = Standardizer.fit(train.X)
+    return scaler.apply(train), scaler.apply(evaluation)
+
+
+def _cut(table: PartyTable, alignment: Alignment) -> tuple[PartyTable, PartyTable]:
+    """The party's rows in the shared order cut into (training, evaluation), unstandardized."""
     aligned = table.aligned(alignment.rows)
     held_out = np.zeros(aligned.num_rows, dtype=bool)
     held_out[list(alignment.evaluation)] = True
     if held_out.all():
         raise UsageError(f"the {table.name}'s rows in the intersection leave none to train on")
-    train, evaluation = (aligned.aligned(np.flatnonzero(side)) for side in (~held_out, held_out))
-    scaler = Standardizer.fit(train.X)
-    return scaler.apply(train), scaler.apply(evaluation)
+    return aligned.aligned(np.flatnonzero(~held_out)), aligned.aligned(np.flatnonzero(held_out))
 
 
 def _commit_initial(party: Party, role: Guest | Host, ledger: Ledger) -> bytes:

@@ -46,6 +46,22 @@ class Contribution:
     objects: Mapping[bytes, object]
 
 
+def committed_weights(
+    name: str, store: ArtifactStore, journal: Journal, commitment: bytes
+) -> dict[str, NDArray[np.float64]]:
+    """The weights behind one of party ``name``'s own commitments, opened from its journal and
+    store: what it goes on from in a round, and what it scores with once the job is done (a
+    :class:`~consortium.store.journal.JournalReader` serves, as scoring writes no round)."""
+    entry = journal.last("committed", commitment=commitment.hex())
+    if entry is None:
+        raise CommitmentUnknown(
+            f"{name} never committed to weights {commitment.hex()[:16]}…: it cannot "
+            "go on from that model"
+        )
+    opening = store.get_json(bytes.fromhex(entry["opening"]))
+    return get_model(store, bytes.fromhex(opening["weights"]))
+
+
 class VerticalParty:
     """The guest or the host of one job, with its own key, store, journal and chain view."""
 
@@ -92,14 +108,7 @@ class VerticalParty:
 
     def weights_of(self, commitment: bytes) -> dict[str, NDArray[np.float64]]:
         """The weights behind one of this party's own commitments."""
-        entry = self.journal.last("committed", commitment=commitment.hex())
-        if entry is None:
-            raise CommitmentUnknown(
-                f"{self.name} never committed to weights {commitment.hex()[:16]}…: it cannot "
-                "go on from that model"
-            )
-        opening = self.store.get_json(bytes.fromhex(entry["opening"]))
-        return get_model(self.store, bytes.fromhex(opening["weights"]))
+        return committed_weights(self.name, self.store, self.journal, commitment)
 
     def contribute(
         self, job_id: int, round_number: int, base_model: bytes, transcript: Transcript
