@@ -27,6 +27,7 @@ from consortium.cli.export import export
 from consortium.cli.job import job
 from consortium.cli.journal import journal
 from consortium.cli.member import member
+from consortium.cli.predict import predict
 from consortium.cli.simulate import simulate
 from consortium.errors import ConsortiumError
 
@@ -93,6 +94,7 @@ for command in (
     consent,
     job,
     journal,
+    predict,
     simulate,
 ):
     cli.add_command(command)

@@ -21,13 +21,14 @@ from consortium.chain.backend import connect
 from consortium.chain.base import Chain
 from consortium.cli.output import emit_json, emit_table
 from consortium.cli.params import epochs_option, json_option
+from consortium.cli.predict import referral_json, referral_line
 from consortium.errors import UsageError
 from consortium.ledger.client import Ledger
 from consortium.lockfile import ExclusiveLock, LockHeld
 from consortium.orchestration.engine import DEFAULT_DEPTH, MAX_DEPTH, RoundResult
 from consortium.orchestration.export import export_job
 from consortium.protocol.messages import anchor_to_json
-from consortium.scenarios import aml, sme_credit, sme_training
+from consortium.scenarios import aml, sme_credit, sme_training, sme_use
 from consortium.scenarios.governance import Step, run_governance
 from consortium.scenarios.sme_inputs import PartyFile
 
@@ -230,7 +231,8 @@ def sme_credit_command(
     out: Path | None, resume: bool, depth: int, no_pipeline: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """A bank and a logistics platform train a credit model on each other's columns (vertical
-    FL: private set intersection, Paillier); every epoch is anchored and the job audited."""
+    FL: private set intersection, Paillier); every epoch is anchored, the bank draws up its
+    referral list as an anchored use of the model, and the job is audited."""
     if (bank_csv is None) != (platform_csv is None):
         raise UsageError("give both --bank-csv and --platform-csv, or neither")
     if resume and (out is None or chain_url == "embedded"):
@@ -260,6 +262,7 @@ def sme_credit_command(
             results, quality = sme_training.run_rounds(
                 chain, run, advance, depth=1 if no_pipeline else depth
             )
+        referral = sme_use.refer(chain, run)
         ledger = Ledger(chain, run.deployment)
         bundle = export_job(
             ledger, run.job_id, run.institute.store, run.institute.journal_reader(), directory
@@ -273,6 +276,7 @@ def sme_credit_command(
                     "deployment": run.deployment.to_json(),
                     "rounds": [_round_json(r) for r in results],
                     "quality": quality.to_json(),
+                    "referral": referral_json(referral),
                     "bundle": str(bundle) if out else None,
                     "audit": {**verdict.to_json(), "rounds": verdict.rounds},
                 }
@@ -293,6 +297,7 @@ def sme_credit_command(
                  f"{-quality.gap:+.4f}"),
             ],
         )  # fmt: skip
+        click.echo(referral_line(referral))
         where = f"; bundle in {bundle}" if out else ""
         click.echo(f"audit of {verdict.rounds} rounds: {verdict.describe()}{where}")
         click.get_current_context().exit(verdict.exit_code)
