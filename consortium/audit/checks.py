@@ -36,6 +36,8 @@ Check names, in the order an audit reports them (the checks of the job's protoco
 ``events``                the registries' events up to the anchoring block imply the state read
 ``complete``              every round anchored on chain is in the bundle
 ``head-model``            the job's head model on chain is the bundle's last model
+``model-uses``            each recorded use of the job's model (if any) names a model the job
+                          anchored, by the job's consumer or coordinator
 ========================  ==================================================================
 """
 
@@ -62,7 +64,7 @@ from consortium.crypto.update_record import SignedUpdateRecord
 from consortium.errors import ChainRevert, ConsortiumError, UsageError
 from consortium.ledger.consents import Consent
 from consortium.ledger.deployment import Deployment
-from consortium.ledger.jobs import Job, RoundAnchor
+from consortium.ledger.jobs import Job, ModelUse, RoundAnchor
 from consortium.ledger.members import MemberState
 from consortium.ledger.roles import Role
 from consortium.protocol.spec import IMPLIED_PROTOCOL, spec_protocol
@@ -74,6 +76,8 @@ COMMON_CHECK_NAMES = (
 )  # fmt: skip
 """The checks of every job, whatever its protocol, in the order an audit reports them; the
 protocol's own checks of a round come after ``lineage``."""
+MODEL_USES = "model-uses"
+"""The check of a job whose model was used (``recordModelUse``): only such jobs report it."""
 _SPLIT = COMMON_CHECK_NAMES.index("lineage") + 1
 CHECK_NAMES = tuple(
     dict.fromkeys(
@@ -81,6 +85,7 @@ CHECK_NAMES = tuple(
             *COMMON_CHECK_NAMES[:_SPLIT],
             *(name for audit in PROTOCOLS.values() for name in audit.check_names),
             *COMMON_CHECK_NAMES[_SPLIT:],
+            MODEL_USES,
         ]
     )
 )
@@ -380,6 +385,35 @@ def check_head_model(
         f"the job's head model on chain is {what} {_short(last_model)}",
         f"the job's head model on chain is {_short(head)}, the bundle ends with {what} "
         f"{_short(last_model)}",
+    )
+
+
+def check_model_uses(
+    scope: Scope, uses: Sequence[ModelUse], anchored: Iterable[bytes], facts: JobFacts
+) -> CheckResult:
+    """Every use of the job's model the chain recorded names a model one of the job's
+    ``anchored`` rounds produced and was recorded by the job's consumer or coordinator; the
+    message lists each (index, kind, caller, subjects, block), what an auditor asks first."""
+    models = set(anchored)
+    callers = {facts.consumer: "consumer", facts.coordinator: "coordinator"}
+    listed, problems = [], []
+    for use in uses:
+        caller = callers.get(use.caller, "neither consumer nor coordinator")
+        listed.append(
+            f"use {use.use_index} {use.kind} by {use.caller} ({caller}) on {use.subjects:,} "
+            f"subject(s) in block {use.block_number}"
+        )
+        if use.model_digest not in models:
+            problems.append(f"use {use.use_index} names model {use.model_digest.hex()}, no round's")
+        if use.caller not in callers:
+            problems.append(f"use {use.use_index} was recorded by {use.caller}")
+    listing = "; ".join(listed)
+    return scope.outcome(
+        MODEL_USES,
+        not problems,
+        f"{len(uses)} use(s) of models the job anchored, each by its consumer or coordinator: "
+        f"{listing}",
+        f"{'; '.join(problems)} (of {len(uses)} use(s): {listing})",
     )
 
 

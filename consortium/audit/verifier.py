@@ -41,6 +41,7 @@ from consortium.audit.bundle import (
 )
 from consortium.audit.chainview import ChainView, StateUnavailable
 from consortium.audit.checks import (
+    MODEL_USES,
     JobFacts,
     LoadedRecord,
     check_anchored,
@@ -59,6 +60,7 @@ from consortium.audit.checks import (
     check_manifest_entry,
     check_membership,
     check_merkle_root,
+    check_model_uses,
     check_objects,
     check_protocol,
     check_record,
@@ -169,7 +171,7 @@ class JobAudit:
 
     def run(self) -> Iterator[CheckResult]:
         """Yields every result: the job's set-up, then each round in bundle order, then
-        completeness and the head model."""
+        completeness, the head model and, if the job's model was used, its uses."""
         for result in self._run():
             yield self._note(result)
 
@@ -234,6 +236,8 @@ class JobAudit:
         yield check_round_count(scope, len(bundle), len(self._bundled))
         yield check_complete(scope, self._bundled, facts.last_round)
         yield check_head_model(scope, facts.head_model, self._previous_model, self._previous_round)
+        if chain_job is not None and chain_job.model_use_count:
+            yield self._model_uses_check(scope)
 
     def _round(self, line: RoundLine) -> Iterator[CheckResult]:
         facts = self.facts
@@ -296,6 +300,16 @@ class JobAudit:
             f"round {entry.round}'s model",
             anchor.block_number if anchored.ok else None,
         )
+
+    def _model_uses_check(self, scope: Scope) -> CheckResult:
+        """The job's model uses, read from its ``ModelUsed`` events in bounded block ranges."""
+        try:
+            uses = self.view.ledger.jobs.model_uses(self.facts.id)
+        except CHAIN_ERRORS as exc:
+            return scope.undecided(
+                MODEL_USES, f"cannot read the job's model uses: {first_line(exc)}"
+            )
+        return check_model_uses(scope, uses, self.round_models.values(), self.facts)
 
     def _deployer_check(self, scope: Scope) -> CheckResult:
         """The manifest's deployer against the creator of the trusted registry, in the block
