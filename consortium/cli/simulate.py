@@ -203,6 +203,19 @@ def aml_command(
     help="Epochs at most; the convergence rule may end the job earlier.",
 )
 @click.option(
+    "--batch-size",
+    type=click.IntRange(32),
+    default=sme_credit.SmeSettings.batch_size,
+    show_default=True,
+    help="Rows per mini-batch (every batch needs more rows than either party has features).",
+)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(0, min_open=True),
+    default=sme_credit.SmeSettings.learning_rate,
+    show_default=True,
+)
+@click.option(
     "--bank-csv",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The bank's table (ids, the label, numeric features) instead of the generator's.",
@@ -227,8 +240,9 @@ def aml_command(
 @json_option
 def sme_credit_command(
     chain_url: str, businesses: int, seed: int, key_bits: str, max_rounds: int,
-    bank_csv: Path | None, platform_csv: Path | None, id_column: str, label_column: str,
-    out: Path | None, resume: bool, depth: int, no_pipeline: bool, as_json: bool,
+    batch_size: int, learning_rate: float, bank_csv: Path | None, platform_csv: Path | None,
+    id_column: str, label_column: str, out: Path | None, resume: bool, depth: int,
+    no_pipeline: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """A bank and a logistics platform train a credit model on each other's columns (vertical
     FL: private set intersection, Paillier); every epoch is anchored, the bank draws up its
@@ -249,7 +263,7 @@ def sme_credit_command(
             else:
                 settings = sme_credit.SmeSettings(
                     businesses=businesses, seed=seed, key_bits=int(key_bits),
-                    max_rounds=max_rounds,
+                    max_rounds=max_rounds, batch_size=batch_size, learning_rate=learning_rate,
                 )  # fmt: skip
                 run = sme_credit.set_up(chain, directory, settings, status.update, files=files)
         with Progress(console=console, transient=True) as progress:

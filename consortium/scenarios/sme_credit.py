@@ -80,7 +80,8 @@ INSTITUTE, BANK, PLATFORM, REGULATOR = "institute", "bank", "platform", "regulat
 FUNDS = 10**20
 CONSENT_DAYS = 365
 T = TypeVar("T")
-_SETTINGS = ("businesses", "seed", "keyBits", "maxRounds", "consentShare")
+_INTEGER_SETTINGS = ("businesses", "seed", "keyBits", "maxRounds", "batchSize")
+_SETTINGS = (*_INTEGER_SETTINGS, "learningRate", "consentShare")
 _SCENARIO_FIELDS = (
     "format",
     "settings",
@@ -103,6 +104,8 @@ class SmeSettings:
     seed: int = 7
     key_bits: int = 2048
     max_rounds: int = DEFAULT_DESCENT.max_epochs
+    batch_size: int = DEFAULT_DESCENT.batch_size
+    learning_rate: float = DEFAULT_DESCENT.learning_rate
     consent_share: float = 0.95  # of each side's businesses
 
     def __post_init__(self) -> None:
@@ -116,10 +119,21 @@ class SmeSettings:
             )
         if not (math.isfinite(self.consent_share) and 0 < self.consent_share <= 1):
             raise UsageError(f"consent_share must be in (0, 1], not {self.consent_share}")
+        if self.batch_size < 1 or not (
+            math.isfinite(self.learning_rate) and self.learning_rate > 0
+        ):
+            raise UsageError(
+                f"need batch_size >= 1 and a positive learning_rate; got {self.batch_size}, "
+                f"{self.learning_rate}"
+            )
 
     def descent(self) -> DescentConfig:
-        """The descent both data parties run: the defaults, this round limit and this seed."""
-        return replace(DEFAULT_DESCENT, max_epochs=self.max_rounds, seed=self.seed)
+        """The descent both data parties run: the defaults, with this round limit, batch
+        size, learning rate and seed."""
+        return replace(
+            DEFAULT_DESCENT, max_epochs=self.max_rounds, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, seed=self.seed,
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, int | float]:
         return {
@@ -127,6 +141,8 @@ class SmeSettings:
             "seed": self.seed,
             "keyBits": self.key_bits,
             "maxRounds": self.max_rounds,
+            "batchSize": self.batch_size,
+            "learningRate": self.learning_rate,
             "consentShare": self.consent_share,
         }
 
@@ -135,11 +151,12 @@ class SmeSettings:
         """The settings a scenario file recorded; anything else is a usage error."""
         if not isinstance(value, dict) or sorted(value) != sorted(_SETTINGS):
             raise UsageError(f"{source}: settings must hold exactly {', '.join(_SETTINGS)}")
-        for name in _SETTINGS[:-1]:
+        for name in _INTEGER_SETTINGS:
             _require_int(value[name], f"{source}: settings.{name}", low=0)
-        share = value["consentShare"]
-        if not isinstance(share, int | float) or isinstance(share, bool):
-            raise UsageError(f"{source}: settings.consentShare must be a number, got {share!r}")
+        for name in ("learningRate", "consentShare"):
+            number = value[name]
+            if not isinstance(number, int | float) or isinstance(number, bool):
+                raise UsageError(f"{source}: settings.{name} must be a number, got {number!r}")
         try:
             return cls(*(value[name] for name in _SETTINGS))
         except UsageError as exc:
