@@ -115,7 +115,9 @@ def check_contribution(
             f"it ({named.get(record.participant)!r})"
         )
     if size is not None and record.num_examples != size:
-        problems.append(f"numExamples {record.num_examples} is not the job's {size!r} training rows")
+        problems.append(
+            f"numExamples {record.num_examples} is not the job's {size!r} training rows"
+        )
     if not isinstance(metrics, dict) or (metrics.get("round"), metrics.get("rows")) != (
         record.round,
         record.num_examples,
