@@ -17,7 +17,9 @@ The figures of the round-engine issue, each against a baseline measured in the s
   executed again, so the floor is, if anything, low). Target on anvil: at most 3x the floor.
   The extra time is the difference of two runs of about 100 ms rounds whose noise is as large
   as the difference, so the anvil figure is the median of :data:`REPEATS` pairs, each a
-  ledger-off run and the anchored run right after it.
+  ledger-off run and the anchored run right after it, pipelined and unpipelined pairs taking
+  turns; the target takes the better depth, as the slow-block one does (at instant mining a
+  pipeline has nothing to overlap, and its threads only contend with training for the GIL).
 - **Flat in rounds**: the mean wall time of rounds 6..15 against rounds N-9..N of a long job
   on anvil (default N = 1,000). Target: at most 1.10.
 - **Flat in participants**: the coordinator's own work per round (its chain reads before the
@@ -250,7 +252,7 @@ class Results:
         pipelined = min(
             pair.ratio for label, pair in self.slow.items() if label.startswith("pipelined")
         )
-        extra = self.extra_ms("anvil")
+        extra = min(self.extra_ms(chain) for chain in self.instant if chain.startswith("anvil"))
         return [
             Target(
                 f"pipelined wall time at {SLOW_BLOCK_SECONDS} s blocks, ~{ROUND_SECONDS:g} s "
@@ -259,7 +261,8 @@ class Results:
                 pipelined <= PIPELINED_TARGET,
             ),
             Target(
-                f"extra ms per round on anvil (instant mining) <= {FLOOR_TARGET:g} x the raw floor",
+                f"extra ms per round on anvil (instant mining, the better depth) <= "
+                f"{FLOOR_TARGET:g} x the raw floor",
                 f"{extra:.1f} ms vs floor {self.floor_ms():.1f} ms "
                 f"({extra / self.floor_ms():.2f}x)",
                 extra <= FLOOR_TARGET * self.floor_ms(),
@@ -326,7 +329,7 @@ def run_benchmark(long_rounds: int, log: Callable[[str], None]) -> Results:
             replace(instant_job, settings=replace(toy, rounds=1)), directory / "warm"
         )
         instant = {
-            "embedded": [
+            "embedded, pipelined": [
                 _paired(embedded, run, instant_job, directory, "embedded", DEPTH, after=False)
             ]
         }
@@ -348,7 +351,8 @@ def run_benchmark(long_rounds: int, log: Callable[[str], None]) -> Results:
                 ["toy unpipelined", "toy pipelined", f"toy depth {MAX_DEPTH}"],
             )  # fmt: skip
             instants = [
-                bench.set_up(chain, directory / f"instant-{i}", instant_toy) for i in range(REPEATS)
+                bench.set_up(chain, directory / f"instant-{i}", instant_toy)
+                for i in range(2 * REPEATS)
             ]
             long_run = bench.set_up(
                 chain, directory / "long", replace(toy, banks=2, rounds=long_rounds)
@@ -363,14 +367,14 @@ def run_benchmark(long_rounds: int, log: Callable[[str], None]) -> Results:
             }
             log(f"anvil: the toy job on instant mining, {REPEATS} times, its requests recorded")
             with RequestLog(node.url).installed() as requests_log:
-                instant["anvil"] = []
                 for index, instant_run in enumerate(instants):
                     requests_log.recording = index == 0
-                    label = f"anvil {index}"
+                    depth, kind = (DEPTH, "pipelined") if index % 2 == 0 else (1, "unpipelined")
                     pair = _paired(
-                        chain, instant_run, instant_job, directory, label, DEPTH, after=False
-                    )
-                    instant["anvil"].append(pair)
+                        chain, instant_run, instant_job, directory, f"anvil {index}", depth,
+                        after=False,
+                    )  # fmt: skip
+                    instant.setdefault(f"anvil, {kind}", []).append(pair)
                 requests_log.recording = False
             floor = requests_log.replay()
             log(f"anvil: a job of {long_rounds:,} rounds (2 banks, toy workload)")
@@ -434,8 +438,8 @@ def print_tables(results: Results) -> None:
         )  # fmt: skip
     console.print(table)
     table = Table(
-        title=f"Instant mining, toy workload ({INSTANT_ROUNDS} rounds, pipelined): what "
-        "anchoring adds per round; each anchored run right after a ledger-off run"
+        title=f"Instant mining, toy workload ({INSTANT_ROUNDS} rounds): what anchoring adds per "
+        "round; each anchored run right after a ledger-off run"
     )
     for column in (
         "chain", "ledger off ms / round", "anchored ms / round", "extra ms / round",
@@ -444,7 +448,7 @@ def print_tables(results: Results) -> None:
         table.add_column(column, justify="right" if column != "chain" else "left")
     floor = results.floor_ms()
     for chain, pairs in results.instant.items():
-        on_anvil = chain == "anvil"
+        on_anvil = chain.startswith("anvil")
         table.add_row(
             chain,
             " / ".join(f"{_per_round(p.baselines[0]) * 1000:.1f}" for p in pairs),
