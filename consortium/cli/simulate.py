@@ -7,7 +7,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -144,31 +144,15 @@ def aml_command(
                 settings = aml.AmlSettings(banks, rounds, seed, epochs)
                 run = aml.set_up(chain, directory, settings, report=status.update)
         results = _run_with_progress(console, chain, run, 1 if no_pipeline else depth)
-        ledger = Ledger(chain, run.deployment)
-        bundle = export_job(
-            ledger, run.job_id, run.institute.store, run.institute.journal_reader(), directory
-        ).bundle
-        verdict = _audit(chain, bundle)
-        if as_json:
-            emit_json(
-                {
-                    "jobId": run.job_id,
-                    "chainId": chain.chain_id,
-                    "deployment": run.deployment.to_json(),
-                    "rounds": [_round_json(r) for r in results],
-                    "bundle": str(bundle) if out else None,
-                    "audit": {**verdict.to_json(), "rounds": verdict.rounds},
-                }
+
+        def tables() -> None:
+            emit_table(
+                f"AML job {run.job_id}: {len(run.banks)} banks, chain {chain.chain_id}",
+                ("round", "loss", "AUC", "participants", "root", "gas", "tx"),
+                [_round_row(r) for r in results],
             )
-            click.get_current_context().exit(verdict.exit_code)
-        emit_table(
-            f"AML job {run.job_id}: {len(run.banks)} banks, chain {chain.chain_id}",
-            ("round", "loss", "AUC", "participants", "root", "gas", "tx"),
-            [_round_row(r) for r in results],
-        )
-        where = f"; bundle in {bundle}" if out else ""
-        click.echo(f"audit of {verdict.rounds} rounds: {verdict.describe()}{where}")
-        click.get_current_context().exit(verdict.exit_code)
+
+        _export_audit_and_report(chain, run, directory, out, results, as_json, {}, tables)
 
 
 @simulate.command("sme-credit")
@@ -276,45 +260,66 @@ def sme_credit_command(
             results, quality = sme_training.run_rounds(
                 chain, run, advance, depth=1 if no_pipeline else depth
             )
-        referral = sme_use.refer(chain, run)
-        ledger = Ledger(chain, run.deployment)
-        bundle = export_job(
-            ledger, run.job_id, run.institute.store, run.institute.journal_reader(), directory
-        ).bundle
-        verdict = _audit(chain, bundle)
-        if as_json:
-            emit_json(
-                {
-                    "jobId": run.job_id,
-                    "chainId": chain.chain_id,
-                    "deployment": run.deployment.to_json(),
-                    "rounds": [_round_json(r) for r in results],
-                    "quality": quality.to_json(),
-                    "referral": referral_json(referral),
-                    "bundle": str(bundle) if out else None,
-                    "audit": {**verdict.to_json(), "rounds": verdict.rounds},
-                }
+        referral = sme_use.refer(chain, run)  # a use of the model, before the audit sees the job
+
+        def tables() -> None:
+            emit_table(
+                f"SME-credit job {run.job_id}: bank and platform, chain {chain.chain_id}",
+                ("epoch", "loss", "converged", "root", "gas", "tx"),
+                [_epoch_row(r) for r in results],
             )
-            click.get_current_context().exit(verdict.exit_code)
-        emit_table(
-            f"SME-credit job {run.job_id}: bank and platform, chain {chain.chain_id}",
-            ("epoch", "loss", "converged", "root", "gas", "tx"),
-            [_epoch_row(r) for r in results],
+            emit_table(
+                f"held-out AUC on {quality.evaluated:,} businesses (same hyperparameters)",
+                ("model", "AUC", "vs federated"),
+                [
+                    ("federated (bank + platform, encrypted)", f"{quality.federated:.4f}", "-"),
+                    ("bank's features only", f"{quality.bank_only:.4f}", f"{-quality.lift:+.4f}"),
+                    ("centralized (pooled in the clear)", f"{quality.centralized:.4f}",
+                     f"{-quality.gap:+.4f}"),
+                ],
+            )  # fmt: skip
+            click.echo(referral_line(referral))
+
+        extra = {"quality": quality.to_json(), "referral": referral_json(referral)}
+        _export_audit_and_report(chain, run, directory, out, results, as_json, extra, tables)
+
+
+def _export_audit_and_report(
+    chain: Chain,
+    run: aml.AmlRun | sme_credit.SmeRun,
+    directory: Path,
+    out: Path | None,
+    results: list[RoundResult],
+    as_json: bool,
+    extra: Mapping[str, object],
+    tables: Callable[[], None],
+) -> None:
+    """How every training scenario ends: its job exported through the one export path, the
+    auditor's full verification of the bundle against the chain, and the report (JSON, or the
+    scenario's ``tables`` and the verdict); the exit status is the audit's."""
+    ledger = Ledger(chain, run.deployment)
+    institute = run.institute
+    bundle = export_job(
+        ledger, run.job_id, institute.store, institute.journal_reader(), directory
+    ).bundle
+    verdict = _audit(chain, bundle)
+    if as_json:
+        emit_json(
+            {
+                "jobId": run.job_id,
+                "chainId": chain.chain_id,
+                "deployment": run.deployment.to_json(),
+                "rounds": [_round_json(r) for r in results],
+                **extra,
+                "bundle": str(bundle) if out else None,
+                "audit": {**verdict.to_json(), "rounds": verdict.rounds},
+            }
         )
-        emit_table(
-            f"held-out AUC on {quality.evaluated:,} businesses (same hyperparameters)",
-            ("model", "AUC", "vs federated"),
-            [
-                ("federated (bank + platform, encrypted)", f"{quality.federated:.4f}", "-"),
-                ("bank's features only", f"{quality.bank_only:.4f}", f"{-quality.lift:+.4f}"),
-                ("centralized (pooled in the clear)", f"{quality.centralized:.4f}",
-                 f"{-quality.gap:+.4f}"),
-            ],
-        )  # fmt: skip
-        click.echo(referral_line(referral))
+    else:
+        tables()
         where = f"; bundle in {bundle}" if out else ""
         click.echo(f"audit of {verdict.rounds} rounds: {verdict.describe()}{where}")
-        click.get_current_context().exit(verdict.exit_code)
+    click.get_current_context().exit(verdict.exit_code)
 
 
 def _epoch_row(result: RoundResult) -> tuple[object, ...]:
