@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: setup demo demo-aml test lint bench-gas bench-anchoring bench-audit bench-rounds bench-paillier bench-psi bench-vertical clean
+.PHONY: setup demo demo-aml test lint bench-gas bench-anchoring bench-audit bench-rounds bench-paillier bench-psi bench-vertical bench-sme clean
 
 setup: $(STAMP_PY) $(STAMP_NPM)
 
@@ -60,6 +60,9 @@ bench-psi: setup
 
 bench-vertical: setup
 	$(BIN)/python scripts/bench/vertical.py
+
+bench-sme: setup
+	$(BIN)/python scripts/bench/sme.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
