@@ -34,6 +34,11 @@ def test_the_job_is_anchored_audited_and_scored(tmp_path: Path) -> None:
     assert quality["evaluated"] > 0 and 0.5 < quality["federatedAuc"] <= 1
     manifest = json.loads((tmp_path / "run" / "bundle" / "manifest.json").read_text())
     assert manifest["protocol"] == "hetero-lr/1"
+    # The bundle names no business: the generator's ids all start SME-, and none is in it.
+    for path in (tmp_path / "run" / "bundle").rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert b"SME-" not in content, path
 
 
 def test_the_human_report_has_the_epochs_the_quality_and_the_verdict() -> None:
