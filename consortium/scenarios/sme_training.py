@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from consortium.chain.base import Chain
 from consortium.crypto.eip712 import Domain
-from consortium.fl.block_lr import LOGISTIC, fit
+from consortium.fl.block_lr import LOGISTIC
 from consortium.fl.metrics import roc_auc
 from consortium.fl.vertical.hetero_lr import set_up as set_up_roles
 from consortium.ledger.client import Ledger
@@ -26,6 +26,7 @@ from consortium.orchestration.anchorer import ChainAnchorer
 from consortium.orchestration.engine import RoundEngine, RoundResult
 from consortium.protocol.vertical.party import VerticalParty
 from consortium.protocol.vertical.round import HeteroLRRound
+from consortium.scenarios.sme_baselines import baseline_run
 from consortium.scenarios.sme_credit import SmeRun, VerticalJob, roles_for
 
 
@@ -119,17 +120,13 @@ def quality(job: VerticalJob, protocol: HeteroLRRound, model_digest: bytes) -> Q
         + float(guest_weights["bias"])
         + host_scores
     )
-    labels = job.guest_evaluation.labels
+    train = [job.guest_train.X, job.host_train.X]
+    evaluation = [job.guest_evaluation.X, job.host_evaluation.X]
+    labels = (job.guest_train.labels, job.guest_evaluation.labels)
     config = job.terms.config
-    bank_only = fit([job.guest_train.X], job.guest_train.labels, LOGISTIC, config)
-    centralized = fit(
-        [job.guest_train.X, job.host_train.X], job.guest_train.labels, LOGISTIC, config
-    )
     return Quality(
-        federated=roc_auc(labels, scores),
-        bank_only=roc_auc(labels, bank_only.model.scores([job.guest_evaluation.X])),
-        centralized=roc_auc(
-            labels, centralized.model.scores([job.guest_evaluation.X, job.host_evaluation.X])
-        ),
+        federated=roc_auc(labels[1], scores),
+        bank_only=baseline_run(train[:1], evaluation[:1], labels, LOGISTIC, config).auc,
+        centralized=baseline_run(train, evaluation, labels, LOGISTIC, config).auc,
         evaluated=job.guest_evaluation.num_rows,
     )
