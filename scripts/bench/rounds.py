@@ -365,7 +365,7 @@ def run_benchmark(long_rounds: int, log: Callable[[str], None]) -> Results:
                 size: bench.set_up(chain, directory / f"p{size}", settings)
                 for size, settings in sized.items()
             }
-            log(f"anvil: the toy job on instant mining, {REPEATS} times, its requests recorded")
+            log(f"anvil: the toy job on instant mining, {REPEATS} times at each depth, recorded")
             with RequestLog(node.url).installed() as requests_log:
                 for index, instant_run in enumerate(instants):
                     requests_log.recording = index == 0
