@@ -20,6 +20,8 @@ Check names, in the order an audit reports them (the checks of the job's protoco
 ``job``                   the manifest's job is ``getJob`` on chain
 ``objects``               every object the job or a round names is present and hashes to its name
 ``protocol``              the manifest's protocol is the one the job's model spec names
+``consented-subjects``    given its data parties' disclosures, every business a hetero-lr/1 job
+                          trained on is in both consent trees (:mod:`consortium.audit.consented`)
 ``manifest``              a round entry is well formed and agrees with its own anchor; the
                           rounds file holds as many entries as the manifest announces
 ``sequence``              rounds run 1, 2, 3, ... in the bundle
@@ -78,11 +80,16 @@ COMMON_CHECK_NAMES = (
 protocol's own checks of a round come after ``lineage``."""
 MODEL_USES = "model-uses"
 """The check of a job whose model was used (``recordModelUse``): only such jobs report it."""
+CONSENTED_SUBJECTS = "consented-subjects"
+"""The check of a hetero-lr/1 job audited with its data parties' subject disclosures."""
+_SET_UP = COMMON_CHECK_NAMES.index("protocol") + 1
 _SPLIT = COMMON_CHECK_NAMES.index("lineage") + 1
 CHECK_NAMES = tuple(
     dict.fromkeys(
         [
-            *COMMON_CHECK_NAMES[:_SPLIT],
+            *COMMON_CHECK_NAMES[:_SET_UP],
+            CONSENTED_SUBJECTS,
+            *COMMON_CHECK_NAMES[_SET_UP:_SPLIT],
             *(name for audit in PROTOCOLS.values() for name in audit.check_names),
             *COMMON_CHECK_NAMES[_SPLIT:],
             MODEL_USES,

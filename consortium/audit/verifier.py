@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +70,7 @@ from consortium.audit.checks import (
     check_transaction,
     undecided_standing,
 )
+from consortium.audit.consented import check_consented_subjects, require_disclosures_fit
 from consortium.audit.evidence import Evidence
 from consortium.audit.protocols import protocol_audit
 from consortium.audit.replay import ImpliedState
@@ -96,6 +97,7 @@ from consortium.ledger.jobs import Job
 from consortium.ledger.roles import Role
 from consortium.ledger.values import address
 from consortium.protocol.audit import AuditedRound
+from consortium.protocol.vertical.disclosure import PartyDisclosure
 
 _DIGEST_TEXT = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
@@ -114,10 +116,14 @@ def open_chain(url: str) -> Chain:
 
 
 def verify_bundle(
-    bundle: AuditBundle, chain: Chain, *, ledger: str | None = None
+    bundle: AuditBundle,
+    chain: Chain,
+    *,
+    ledger: str | None = None,
+    disclosures: Sequence[PartyDisclosure] = (),
 ) -> Iterator[CheckResult]:
     """Every check of the bundle's job against ``chain``, streamed; see :class:`JobAudit`."""
-    return JobAudit(bundle, chain, ledger=ledger).run()
+    return JobAudit(bundle, chain, ledger=ledger, disclosures=disclosures).run()
 
 
 class JobAudit:
@@ -125,12 +131,23 @@ class JobAudit:
 
     ``ledger`` pins the TrainingLedger address the auditor trusts; without it the manifest's
     address is used, and the ``code`` and ``job`` checks say whether it holds the real
-    contract and job. After :meth:`run` has been consumed, :attr:`round_models` and
-    :meth:`model_verified` tell which model each round produced and whether everything it
-    depends on was verified.
+    contract and job. ``disclosures``, the data parties' subject disclosures of a hetero-lr/1
+    job, add the ``consented-subjects`` check (refused at once, as a usage error, when they
+    cannot be about the bundle's job). After :meth:`run` has been consumed,
+    :attr:`round_models` and :meth:`model_verified` tell which model each round produced and
+    whether everything it depends on was verified.
     """
 
-    def __init__(self, bundle: AuditBundle, chain: Chain, *, ledger: str | None = None) -> None:
+    def __init__(
+        self,
+        bundle: AuditBundle,
+        chain: Chain,
+        *,
+        ledger: str | None = None,
+        disclosures: Sequence[PartyDisclosure] = (),
+    ) -> None:
+        require_disclosures_fit(bundle.protocol, bundle.job.id, bundle.job.datasets, disclosures)
+        self.disclosures = tuple(disclosures)
         self.bundle = bundle
         self.chain = chain
         self.pinned = None if ledger is None else address(ledger)
@@ -228,6 +245,10 @@ class JobAudit:
         self.spec = spec = evidence.json(spec_digest, scope, "model spec")
         yield from check_objects(scope, evidence, "the job (initial model and model spec)")
         yield check_protocol(scope, bundle.protocol, spec, spec_digest)
+        if self.disclosures:
+            yield from check_consented_subjects(
+                scope, self.disclosures, spec, facts.consumer, facts.datasets, view
+            )
 
         self._in_rounds = True
         for line in bundle.rounds():

@@ -10,8 +10,10 @@ number of rounds. An error that stops the audit midway (the chain gone, say) end
 with a verdict of status "incomplete" that names the error (``--json``: a whole document
 still), then exits with the error's own exit code and one-line message. ``--report FILE``
 also writes the audit as a self-contained HTML page (:mod:`consortium.audit.report`) without
-changing the verdict or the exit code. ``consortium audit model FILE_OR_DIGEST BUNDLE`` says
-whether a model is one that a verified round produced, and which round.
+changing the verdict or the exit code. ``--disclosure FILE``, once per data party of a
+hetero-lr/1 job, adds the ``consented-subjects`` check; without any, the output says that check
+was not made. ``consortium audit model FILE_OR_DIGEST BUNDLE`` says whether a model is one that
+a verified round produced, and which round.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from consortium.audit import (
     open_chain,
     verify_bundle,
 )
+from consortium.audit.checks import CONSENTED_SUBJECTS
+from consortium.audit.consented import not_checked
 from consortium.audit.report import AuditReport, check_report_path, write_report
 from consortium.chain.base import Chain
 from consortium.cli.context import CliContext, pass_context
@@ -46,6 +50,7 @@ from consortium.cli.output import WIDTH_WHEN_PIPED, emit_json
 from consortium.cli.params import json_option
 from consortium.errors import ConsortiumError
 from consortium.ledger.values import address
+from consortium.protocol.vertical.disclosure import read_disclosure
 
 _CHAIN_HELP = (
     "JSON-RPC URL of the chain the job ran on [default: network.url of the configuration]."
@@ -54,6 +59,11 @@ _REPORT_HELP = (
     "Also write a self-contained HTML report to FILE: the checks per round, plots of the "
     "training metrics, gas and participants per round, and a timeline of membership and "
     "consent events beside the rounds. It does not change the verdict or the exit code."
+)
+_DISCLOSURE_HELP = (
+    "A data party's subject disclosure (consortium.subject-disclosure/1) for the job; with both "
+    "parties' the consented-subjects check shows that every business a hetero-lr/1 job trained "
+    "on consented on both sides. Give it once per party."
 )
 _LEDGER_HELP = (
     "TrainingLedger address the auditor trusts; the manifest's must be the same "
@@ -93,6 +103,14 @@ def _ledger(value: str | None) -> str | None:
 @click.option("--chain", "chain_url", metavar="URL", help=_CHAIN_HELP)
 @click.option("--ledger", "ledger", metavar="ADDRESS", help=_LEDGER_HELP)
 @click.option(
+    "--disclosure",
+    "disclosure_paths",
+    metavar="FILE",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=_DISCLOSURE_HELP,
+)
+@click.option(
     "--report",
     "report_path",
     metavar="FILE",
@@ -108,33 +126,43 @@ def verify(
     bundle: Path,
     chain_url: str | None,
     ledger: str | None,
+    disclosure_paths: tuple[Path, ...],
     report_path: Path | None,
     as_json: bool,
 ) -> None:
     """Run every check of the job in BUNDLE (a directory or .tar.gz) against the chain."""
     pinned = _ledger(ledger)
+    disclosures = [read_disclosure(path) for path in disclosure_paths]
     if report_path is not None:
         check_report_path(report_path)  # a report that cannot be written fails before the audit
     verdict = Verdict()
     page: str | None = None
     with open_bundle(bundle) as opened:
+        unchecked = not_checked(opened.protocol, disclosures)
         chain = _chain(obj, chain_url)
         try:
             report = None if report_path is None else AuditReport(opened, ledger=pinned)
-            results = _counted(verify_bundle(opened, chain, ledger=pinned), verdict, report)
+            audit_results = verify_bundle(opened, chain, ledger=pinned, disclosures=disclosures)
+            results = _counted(audit_results, verdict, report)
             trusted = pinned or opened.deployment.ledger
             if as_json:
-                heading = {
+                heading: dict[str, Any] = {
                     "bundle": str(bundle),
                     "jobId": opened.job.id,
                     "chainId": opened.chain_id,
                     "ledger": trusted,
                 }
+                if disclosure_paths:
+                    heading["disclosures"] = [str(path) for path in disclosure_paths]
+                if unchecked is not None:
+                    heading["notChecked"] = {CONSENTED_SUBJECTS: unchecked}
                 _print_json(heading, _stopping(results, verdict, _close_json), verdict)
             else:
                 title = f"audit of job {opened.job.id} on chain {opened.chain_id}, ledger {trusted}"
                 printing = _stopping(results, verdict, lambda v: click.echo(v.describe()))
                 _print_table(title, printing, _widths(opened))
+                if unchecked is not None:
+                    click.echo(f"{CONSENTED_SUBJECTS}: {unchecked}")
                 click.echo(verdict.describe())
             if report is not None:
                 page = _render(report, chain)

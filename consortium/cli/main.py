@@ -23,6 +23,7 @@ from consortium.cli.consent import consent
 from consortium.cli.context import CliContext
 from consortium.cli.dataset import dataset
 from consortium.cli.deploy import deploy_command
+from consortium.cli.disclose import disclose_command
 from consortium.cli.export import export
 from consortium.cli.job import job
 from consortium.cli.journal import journal
@@ -88,6 +89,7 @@ for command in (
     audit,
     compile_command,
     deploy_command,
+    disclose_command,
     export,
     member,
     dataset,

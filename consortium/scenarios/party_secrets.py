@@ -1,5 +1,6 @@
 """The private material a simulated party keeps in its own directory besides its key: a data
-owner's subject secret and the arbiter's Paillier key pair, each in a file only its owner reads.
+owner's subject secret and PSI key, and the arbiter's Paillier key pair, each in a file only its
+owner reads.
 
 A **subject secret** salts the leaves of the owner's consent tree
 (:func:`~consortium.crypto.subjects.subject_salt`); whoever holds it can test a guessed id
@@ -8,6 +9,13 @@ the seed and the party's name, reproducibly in any language: the SHA-256 of the 
 ``{"domain": "consortium simulation subject secret", "party": <name>, "seed": "<seed in
 decimal>"}``. Like the simulation's keys (:mod:`consortium.scenarios.keys`), it is predictable
 by anyone who knows the seed.
+
+A **PSI key** is the data party's X25519 scalar for the job's private set intersection
+(:mod:`consortium.fl.vertical.psi`): ephemeral, used for that one job and nothing else, and kept
+so that the party can hand it to an auditor with its disclosure
+(:mod:`consortium.scenarios.sme_disclosure`), who then recomputes the intersection's tokens. A
+simulation runs one job, so its PSI keys derive like the subject secrets, with the domain
+``"consortium simulation psi key"``, and are as predictable.
 
 The **arbiter key** is kept as its primes and its DJN base, so that a resumed job decrypts with
 the key its model spec names (:func:`arbiter_key_digest`) instead of a fresh one.
@@ -20,6 +28,7 @@ import json
 import re
 
 import gmpy2
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from phe import PaillierPrivateKey, PaillierPublicKey
 
 from consortium.crypto.canonical import json_digest
@@ -32,6 +41,8 @@ from consortium.scenarios.parties import PRIVATE_FILE, Party
 
 SUBJECT_SECRET_FILE = "subject-secret"
 SUBJECT_SECRET_DOMAIN = "consortium simulation subject secret"
+PSI_KEY_FILE = "psi-key"
+PSI_KEY_DOMAIN = "consortium simulation psi key"
 ARBITER_KEY_FILE = "arbiter-key.json"
 MAX_KEY_FILE_BYTES = 64 * 1024  # three numbers of a few thousand digits at most
 _DECIMAL = re.compile(r"[1-9][0-9]{0,4999}")
@@ -39,27 +50,54 @@ _DECIMAL = re.compile(r"[1-9][0-9]{0,4999}")
 
 def simulation_subject_secret(seed: int, name: str) -> bytes:
     """The subject secret of party ``name`` in the simulation seeded with ``seed``."""
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
-    return json_digest({"domain": SUBJECT_SECRET_DOMAIN, "party": name, "seed": str(seed)})
+    return _simulation_secret(SUBJECT_SECRET_DOMAIN, seed, name)
 
 
 def subject_secret(party: Party, *, seed: int) -> bytes:
     """The party's subject secret: the one in its directory (kept by an interrupted set-up, or
     put there to use another), or else its simulation secret, written there first."""
-    path = party.directory / SUBJECT_SECRET_FILE
-    if path.exists():
-        return read_subject_secret(party)
-    secret = simulation_subject_secret(seed, party.name)
-    write_text_atomically(path, secret.hex() + "\n", mode=PRIVATE_FILE)
-    return secret
+    return _kept_secret(party, SUBJECT_SECRET_FILE, "subject secret", SUBJECT_SECRET_DOMAIN, seed)
 
 
 def read_subject_secret(party: Party) -> bytes:
     """The subject secret in the party's directory (64 lowercase hex digits)."""
-    path = party.directory / SUBJECT_SECRET_FILE
-    text = read_regular_file(path, what="subject secret file", max_bytes=256)
-    return from_hex32(text.decode("ascii", errors="replace").strip(), what=f"subject secret {path}")
+    return _read_secret(party, SUBJECT_SECRET_FILE, "subject secret")
+
+
+def psi_key(party: Party, *, seed: int) -> X25519PrivateKey:
+    """The party's PSI key for the run's job: the one in its directory (kept by an interrupted
+    set-up), or else its simulation key, written there first."""
+    return X25519PrivateKey.from_private_bytes(
+        _kept_secret(party, PSI_KEY_FILE, "PSI key", PSI_KEY_DOMAIN, seed)
+    )
+
+
+def read_psi_key(party: Party) -> X25519PrivateKey:
+    """The PSI key in the party's directory (its raw 32 bytes as 64 lowercase hex digits)."""
+    return X25519PrivateKey.from_private_bytes(_read_secret(party, PSI_KEY_FILE, "PSI key"))
+
+
+def _simulation_secret(domain: str, seed: int, name: str) -> bytes:
+    """SHA-256 of the RFC 8785 JSON ``{"domain", "party", "seed"}``: reproducible anywhere."""
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    return json_digest({"domain": domain, "party": name, "seed": str(seed)})
+
+
+def _kept_secret(party: Party, file: str, what: str, domain: str, seed: int) -> bytes:
+    """The 32-byte secret in the party's ``file``, or else its simulation secret of
+    ``domain``, written there (readable by its owner only) first."""
+    if (party.directory / file).exists():
+        return _read_secret(party, file, what)
+    secret = _simulation_secret(domain, seed, party.name)
+    write_text_atomically(party.directory / file, secret.hex() + "\n", mode=PRIVATE_FILE)
+    return secret
+
+
+def _read_secret(party: Party, file: str, what: str) -> bytes:
+    path = party.directory / file
+    text = read_regular_file(path, what=f"{what} file", max_bytes=256)
+    return from_hex32(text.decode("ascii", errors="replace").strip(), what=f"{what} {path}")
 
 
 def arbiter_key(party: Party, *, bits: int) -> KeyPair:

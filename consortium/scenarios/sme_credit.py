@@ -15,10 +15,10 @@ the key; the initial model is each data party's salted commitment to its zero we
 
 What a resumed run needs is recorded in ``scenario.json`` (and the deployment in
 ``deployment.json``); each party's own records (its rows of the intersection, the opening of
-its initial commitment, the arbiter's key) stay in its directory. :func:`roles_for` rebuilds
-the tables the protocol trains on from the seed or the recorded files and checks them against
-the job's model spec. The parties' keys and subject secrets derive from the seed: local
-development chains only.
+its initial commitment, its PSI key, the arbiter's key) stay in its directory.
+:func:`roles_for` rebuilds the tables the protocol trains on from the seed or the recorded
+files and checks them against the job's model spec. The parties' keys, subject secrets and PSI
+keys derive from the seed: local development chains only.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from numpy.typing import NDArray
 
 from consortium.chain.base import Chain
-from consortium.crypto.canonical import jcs, json_digest
+from consortium.crypto.canonical import json_digest
 from consortium.crypto.digests import from_hex32, hex32
 from consortium.crypto.subjects import SubjectTree
 from consortium.errors import UsageError
@@ -50,6 +51,7 @@ from consortium.jsonio import read_json_file
 from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment, Founder, deploy
 from consortium.ledger.roles import Role
+from consortium.protocol.vertical.disclosure import psi_context
 from consortium.protocol.vertical.party import VerticalParty
 from consortium.protocol.vertical.round import joint_model
 from consortium.scenarios.keys import require_local_chain
@@ -58,6 +60,7 @@ from consortium.scenarios.party_secrets import (
     arbiter_key,
     arbiter_key_digest,
     load_arbiter_key,
+    psi_key,
     subject_secret,
 )
 from consortium.scenarios.sme_data import (
@@ -313,7 +316,8 @@ def set_up(
 
     report("intersecting the consented businesses")
     context = psi_context(chain.chain_id, deployment.ledger, datasets[0], datasets[1])
-    alignments = _intersect(data, consenting[BANK], consenting[PLATFORM], context)
+    psi_keys = (psi_key(bank, seed=settings.seed), psi_key(platform, seed=settings.seed))
+    alignments = _intersect(data, consenting[BANK], consenting[PLATFORM], context, psi_keys)
     report("making the arbiter's key")
     keys = arbiter_key(institute, bits=settings.key_bits)
     terms, guest, host = _job_tables(data, alignments, settings)
@@ -431,18 +435,6 @@ def roles_for(run: SmeRun) -> VerticalJob:
     return VerticalJob(terms, guest[0], host[0], guest[1], host[1], keys, run.initial_model)
 
 
-def psi_context(chain_id: int, ledger: str, bank_dataset: int, platform_dataset: int) -> str:
-    """The PSI's context: the job's chain, ledger and datasets, so that its tokens match no
-    other job's (RFC 8785 JSON)."""
-    return jcs(
-        {
-            "chainId": chain_id,
-            "ledger": ledger,
-            "datasets": {GUEST: bank_dataset, HOST: platform_dataset},
-        }
-    ).decode()
-
-
 def _register(
     ledger: Ledger, owner: Party, table: PartyTable, rows: NDArray[np.intp], seed: int
 ) -> int:
@@ -455,15 +447,21 @@ def _register(
 
 
 def _intersect(
-    data: SmeData, bank_rows: NDArray[np.intp], platform_rows: NDArray[np.intp], context: str
+    data: SmeData,
+    bank_rows: NDArray[np.intp],
+    platform_rows: NDArray[np.intp],
+    context: str,
+    keys: tuple[X25519PrivateKey, X25519PrivateKey],
 ) -> tuple[Alignment, Alignment]:
-    """The PSI over the consenting rows of each side, and each side's record of it; the bank
-    names the held-out rows by their positions in the shared order."""
+    """The PSI over the consenting rows of each side under the bank's and the platform's PSI
+    ``keys``, and each side's record of it; the bank names the held-out rows by their
+    positions in the shared order."""
     bank_ids, platform_ids = data.bank.ids, data.platform.ids
     guest, host = psi.intersect(
         [bank_ids[i] for i in bank_rows.tolist()],
         [platform_ids[i] for i in platform_rows.tolist()],
         context,
+        keys=keys,
     )
     if guest.commitment != host.commitment:
         raise UsageError("the two sides of the PSI computed different commitments")

@@ -234,11 +234,18 @@ class PsiParty:
 
 
 def intersect(
-    guest_ids: Sequence[str], host_ids: Sequence[str], context: str, *, workers: int = 1
+    guest_ids: Sequence[str],
+    host_ids: Sequence[str],
+    context: str,
+    *,
+    keys: tuple[X25519PrivateKey, X25519PrivateKey] | None = None,
+    workers: int = 1,
 ) -> tuple[PsiOutcome, PsiOutcome]:
-    """Both parties' outcomes (guest's, host's), running both in this process."""
-    guest = PsiParty(guest_ids, context, workers=workers)
-    host = PsiParty(host_ids, context, workers=workers)
+    """Both parties' outcomes (guest's, host's), running both in this process; ``keys`` are
+    the guest's and the host's (fresh ones by default)."""
+    guest_key, host_key = keys or (None, None)
+    guest = PsiParty(guest_ids, context, key=guest_key, workers=workers)
+    host = PsiParty(host_ids, context, key=host_key, workers=workers)
     guest_own, host_own = guest.blind_own(), host.blind_own()
     guest_double = guest.blind_theirs(host_own.message)
     host_double = host.blind_theirs(guest_own.message)
@@ -246,6 +253,22 @@ def intersect(
         guest.finish(guest_own, host_double, guest_double),
         host.finish(host_own, guest_double, host_double),
     )
+
+
+def double_blinded(
+    ids: Sequence[str], context: str, keys: tuple[X25519PrivateKey, X25519PrivateKey]
+) -> list[bytes]:
+    """The tokens both parties' PSI gives ``ids`` under the guest's and the host's keys (in
+    the order of ``ids``): what an auditor handed both ephemeral keys recomputes, since the
+    sorted tokens of the intersection are the leaves of its commitment.
+
+    Raises:
+        PsiError: if an id hashes to a point of small order (for SHA-256, never in practice).
+    """
+    prefix, sha256 = _hash_prefix(context), hashlib.sha256
+    points = [sha256(prefix + i.encode()).digest() for i in ids]
+    once = _blind(keys[0], points, "the hash of the id at position", 1)
+    return _blind(keys[1], once, "the once-blinded id at position", 1)
 
 
 def check_tokens(tokens: Sequence[bytes], max_tokens: int, what: str) -> None:
