@@ -7,7 +7,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,8 +28,10 @@ from consortium.lockfile import ExclusiveLock, LockHeld
 from consortium.orchestration.engine import DEFAULT_DEPTH, MAX_DEPTH, RoundResult
 from consortium.orchestration.export import export_job
 from consortium.protocol.messages import anchor_to_json
+from consortium.protocol.vertical.disclosure import PartyDisclosure
 from consortium.scenarios import aml, sme_credit, sme_training, sme_use
 from consortium.scenarios.governance import Step, run_governance
+from consortium.scenarios.sme_disclosure import disclosure_of
 from consortium.scenarios.sme_inputs import PartyFile
 
 SCRATCH_PREFIX = "consortium-aml-"
@@ -281,7 +283,11 @@ def sme_credit_command(
             click.echo(referral_line(referral))
 
         extra = {"quality": quality.to_json(), "referral": referral_json(referral)}
-        _export_audit_and_report(chain, run, directory, out, results, as_json, extra, tables)
+        # Both data parties disclose their consented businesses to the run's own auditor.
+        disclosures = [disclosure_of(run, p) for p in (sme_credit.BANK, sme_credit.PLATFORM)]
+        _export_audit_and_report(
+            chain, run, directory, out, results, as_json, extra, tables, disclosures
+        )
 
 
 def _export_audit_and_report(
@@ -293,16 +299,18 @@ def _export_audit_and_report(
     as_json: bool,
     extra: Mapping[str, object],
     tables: Callable[[], None],
+    disclosures: Sequence[PartyDisclosure] = (),
 ) -> None:
     """How every training scenario ends: its job exported through the one export path, the
     auditor's full verification of the bundle against the chain, and the report (JSON, or the
-    scenario's ``tables`` and the verdict); the exit status is the audit's."""
+    scenario's ``tables`` and the verdict); the exit status is the audit's. ``disclosures``
+    are what the data parties hand the auditor to check their consents (vertical jobs)."""
     ledger = Ledger(chain, run.deployment)
     institute = run.institute
     bundle = export_job(
         ledger, run.job_id, institute.store, institute.journal_reader(), directory
     ).bundle
-    verdict = _audit(chain, bundle)
+    verdict = _audit(chain, bundle, disclosures)
     if as_json:
         emit_json(
             {
@@ -397,12 +405,12 @@ def _remove_unless_held(directory: Path) -> None:
         pass  # a live run's
 
 
-def _audit(chain: Chain, bundle: Path) -> Verdict:
+def _audit(chain: Chain, bundle: Path, disclosures: Sequence[PartyDisclosure] = ()) -> Verdict:
     """The auditor's full verification of the exported bundle against the chain, run while
     the chain (the embedded one lives only as long as this process) is still there."""
     verdict = Verdict()
     with open_bundle(bundle) as opened:
-        for result in verify_bundle(opened, chain):
+        for result in verify_bundle(opened, chain, disclosures=disclosures):
             verdict.add(result)
     return verdict
 
