@@ -52,11 +52,11 @@ from rich.table import Table
 
 from consortium.chain.backend import EMBEDDED, connect
 from consortium.errors import ConsortiumError
-from consortium.fl.block_lr import LOGISTIC, TAYLOR, DescentConfig, fit
-from consortium.fl.metrics import roc_auc
+from consortium.fl.block_lr import LOGISTIC, TAYLOR, DescentConfig, Objective
 from consortium.fl.party_csv import write_party_csv
 from consortium.orchestration.engine import DEFAULT_DEPTH, RoundResult
 from consortium.scenarios import sme_credit, sme_training
+from consortium.scenarios.sme_baselines import BaselineRun, baseline_run
 from consortium.scenarios.sme_credit import SmeSettings, VerticalJob
 from consortium.scenarios.sme_data import DEFAULT_BUSINESSES, generate_sme
 from consortium.scenarios.sme_inputs import PartyFile
@@ -93,21 +93,13 @@ VERDICTS = {True: "[green]PASS[/green]", False: "[red]FAIL[/red]"}
 
 
 @dataclass(frozen=True)
-class Fitted:
-    """One plaintext descent's held-out AUC and the epochs it ran."""
-
-    auc: float
-    epochs: int
-
-
-@dataclass(frozen=True)
 class Comparison:
     """The Taylor descent (what the encrypted protocol computes) and the exact-logistic one on
     the joined features, under one descent configuration."""
 
     label: str
-    taylor: Fitted
-    exact: Fitted
+    taylor: BaselineRun
+    exact: BaselineRun
 
     @property
     def gap(self) -> float:
@@ -142,11 +134,16 @@ class QualityRun:
         )
 
 
-def _fitted(job: VerticalJob, objective: Any, config: DescentConfig) -> Fitted:
-    """The descent on the job's joined training rows, scored on its held-out rows."""
-    result = fit([job.guest_train.X, job.host_train.X], job.guest_train.labels, objective, config)
-    scores = result.model.scores([job.guest_evaluation.X, job.host_evaluation.X])
-    return Fitted(roc_auc(job.guest_evaluation.labels, scores), result.epochs)
+def _fitted(job: VerticalJob, objective: Objective, config: DescentConfig) -> BaselineRun:
+    """The descent on the job's joined training rows, scored on its held-out rows, as the run's
+    centralized baseline is."""
+    return baseline_run(
+        [job.guest_train.X, job.host_train.X],
+        [job.guest_evaluation.X, job.host_evaluation.X],
+        (job.guest_train.labels, job.guest_evaluation.labels),
+        objective,
+        config,
+    )
 
 
 def compare_descents(job: VerticalJob, federated_epochs: int) -> list[Comparison]:
