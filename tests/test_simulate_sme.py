@@ -4,6 +4,7 @@ CSV files, ending in the audit of its bundle."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,18 @@ def test_one_csv_file_alone_is_a_usage_error(tmp_path: Path) -> None:
     result = simulate("--bank-csv", str(tmp_path / "bank.csv"))
     assert result.exit_code == 2
     assert "give both --bank-csv and --platform-csv" in result.output
+
+
+def test_an_empty_intersection_is_one_line_naming_both_files(tmp_path: Path) -> None:
+    data = generate_sme(5, businesses=300)
+    write_party_csv(data.bank, tmp_path / "bank.csv")
+    others = replace(data.platform, ids=tuple(f"X-{i}" for i in range(data.platform.num_rows)))
+    write_party_csv(others, tmp_path / "platform.csv")
+    result = simulate(
+        *SMALL, "--bank-csv", str(tmp_path / "bank.csv"),
+        "--platform-csv", str(tmp_path / "platform.csv"),
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "share 0 consented businesses" in lines[0]
+    assert str(tmp_path / "bank.csv") in lines[0] and str(tmp_path / "platform.csv") in lines[0]

@@ -318,6 +318,17 @@ def set_up(
     context = psi_context(chain.chain_id, deployment.ledger, datasets[0], datasets[1])
     psi_keys = (psi_key(bank, seed=settings.seed), psi_key(platform, seed=settings.seed))
     alignments = _intersect(data, consenting[BANK], consenting[PLATFORM], context, psi_keys)
+    shared, held_out = len(alignments[0].rows), len(alignments[0].evaluation)
+    if shared == held_out:
+        where = (
+            "the generated data"
+            if files is None
+            else f"{files[0].path.resolve()} and {files[1].path.resolve()}"
+        )
+        raise UsageError(
+            f"the bank and the platform share {shared} consented businesses, none of them to "
+            f"train on ({where}): the job would have no rows"
+        )
     report("making the arbiter's key")
     keys = arbiter_key(institute, bits=settings.key_bits)
     terms, guest, host = _job_tables(data, alignments, settings)
