@@ -4,12 +4,14 @@ missed, one error line and the error's exit code when the run itself failed)."""
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn, Protocol, TypeVar
 
 import click
+from rich.console import Console
 
 from consortium.errors import ConsortiumError
 
@@ -27,6 +29,28 @@ class Target:
         verdict = "[green]PASS[/green]" if self.met else "[red]FAIL[/red]"
         measured = f"{self.measured:,}" if isinstance(self.measured, int) else self.measured
         return f"{verdict} {self.description}: measured {measured}"
+
+
+def print_verdicts(console: Console, targets: Iterable[Target]) -> None:
+    """One PASS or FAIL line per target."""
+    for target in targets:
+        console.print(target.verdict_line())
+
+
+def run_line(seconds: float, load: tuple[float, float]) -> str:
+    """How long the run took and how loaded the machine was, the last line of every table."""
+    return (
+        f"measured in {seconds:.0f} s; 1-minute load average {load[0]:.1f} at the start, "
+        f"{load[1]:.1f} at the end, on {os.cpu_count()} CPUs"
+    )
+
+
+def targets_json(targets: Iterable[Target]) -> list[dict[str, object]]:
+    return [{"description": t.description, "measured": t.measured, "met": t.met} for t in targets]
+
+
+def load_json(load: tuple[float, float]) -> dict[str, object]:
+    return {"start": load[0], "end": load[1], "cpus": os.cpu_count()}
 
 
 class Measured(Protocol):

@@ -42,7 +42,7 @@ import click
 import gmpy2
 import numpy as np
 from gmpy2 import mpz
-from outcome import Target, finish, progress_log
+from outcome import Target, finish, load_json, print_verdicts, progress_log, run_line, targets_json
 from phe import EncryptedNumber, PaillierPrivateKey
 from rich.console import Console
 from rich.markup import escape
@@ -447,12 +447,8 @@ def print_tables(results: Results) -> None:
             f"{(results.rate('ours', 'X^T d, large') or 0) / naive:.1f}x at {SAMPLES:,}"
         )
     )
-    for target in results.targets():
-        console.print(target.verdict_line())
-    console.print(
-        f"measured in {results.seconds:.0f} s; 1-minute load average {results.load[0]:.1f} at the "
-        f"start, {results.load[1]:.1f} at the end, on {os.cpu_count()} CPUs"
-    )
+    print_verdicts(console, results.targets())
+    console.print(run_line(results.seconds, results.load))
 
 
 def print_json(results: Results) -> None:
@@ -479,15 +475,8 @@ def print_json(results: Results) -> None:
                     "maskPerSecond": packed.mask.per_second,
                     "packPerSecond": packed.pack.per_second,
                 },
-                "targets": [
-                    {"description": t.description, "measured": t.measured, "met": t.met}
-                    for t in results.targets()
-                ],
-                "loadAverage": {
-                    "start": results.load[0],
-                    "end": results.load[1],
-                    "cpus": os.cpu_count(),
-                },
+                "targets": targets_json(results.targets()),
+                "loadAverage": load_json(results.load),
             },
             indent=2,
         )

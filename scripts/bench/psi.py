@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 import click
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from outcome import Target, finish, progress_log
+from outcome import Target, finish, load_json, print_verdicts, progress_log, run_line, targets_json
 from rich.console import Console
 from rich.table import Table
 
@@ -258,12 +258,8 @@ def print_tables(results: Results) -> None:
         f"by {results.memory_growth_mb:,.0f} MB "
         f"({results.memory_growth_mb * 2**20 / (2 * results.memory_ids):,.0f} bytes per id)"
     )
-    for target in results.targets():
-        console.print(target.verdict_line())
-    console.print(
-        f"measured in {results.seconds:.0f} s; 1-minute load average {results.load[0]:.1f} at the "
-        f"start, {results.load[1]:.1f} at the end, on {os.cpu_count()} CPUs"
-    )
+    print_verdicts(console, results.targets())
+    console.print(run_line(results.seconds, results.load))
 
 
 def _run_json(run: SizeRun) -> dict[str, Any]:
@@ -290,15 +286,8 @@ def print_json(results: Results) -> None:
             {
                 "runs": [_run_json(run) for run in results.runs],
                 "memory": {"ids": results.memory_ids, "peakGrowthMB": results.memory_growth_mb},
-                "targets": [
-                    {"description": t.description, "measured": t.measured, "met": t.met}
-                    for t in results.targets()
-                ],
-                "loadAverage": {
-                    "start": results.load[0],
-                    "end": results.load[1],
-                    "cpus": os.cpu_count(),
-                },
+                "targets": targets_json(results.targets()),
+                "loadAverage": load_json(results.load),
             },
             indent=2,
         )

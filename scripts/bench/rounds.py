@@ -59,7 +59,7 @@ from typing import Any
 
 import click
 import requests
-from outcome import Target, finish, progress_log
+from outcome import Target, finish, print_verdicts, progress_log, run_line, targets_json
 from rich.console import Console
 from rich.table import Table
 
@@ -492,12 +492,8 @@ def print_tables(results: Results) -> None:
         f"{INSTANT_ROUNDS} rounds (the participants' reads included) sent again raw on one "
         "keep-alive connection"
     )
-    for target in results.targets():
-        console.print(target.verdict_line())
-    console.print(
-        f"measured in {results.seconds:.0f} s; 1-minute load average {results.load[0]:.1f} at the "
-        f"start, {results.load[1]:.1f} at the end, on {os.cpu_count()} CPUs"
-    )
+    print_verdicts(console, results.targets())
+    console.print(run_line(results.seconds, results.load))
 
 
 def print_json(results: Results) -> None:
@@ -523,10 +519,7 @@ def print_json(results: Results) -> None:
                 "coordinatorMsPerRound": {
                     str(size): _coordinator_ms(rows) for size, rows in results.participants.items()
                 },
-                "targets": [
-                    {"description": t.description, "measured": t.measured, "met": t.met}
-                    for t in results.targets()
-                ],
+                "targets": targets_json(results.targets()),
             },
             indent=2,
         )

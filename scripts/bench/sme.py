@@ -45,7 +45,7 @@ from types import ModuleType
 from typing import Any
 
 import click
-from outcome import Target, finish, progress_log
+from outcome import Target, finish, load_json, print_verdicts, progress_log, run_line, targets_json
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -375,14 +375,10 @@ def print_tables(results: Results) -> None:
     console.print(table)
     for run in results.quality:
         _print_comparisons(console, run)
-    for target in results.targets():
-        console.print(target.verdict_line())
+    print_verdicts(console, results.targets())
     if results.skipped:
         console.print(f"skipped: {', '.join(results.skipped)}")
-    console.print(
-        f"measured in {results.seconds:.0f} s; 1-minute load average {results.load[0]:.1f} at the "
-        f"start, {results.load[1]:.1f} at the end, on {os.cpu_count()} CPUs"
-    )
+    console.print(run_line(results.seconds, results.load))
 
 
 def _print_comparisons(console: Console, run: QualityRun) -> None:
@@ -442,16 +438,9 @@ def print_json(results: Results) -> None:
                     }
                     for r in rows_of(results)
                 ],
-                "targets": [
-                    {"description": t.description, "measured": t.measured, "met": t.met}
-                    for t in results.targets()
-                ],
+                "targets": targets_json(results.targets()),
                 "skipped": list(results.skipped),
-                "loadAverage": {
-                    "start": results.load[0],
-                    "end": results.load[1],
-                    "cpus": os.cpu_count(),
-                },
+                "loadAverage": load_json(results.load),
             },
             indent=2,
         )

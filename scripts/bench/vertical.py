@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import click
 import numpy as np
-from outcome import Target, finish, progress_log
+from outcome import Target, finish, load_json, print_verdicts, progress_log, run_line, targets_json
 from rich.console import Console
 from rich.table import Table
 
@@ -257,12 +257,8 @@ def print_tables(results: Results) -> None:
         f"outside the epoch: key generation {results.keygen_cpu:.1f} CPU s, set-up (announcement, "
         f"encryption tables) {results.setup_cpu:.2f} CPU s"
     )
-    for target in results.targets():
-        console.print(target.verdict_line())
-    console.print(
-        f"measured in {results.seconds:.0f} s; 1-minute load average {results.load[0]:.1f} at the "
-        f"start, {results.load[1]:.1f} at the end, on {os.cpu_count()} CPUs"
-    )
+    print_verdicts(console, results.targets())
+    console.print(run_line(results.seconds, results.load))
 
 
 def print_json(results: Results) -> None:
@@ -292,15 +288,8 @@ def print_json(results: Results) -> None:
                 "setupCpuSeconds": results.setup_cpu,
                 "largestFeature": results.largest_feature,
                 "weightError": results.weight_error,
-                "targets": [
-                    {"description": t.description, "measured": t.measured, "met": t.met}
-                    for t in results.targets()
-                ],
-                "loadAverage": {
-                    "start": results.load[0],
-                    "end": results.load[1],
-                    "cpus": os.cpu_count(),
-                },
+                "targets": targets_json(results.targets()),
+                "loadAverage": load_json(results.load),
             },
             indent=2,
         )
