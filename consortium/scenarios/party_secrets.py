@@ -13,9 +13,11 @@ by anyone who knows the seed.
 A **PSI key** is the data party's X25519 scalar for the job's private set intersection
 (:mod:`consortium.fl.vertical.psi`): ephemeral, used for that one job and nothing else, and kept
 so that the party can hand it to an auditor with its disclosure
-(:mod:`consortium.scenarios.sme_disclosure`), who then recomputes the intersection's tokens. A
-simulation runs one job, so its PSI keys derive like the subject secrets, with the domain
-``"consortium simulation psi key"``, and are as predictable.
+(:mod:`consortium.scenarios.sme_disclosure`), who then recomputes the intersection's tokens. Two
+jobs on the same datasets share a PSI context, so each job's keys must be its own: a
+simulation's derive like the subject secrets, with the domain ``"consortium simulation psi
+key"`` and the job's id as ``"job": "<id in decimal>"``, and are as predictable. A run's
+directory holds one job, and its party's key for it.
 
 The **arbiter key** is kept as its primes and its DJN base, so that a resumed job decrypts with
 the key its model spec names (:func:`arbiter_key_digest`) instead of a fresh one.
@@ -64,11 +66,11 @@ def read_subject_secret(party: Party) -> bytes:
     return _read_secret(party, SUBJECT_SECRET_FILE, "subject secret")
 
 
-def psi_key(party: Party, *, seed: int) -> X25519PrivateKey:
-    """The party's PSI key for the run's job: the one in its directory (kept by an interrupted
-    set-up), or else its simulation key, written there first."""
+def psi_key(party: Party, *, seed: int, job: int) -> X25519PrivateKey:
+    """The party's PSI key for the run's job ``job``: the one in its directory (kept by an
+    interrupted set-up), or else its simulation key for that job, written there first."""
     return X25519PrivateKey.from_private_bytes(
-        _kept_secret(party, PSI_KEY_FILE, "PSI key", PSI_KEY_DOMAIN, seed)
+        _kept_secret(party, PSI_KEY_FILE, "PSI key", PSI_KEY_DOMAIN, seed, job=str(job))
     )
 
 
@@ -77,19 +79,20 @@ def read_psi_key(party: Party) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(_read_secret(party, PSI_KEY_FILE, "PSI key"))
 
 
-def _simulation_secret(domain: str, seed: int, name: str) -> bytes:
-    """SHA-256 of the RFC 8785 JSON ``{"domain", "party", "seed"}``: reproducible anywhere."""
+def _simulation_secret(domain: str, seed: int, name: str, **more: str) -> bytes:
+    """SHA-256 of the RFC 8785 JSON ``{"domain", "party", "seed"}`` and ``more`` fields:
+    reproducible anywhere."""
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
-    return json_digest({"domain": domain, "party": name, "seed": str(seed)})
+    return json_digest({"domain": domain, "party": name, "seed": str(seed), **more})
 
 
-def _kept_secret(party: Party, file: str, what: str, domain: str, seed: int) -> bytes:
+def _kept_secret(party: Party, file: str, what: str, domain: str, seed: int, **more: str) -> bytes:
     """The 32-byte secret in the party's ``file``, or else its simulation secret of
-    ``domain``, written there (readable by its owner only) first."""
+    ``domain`` (and ``more``), written there (readable by its owner only) first."""
     if (party.directory / file).exists():
         return _read_secret(party, file, what)
-    secret = _simulation_secret(domain, seed, party.name)
+    secret = _simulation_secret(domain, seed, party.name, **more)
     write_text_atomically(party.directory / file, secret.hex() + "\n", mode=PRIVATE_FILE)
     return secret
 

@@ -13,12 +13,19 @@ by their positions in it, so that no id crosses. The institute makes the arbiter
 job's model spec commits to the terms, the intersection, each dataset's subjects version and
 the key; the initial model is each data party's salted commitment to its zero weights.
 
+A later job of the same consortium on the same datasets (``set_up(..., after=run)``) skips
+the founding, the votes, the registrations and the grant: each data party rebuilds its consent
+tree of the version now in force from the seed and its withdrawal record
+(:mod:`consortium.scenarios.sme_withdrawal`), and the PSI, under keys of the new job, leaves
+out every business that withdrew.
+
 What a resumed run needs is recorded in ``scenario.json`` (and the deployment in
 ``deployment.json``); each party's own records (its rows of the intersection, the opening of
 its initial commitment, its PSI key, the arbiter's key) stay in its directory.
 :func:`roles_for` rebuilds the tables the protocol trains on from the seed or the recorded
-files and checks them against the job's model spec. The parties' keys, subject secrets and PSI
-keys derive from the seed: local development chains only.
+files and checks them against the job's model spec. The parties' keys and subject secrets
+derive from the seed, their PSI keys from the seed and the job's id: local development chains
+only.
 """
 
 from __future__ import annotations
@@ -37,7 +44,6 @@ from numpy.typing import NDArray
 from consortium.chain.base import Chain
 from consortium.crypto.canonical import json_digest
 from consortium.crypto.digests import from_hex32, hex32
-from consortium.crypto.subjects import SubjectTree
 from consortium.errors import UsageError
 from consortium.files import write_text_atomically
 from consortium.fl.block_lr import DEFAULT_DESCENT, DescentConfig
@@ -47,7 +53,7 @@ from consortium.fl.vertical import hetero_lr, psi
 from consortium.fl.vertical.paillier import KeyPair
 from consortium.fl.vertical.roles import Guest, Host
 from consortium.fl.vertical.terms import GUEST, HOST, MIN_KEY_BITS, PROTOCOL, Terms
-from consortium.jsonio import read_json_file
+from consortium.jsonio import read_json_file, read_regular_file
 from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment, Founder, deploy
 from consortium.ledger.roles import Role
@@ -55,12 +61,14 @@ from consortium.protocol.vertical.disclosure import psi_context
 from consortium.protocol.vertical.party import VerticalParty
 from consortium.protocol.vertical.round import joint_model
 from consortium.scenarios.keys import require_local_chain
-from consortium.scenarios.parties import Party, vote_in
+from consortium.scenarios.parties import PRIVATE_FILE, Party, vote_in
 from consortium.scenarios.party_secrets import (
+    SUBJECT_SECRET_FILE,
     arbiter_key,
     arbiter_key_digest,
     load_arbiter_key,
     psi_key,
+    read_subject_secret,
     subject_secret,
 )
 from consortium.scenarios.sme_data import (
@@ -69,7 +77,15 @@ from consortium.scenarios.sme_data import (
     MAX_BUSINESSES,
     SmeData,
 )
-from consortium.scenarios.sme_inputs import PartyFile, consenting_rows, read_inputs
+from consortium.scenarios.sme_inputs import (
+    MAX_WITHDRAWALS_BYTES,
+    WITHDRAWALS_FILE,
+    PartyFile,
+    Withdrawals,
+    consent_tree,
+    consenting_rows,
+    read_inputs,
+)
 from consortium.store.artifacts import ArtifactError, ArtifactStore
 
 PURPOSE = "sme-credit-scoring"
@@ -80,6 +96,7 @@ ALIGNMENT_FORMAT = "consortium.sme-credit.alignment/1"
 MAX_SCENARIO_BYTES = 2**20  # settings, a deployment, digests and two paths: a few kB
 WHAT = "the SME-credit simulation"
 INSTITUTE, BANK, PLATFORM, REGULATOR = "institute", "bank", "platform", "regulator"
+PARTIES = (INSTITUTE, BANK, PLATFORM, REGULATOR)
 FUNDS = 10**20
 CONSENT_DAYS = 365
 T = TypeVar("T")
@@ -262,6 +279,7 @@ def set_up(
     report: Callable[[str], None],
     *,
     files: tuple[PartyFile, PartyFile] | None = None,
+    after: SmeRun | None = None,
 ) -> SmeRun:
     """Founds the consortium, votes the platform and the regulator in, registers both datasets
     with their consent trees, grants the platform's consent, runs the PSI, makes the arbiter's
@@ -269,55 +287,42 @@ def set_up(
 
     The data is the generator's (``settings.businesses``, ``settings.seed``), or the bank's
     and the platform's CSV ``files``. ``chain`` must be a local development chain: the
-    parties' keys derive from the seed."""
+    parties' keys derive from the seed.
+
+    With ``after``, an earlier run on ``chain``, sets up a later job of the same consortium on
+    the same datasets instead: the earlier run's deployment, parties and data (its businesses,
+    seed, consent share and files; only the training settings may differ), with no founding,
+    voting, registration or grant. Each data party takes its subject secret and withdrawal
+    record from the earlier run, and the PSI runs, under new keys, over the businesses that
+    consent now: the job's model spec names the subjects versions in force."""
     require_local_chain(chain, WHAT)
     if (out / SCENARIO_FILE).exists():
         raise UsageError(f"{out} already holds a scenario: pass --resume, or another --out")
-    data, files = read_inputs(settings.businesses, settings.seed, files)
-    institute, bank, platform, regulator = (
-        Party.create(name, out, seed=settings.seed)
-        for name in (INSTITUTE, BANK, PLATFORM, REGULATOR)
-    )
-    parties = (institute, bank, platform, regulator)
-    for party in parties:
-        chain.fund(party.account.address, FUNDS)
-
-    report("deploying the contracts")
-    deployment = deploy(
-        chain,
-        institute.account,
-        [
-            Founder(
-                institute.account.address, "Research Institute", Role.COORDINATOR | Role.AUDITOR
-            ),
-            Founder(bank.account.address, BANK, Role.PROVIDER | Role.CONSUMER),
-        ],
-        quorum_bps=5000,
-        proposal_lifetime=7 * 86_400,
-    )
+    if after is None:
+        data, files = read_inputs(settings.businesses, settings.seed, files)
+        parties = tuple(Party.create(name, out, seed=settings.seed) for name in PARTIES)
+        deployment, datasets = _found(chain, parties, data, settings, report)
+    else:
+        data, files = _earlier_inputs(after, settings, files)
+        parties = _later_parties(out, after)
+        deployment, datasets = after.deployment, after.datasets
+    institute, bank, platform, regulator = parties
     ledgers = {p.name: Ledger(chain, deployment, p.account) for p in parties}
-    vote_in(
-        ledgers, [institute, bank], [(platform, Role.PROVIDER), (regulator, Role.AUDITOR)], report
-    )
-
-    consenting = {}
-    datasets = []
-    for owner, table in ((bank, data.bank), (platform, data.platform)):
-        report(f"{owner.name} registers its dataset with its consent tree")
-        consenting[owner.name] = consenting_rows(table, settings.consent_share, settings.seed)
-        datasets.append(
-            _register(ledgers[owner.name], owner, table, consenting[owner.name], settings.seed)
-        )
-    now = ledgers[INSTITUTE].now()
-    report(f"{platform.name} grants {bank.name} consent")
-    ledgers[PLATFORM].consents.grant(
-        datasets[1], bank.account.address, PURPOSE, now, now + CONSENT_DAYS * 86_400
-    )
 
     report("intersecting the consented businesses")
+    sides = ((bank, data.bank), (platform, data.platform))
+    (bank_rows, bank_version), (platform_rows, platform_version) = (
+        _consenting_now(ledgers[INSTITUTE], owner, table, dataset, settings)
+        for (owner, table), dataset in zip(sides, datasets, strict=True)
+    )
+    versions = {datasets[0]: bank_version, datasets[1]: platform_version}
     context = psi_context(chain.chain_id, deployment.ledger, datasets[0], datasets[1])
-    psi_keys = (psi_key(bank, seed=settings.seed), psi_key(platform, seed=settings.seed))
-    alignments = _intersect(data, consenting[BANK], consenting[PLATFORM], context, psi_keys)
+    job = ledgers[INSTITUTE].jobs.count() + 1
+    psi_keys = (
+        psi_key(bank, seed=settings.seed, job=job),
+        psi_key(platform, seed=settings.seed, job=job),
+    )
+    alignments = _intersect(data, bank_rows, platform_rows, context, psi_keys)
     shared, held_out = len(alignments[0].rows), len(alignments[0].evaluation)
     if shared == held_out:
         where = (
@@ -338,7 +343,6 @@ def set_up(
         for party, role in ((bank, roles.guest), (platform, roles.host))
     }
     initial_model = institute.store.put_json(joint_model(0, commitments, None))
-    versions = {d: ledgers[INSTITUTE].consents.dataset(d).subjects_version for d in datasets}
     spec = institute.store.put_json(_model_spec(terms, data, alignments[0], versions, keys))
     report("creating the job")
     job_id = ledgers[INSTITUTE].jobs.create(
@@ -357,7 +361,7 @@ def set_up(
         bank,
         platform,
         regulator,
-        (datasets[0], datasets[1]),
+        datasets,
         spec,
         initial_model,
         (
@@ -370,6 +374,109 @@ def set_up(
     deployment.save(out / DEPLOYMENT_FILE)
     write_text_atomically(out / SCENARIO_FILE, json.dumps(run.to_json(), indent=2))
     return run
+
+
+def _found(
+    chain: Chain,
+    parties: tuple[Party, ...],
+    data: SmeData,
+    settings: SmeSettings,
+    report: Callable[[str], None],
+) -> tuple[Deployment, tuple[int, int]]:
+    """Funds the parties, deploys the contracts, votes the platform and the regulator in,
+    registers the bank's and the platform's datasets and grants the platform's consent."""
+    institute, bank, platform, regulator = parties
+    for party in parties:
+        chain.fund(party.account.address, FUNDS)
+    report("deploying the contracts")
+    deployment = deploy(
+        chain,
+        institute.account,
+        [
+            Founder(
+                institute.account.address, "Research Institute", Role.COORDINATOR | Role.AUDITOR
+            ),
+            Founder(bank.account.address, BANK, Role.PROVIDER | Role.CONSUMER),
+        ],
+        quorum_bps=5000,
+        proposal_lifetime=7 * 86_400,
+    )
+    ledgers = {p.name: Ledger(chain, deployment, p.account) for p in parties}
+    vote_in(
+        ledgers, [institute, bank], [(platform, Role.PROVIDER), (regulator, Role.AUDITOR)], report
+    )
+    datasets = []
+    for owner, table in ((bank, data.bank), (platform, data.platform)):
+        report(f"{owner.name} registers its dataset with its consent tree")
+        datasets.append(_register(ledgers[owner.name], owner, table, settings))
+    now = ledgers[INSTITUTE].now()
+    report(f"{platform.name} grants {bank.name} consent")
+    ledgers[PLATFORM].consents.grant(
+        datasets[1], bank.account.address, PURPOSE, now, now + CONSENT_DAYS * 86_400
+    )
+    return deployment, (datasets[0], datasets[1])
+
+
+def _earlier_inputs(
+    after: SmeRun, settings: SmeSettings, files: tuple[PartyFile, PartyFile] | None
+) -> tuple[SmeData, tuple[PartyFile, PartyFile] | None]:
+    """The earlier run's data, read again (its files refused if changed); ``settings`` and
+    ``files`` may not name other data."""
+    data_settings = ("businesses", "seed", "consent_share")
+    differ = [n for n in data_settings if getattr(settings, n) != getattr(after.settings, n)]
+    if differ or files is not None:
+        raise UsageError(
+            "a later job is on the earlier run's data: "
+            + (f"its {', '.join(differ)} differ" if differ else "its files are the earlier run's")
+        )
+    return read_inputs(after.settings.businesses, after.settings.seed, after.files)
+
+
+def _later_parties(out: Path, after: SmeRun) -> tuple[Party, ...]:
+    """The earlier run's parties, each in its directory under ``out`` with its key (derived
+    from the seed, and refused unless the earlier run's); each data party with its subject
+    secret and withdrawal record copied from the earlier run."""
+    parties = tuple(Party.create(name, out, seed=after.settings.seed) for name in PARTIES)
+    earlier = (after.institute, after.bank, after.platform, after.regulator)
+    for party, before in zip(parties, earlier, strict=True):
+        if party.account.address != before.account.address:
+            raise UsageError(
+                f"the {party.name}'s key in {party.directory} is not its key in the earlier "
+                f"run ({before.directory})"
+            )
+    for party, before in zip(parties[1:3], earlier[1:3], strict=True):
+        for name in (SUBJECT_SECRET_FILE, WITHDRAWALS_FILE):
+            source, copy = before.directory / name, party.directory / name
+            if not source.exists():
+                copy.unlink(missing_ok=True)
+                continue
+            text = read_regular_file(source, what=name, max_bytes=MAX_WITHDRAWALS_BYTES)
+            write_text_atomically(copy, text.decode(), mode=PRIVATE_FILE)
+    return parties
+
+
+def _consenting_now(
+    ledger: Ledger, owner: Party, table: PartyTable, dataset: int, settings: SmeSettings
+) -> tuple[NDArray[np.intp], int]:
+    """The rows of ``owner``'s table whose businesses consent at its dataset's subjects version
+    in force, and that version; refused unless their consent tree is the dataset's subjects
+    root on chain, and while a withdrawal the owner recorded is not yet published."""
+    on_chain = ledger.consents.dataset(dataset)
+    version = on_chain.subjects_version
+    record = Withdrawals.read(owner.directory, dataset)
+    if record.latest > version:
+        raise UsageError(
+            f"the {owner.name}'s withdrawal at subjects version {record.latest} of dataset "
+            f"{dataset} is not on chain yet: run its 'consortium withdraw' again first"
+        )
+    rows = consenting_rows(table, settings.consent_share, settings.seed, record.through(version))
+    if consent_tree(table, rows, read_subject_secret(owner)).root != on_chain.subjects_root:
+        raise UsageError(
+            f"the {owner.name}'s consent tree (its seed, subject secret and withdrawal record in "
+            f"{owner.directory}) is not dataset {dataset}'s subjects root version {version} on "
+            "chain"
+        )
+    return rows, version
 
 
 def load(chain: Chain, out: Path) -> SmeRun:
@@ -390,9 +497,7 @@ def load(chain: Chain, out: Path) -> SmeRun:
             f"{path} ran on chain {deployment.chain_id}; this chain is {chain.chain_id}"
         )
     deployment.require_code(chain, str(path), remedy="start a new run with another --out")
-    institute, bank, platform, regulator = (
-        Party.load(name, out) for name in (INSTITUTE, BANK, PLATFORM, REGULATOR)
-    )
+    institute, bank, platform, regulator = (Party.load(name, out) for name in PARTIES)
     run = SmeRun(
         SmeSettings.from_json(data["settings"], str(path)),
         deployment,
@@ -446,12 +551,11 @@ def roles_for(run: SmeRun) -> VerticalJob:
     return VerticalJob(terms, guest[0], host[0], guest[1], host[1], keys, run.initial_model)
 
 
-def _register(
-    ledger: Ledger, owner: Party, table: PartyTable, rows: NDArray[np.intp], seed: int
-) -> int:
-    """Registers ``owner``'s dataset with the root of its consent tree over the businesses of
-    the consenting ``rows``, salted with its subject secret."""
-    tree = SubjectTree((table.ids[i] for i in rows.tolist()), subject_secret(owner, seed=seed))
+def _register(ledger: Ledger, owner: Party, table: PartyTable, settings: SmeSettings) -> int:
+    """Registers ``owner``'s dataset with the root of its consent tree over the businesses that
+    consented (version 1: none has withdrawn), salted with its subject secret."""
+    rows = consenting_rows(table, settings.consent_share, settings.seed)
+    tree = consent_tree(table, rows, subject_secret(owner, seed=settings.seed))
     name = f"sme-credit/{owner.name}"
     schema = {"dataset": name, "labels": table.y is not None, "features": list(table.feature_names)}
     return ledger.consents.register(name, json_digest(schema), tree.root)
