@@ -30,6 +30,7 @@ from consortium.cli.journal import journal
 from consortium.cli.member import member
 from consortium.cli.predict import predict
 from consortium.cli.simulate import simulate
+from consortium.cli.withdraw import withdraw_command
 from consortium.errors import ConsortiumError
 
 EXIT_USAGE = 2
@@ -98,6 +99,7 @@ for command in (
     journal,
     predict,
     simulate,
+    withdraw_command,
 ):
     cli.add_command(command)
 

@@ -9,7 +9,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import click
 from click.core import ParameterSource
@@ -34,6 +36,7 @@ from consortium.scenarios.governance import Step, run_governance
 from consortium.scenarios.sme_disclosure import disclosure_of
 from consortium.scenarios.sme_inputs import PartyFile
 
+V = TypeVar("V")
 SCRATCH_PREFIX = "consortium-aml-"
 SCRATCH_OWNER = "owner"  # the lock a run holds on its temporary directory: <dir>/owner.lock
 SCRATCH_GRACE = 86_400.0  # seconds after which an empty directory without a lock is stale
@@ -222,13 +225,21 @@ def aml_command(
     "temporary directory, removed afterwards].",
 )
 @click.option("--resume", is_flag=True, help="Finish the interrupted run recorded in --out.")
+@click.option(
+    "--after",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The --out directory of an earlier run on --chain: set up a later job of its "
+    "consortium on the same datasets and data (no founding, votes or registrations), whose "
+    "PSI leaves out the businesses that withdrew ('consortium withdraw'). Training options "
+    "left out are the earlier run's; data options may not differ.",
+)
 @pipeline_options
 @json_option
 def sme_credit_command(
     chain_url: str, businesses: int, seed: int, key_bits: str, max_rounds: int,
     batch_size: int, learning_rate: float, bank_csv: Path | None, platform_csv: Path | None,
-    id_column: str, label_column: str, out: Path | None, resume: bool, depth: int,
-    no_pipeline: bool, as_json: bool,
+    id_column: str, label_column: str, out: Path | None, resume: bool, after: Path | None,
+    depth: int, no_pipeline: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """A bank and a logistics platform train a credit model on each other's columns (vertical
     FL: private set intersection, Paillier); every epoch is anchored, the bank draws up its
@@ -237,6 +248,11 @@ def sme_credit_command(
         raise UsageError("give both --bank-csv and --platform-csv, or neither")
     if resume and (out is None or chain_url == "embedded"):
         raise UsageError("--resume needs the --out directory and the --chain node of the run")
+    if after is not None and (resume or chain_url == "embedded"):
+        raise UsageError(
+            "--after sets up a new job on the node the earlier run used (--chain URL); to "
+            "finish an interrupted one, pass --resume alone"
+        )
     files = None
     if bank_csv is not None and platform_csv is not None:
         files = (PartyFile(bank_csv, id_column, label_column), PartyFile(platform_csv, id_column))
@@ -246,6 +262,14 @@ def sme_credit_command(
         with console.status("setting up the consortium") as status:
             if resume:
                 run = sme_credit.load(chain, directory)
+            elif after is not None:
+                earlier = sme_use.load_run(chain, after)
+                given = dict(
+                    businesses=businesses, seed=seed, key_bits=int(key_bits),
+                    max_rounds=max_rounds, batch_size=batch_size, learning_rate=learning_rate,
+                )  # fmt: skip
+                settings = _later_settings(earlier, after, _given_options(given), files)
+                run = sme_credit.set_up(chain, directory, settings, status.update, after=earlier)
             else:
                 settings = sme_credit.SmeSettings(
                     businesses=businesses, seed=seed, key_bits=int(key_bits),
@@ -341,7 +365,34 @@ def _epoch_row(result: RoundResult) -> tuple[object, ...]:
     )
 
 
-def _given_options(values: dict[str, int]) -> dict[str, int]:
+def _later_settings(
+    earlier: sme_credit.SmeRun,
+    where: Path,
+    given: Mapping[str, float],
+    files: tuple[PartyFile, PartyFile] | None,
+) -> sme_credit.SmeSettings:
+    """A later job's settings: the earlier run's, with the training options the command line
+    gave; refused if it gave data other than the earlier run's."""
+    differ = [
+        f"--{name}"
+        for name in ("businesses", "seed")
+        if name in given and given[name] != getattr(earlier.settings, name)
+    ]
+    if files is not None:
+        recorded = earlier.files or ()
+        if [(f.path.resolve(), f.id_column, f.label_column) for f in files] != [
+            (f.path, f.id_column, f.label_column) for f in recorded
+        ]:
+            differ.append("--bank-csv/--platform-csv")
+    if differ:
+        raise UsageError(
+            f"--after runs on the data of the run in {where}: {', '.join(differ)} differ from it"
+        )
+    training = ("key_bits", "max_rounds", "batch_size", "learning_rate")
+    return replace(earlier.settings, **{n: given[n] for n in training if n in given})
+
+
+def _given_options(values: dict[str, V]) -> dict[str, V]:
     """Those of ``values`` that the command line (or the environment) set: on a resume an
     option left out means "as before", not its default."""
     context = click.get_current_context()
