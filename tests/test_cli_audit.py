@@ -234,11 +234,15 @@ def test_the_command_memory_is_flat_in_the_number_of_rounds(
     takes next to no more memory."""
     monkeypatch.setattr(cli_audit, "verify_bundle", collecting(verify_bundle))
     command_peak(repeated_rounds(scenario, tmp_path / "warm-up", 1), *options)  # lazy caches
-    peaks = {
-        count: command_peak(repeated_rounds(scenario, tmp_path / str(count), count), *options)
-        for count in (4, 16)
-    }
-    assert peaks[16] - peaks[4] < FLAT, peaks
+    bundles = {count: repeated_rounds(scenario, tmp_path / str(count), count) for count in (4, 16)}
+    # Each count is measured twice, the two interleaved, and its lower peak kept: a one-off
+    # allocation of the process that lands in one window (seen once in a full run beside other
+    # tests' modules, never alone) is not the command's; what the command holds is in both.
+    measured: dict[int, list[int]] = {4: [], 16: []}
+    for count in (4, 16, 4, 16):
+        measured[count].append(command_peak(bundles[count], *options))
+    peaks = {count: min(values) for count, values in measured.items()}
+    assert peaks[16] - peaks[4] < FLAT, measured
 
 
 # ------------------------------------------------------------------------------ the chain gone
