@@ -12,6 +12,7 @@ import json
 import os
 import re
 import stat
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,26 @@ def read_json_file(path: Path, *, what: str, max_bytes: int) -> Any:
         return parse_json(data)
     except UsageError as exc:
         raise UsageError(f"{what} {path} is {exc}") from None
+
+
+def require_format(
+    value: object,
+    form: str,
+    fields: Sequence[str],
+    source: str,
+    error: type[UsageError] = UsageError,
+) -> Mapping[str, Any]:
+    """``value``, read from ``source``, as a JSON object of format ``form`` holding exactly
+    ``fields`` (its ``format`` among them).
+
+    Raises:
+        UsageError: ``error``, in one line naming ``source``, if it is not.
+    """
+    if not isinstance(value, Mapping) or value.get("format") != form:
+        raise error(f"{source} is not a {form} file")
+    if sorted(value) != sorted(fields):
+        raise error(f"{source} must hold exactly {', '.join(sorted(fields))}")
+    return value
 
 
 def read_regular_file(path: Path, *, what: str, max_bytes: int) -> bytes:

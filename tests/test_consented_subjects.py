@@ -14,16 +14,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from sme_job import exported_job
 
 from consortium.audit import CheckResult, Verdict, open_bundle, verify_bundle
-from consortium.audit.checks import CONSENTED_SUBJECTS
+from consortium.audit.checks import CONSENTED_SUBJECTS, DISCLOSED_WEIGHTS
 from consortium.chain.embedded import EmbeddedChain
 from consortium.cli import audit as cli_audit
 from consortium.cli.main import cli
 from consortium.crypto.subjects import subject_salt
 from consortium.errors import UsageError
-from consortium.ledger.client import Ledger
-from consortium.orchestration.export import export_job
 from consortium.protocol.vertical import disclosure
 from consortium.protocol.vertical.disclosure import (
     FORMAT,
@@ -31,7 +30,7 @@ from consortium.protocol.vertical.disclosure import (
     PartyDisclosure,
     read_disclosure,
 )
-from consortium.scenarios import sme_credit, sme_disclosure, sme_training
+from consortium.scenarios import sme_credit, sme_disclosure
 from consortium.scenarios.party_secrets import PSI_KEY_FILE, read_subject_secret
 from consortium.scenarios.sme_inputs import consenting_rows, read_inputs
 
@@ -53,12 +52,7 @@ def disclosed(tmp_path_factory: pytest.TempPathFactory) -> Disclosed:
     """A one-epoch SME-credit job, its bundle, and both data parties' disclosures as files."""
     chain = EmbeddedChain()
     out = tmp_path_factory.mktemp("disclosed")
-    run = sme_credit.set_up(chain, out, SETTINGS, lambda _: None)
-    sme_training.run_rounds(chain, run, lambda _: None)
-    ledger = Ledger(chain, run.deployment)
-    bundle = export_job(
-        ledger, run.job_id, run.institute.store, run.institute.journal_reader(), out
-    ).bundle
+    run, bundle = exported_job(chain, out, SETTINGS)
     files = (sme_disclosure.disclose(run, "bank"), sme_disclosure.disclose(run, "platform"))
     bank, platform = (read_disclosure(path) for path in files)
     return Disclosed(chain, run, bundle, bank, platform, files)
@@ -166,18 +160,21 @@ def test_without_disclosures_the_check_is_not_run_and_said_not_checked(
     monkeypatch.setattr(cli_audit, "open_chain", lambda url: disclosed.chain)
     plain = CliRunner().invoke(cli, ["audit", str(disclosed.bundle), "--chain", "http://node"])
     assert plain.exit_code == 0, plain.output
-    assert f"{CONSENTED_SUBJECTS}: not checked: no disclosures" in plain.stdout
+    assert f"{CONSENTED_SUBJECTS}: not checked: no subject disclosures" in plain.stdout
     as_json = CliRunner().invoke(
         cli, ["audit", str(disclosed.bundle), "--chain", "http://node", "--json"]
     )
     document = json.loads(as_json.stdout)
-    assert document["notChecked"] == {CONSENTED_SUBJECTS: "not checked: no disclosures"}
+    assert document["notChecked"] == {
+        CONSENTED_SUBJECTS: "not checked: no subject disclosures",
+        DISCLOSED_WEIGHTS: "not checked: no weights disclosures",
+    }
     where = [str(disclosed.bundle), "--chain", "http://node"]
     given = [f"--disclosure={path}" for path in disclosed.files]
     both = CliRunner().invoke(cli, ["audit", *where, *given, "--json"])
     assert both.exit_code == 0, both.output
     document = json.loads(both.stdout)
-    assert "notChecked" not in document
+    assert document["notChecked"] == {DISCLOSED_WEIGHTS: "not checked: no weights disclosures"}
     assert [r["status"] for r in document["results"] if r["check"] == CONSENTED_SUBJECTS] == [
         "pass"
     ] * 3
@@ -201,8 +198,8 @@ def _valid(disclosed: Disclosed) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda d: [d], f"is not a {FORMAT} file"),
-        (lambda d: {**d, "format": "consortium.subject-disclosure/9"}, f"is not a {FORMAT} file"),
+        (lambda d: [d], f"is neither a {FORMAT} nor a"),
+        (lambda d: {**d, "format": "consortium.subject-disclosure/9"}, f"neither a {FORMAT} nor"),
         (lambda d: {**d, "extra": 1}, "must hold exactly dataset, format, jobId"),
         (lambda d: {k: v for k, v in d.items() if k != "psiKey"}, "must hold exactly"),
         (lambda d: {**d, "jobId": True}, "jobId must be a positive integer"),

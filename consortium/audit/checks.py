@@ -82,6 +82,8 @@ MODEL_USES = "model-uses"
 """The check of a job whose model was used (``recordModelUse``): only such jobs report it."""
 CONSENTED_SUBJECTS = "consented-subjects"
 """The check of a hetero-lr/1 job audited with its data parties' subject disclosures."""
+DISCLOSED_WEIGHTS = "disclosed-weights"
+"""The check of a hetero-lr/1 job audited with a data party's disclosure of a round's weights."""
 _SET_UP = COMMON_CHECK_NAMES.index("protocol") + 1
 _SPLIT = COMMON_CHECK_NAMES.index("lineage") + 1
 CHECK_NAMES = tuple(
@@ -93,6 +95,7 @@ CHECK_NAMES = tuple(
             *(name for audit in PROTOCOLS.values() for name in audit.check_names),
             *COMMON_CHECK_NAMES[_SPLIT:],
             MODEL_USES,
+            DISCLOSED_WEIGHTS,
         ]
     )
 )

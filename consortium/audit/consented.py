@@ -38,14 +38,7 @@ from consortium.fl.vertical.psi import PsiError, double_blinded
 from consortium.fl.vertical.terms import GUEST, HOST, PROTOCOL
 from consortium.protocol.vertical.disclosure import PartyDisclosure, psi_context
 
-NO_DISCLOSURES = "not checked: no disclosures"
 _SHOWN = 3  # businesses a failure names before counting the rest
-
-
-def not_checked(protocol: str, disclosures: Sequence[PartyDisclosure]) -> str | None:
-    """What the audit's output says of the check when it does not run: for a hetero-lr/1 job
-    audited without disclosures, :data:`NO_DISCLOSURES`; otherwise None."""
-    return NO_DISCLOSURES if protocol == PROTOCOL and not disclosures else None
 
 
 def require_disclosures_fit(

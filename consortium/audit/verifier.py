@@ -71,6 +71,7 @@ from consortium.audit.checks import (
     undecided_standing,
 )
 from consortium.audit.consented import check_consented_subjects, require_disclosures_fit
+from consortium.audit.disclosed_weights import check_disclosed_weights, require_weights_fit
 from consortium.audit.evidence import Evidence
 from consortium.audit.protocols import protocol_audit
 from consortium.audit.replay import ImpliedState
@@ -97,7 +98,8 @@ from consortium.ledger.jobs import Job
 from consortium.ledger.roles import Role
 from consortium.ledger.values import address
 from consortium.protocol.audit import AuditedRound
-from consortium.protocol.vertical.disclosure import PartyDisclosure
+from consortium.protocol.vertical.disclosure import Disclosure, PartyDisclosure
+from consortium.protocol.vertical.weights_disclosure import WeightsDisclosure
 
 _DIGEST_TEXT = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
@@ -120,7 +122,7 @@ def verify_bundle(
     chain: Chain,
     *,
     ledger: str | None = None,
-    disclosures: Sequence[PartyDisclosure] = (),
+    disclosures: Sequence[Disclosure] = (),
 ) -> Iterator[CheckResult]:
     """Every check of the bundle's job against ``chain``, streamed; see :class:`JobAudit`."""
     return JobAudit(bundle, chain, ledger=ledger, disclosures=disclosures).run()
@@ -131,9 +133,10 @@ class JobAudit:
 
     ``ledger`` pins the TrainingLedger address the auditor trusts; without it the manifest's
     address is used, and the ``code`` and ``job`` checks say whether it holds the real
-    contract and job. ``disclosures``, the data parties' subject disclosures of a hetero-lr/1
-    job, add the ``consented-subjects`` check (refused at once, as a usage error, when they
-    cannot be about the bundle's job). After :meth:`run` has been consumed,
+    contract and job. ``disclosures``, what the data parties of a hetero-lr/1 job disclose,
+    add checks: their subject disclosures the ``consented-subjects`` check, their weights
+    disclosures one ``disclosed-weights`` result each (all refused at once, as a usage error,
+    when they cannot be about the bundle's job). After :meth:`run` has been consumed,
     :attr:`round_models` and :meth:`model_verified` tell which model each round produced and
     whether everything it depends on was verified.
     """
@@ -144,10 +147,13 @@ class JobAudit:
         chain: Chain,
         *,
         ledger: str | None = None,
-        disclosures: Sequence[PartyDisclosure] = (),
+        disclosures: Sequence[Disclosure] = (),
     ) -> None:
-        require_disclosures_fit(bundle.protocol, bundle.job.id, bundle.job.datasets, disclosures)
-        self.disclosures = tuple(disclosures)
+        job = bundle.job
+        self.disclosures = tuple(d for d in disclosures if isinstance(d, PartyDisclosure))
+        self.weights = tuple(d for d in disclosures if isinstance(d, WeightsDisclosure))
+        require_disclosures_fit(bundle.protocol, job.id, job.datasets, self.disclosures)
+        require_weights_fit(bundle.protocol, job.id, job.participants, self.weights)
         self.bundle = bundle
         self.chain = chain
         self.pinned = None if ledger is None else address(ledger)
@@ -259,6 +265,24 @@ class JobAudit:
         yield check_head_model(scope, facts.head_model, self._previous_model, self._previous_round)
         if chain_job is not None and chain_job.model_use_count:
             yield self._model_uses_check(scope)
+        for disclosure in self.weights:
+            yield self._disclosed_weights_check(scope, disclosure)
+
+    def _disclosed_weights_check(self, scope: Scope, disclosure: WeightsDisclosure) -> CheckResult:
+        """One weights disclosure against the model its round anchored, read from the bundle."""
+        digest = self.round_models.get(disclosure.round)
+        model = None
+        if digest is not None:
+            where = f"round {disclosure.round}'s model"
+            model = Evidence(self.bundle.objects).json(digest, scope, where)
+        return check_disclosed_weights(
+            scope,
+            disclosure,
+            model,
+            self.spec,
+            self.facts.consumer,
+            self.model_verified(disclosure.round),
+        )
 
     def _round(self, line: RoundLine) -> Iterator[CheckResult]:
         facts = self.facts

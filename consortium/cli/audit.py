@@ -41,8 +41,7 @@ from consortium.audit import (
     open_chain,
     verify_bundle,
 )
-from consortium.audit.checks import CONSENTED_SUBJECTS
-from consortium.audit.consented import not_checked
+from consortium.audit.disclosures import not_checked
 from consortium.audit.report import AuditReport, check_report_path, write_report
 from consortium.chain.base import Chain
 from consortium.cli.context import CliContext, pass_context
@@ -61,9 +60,11 @@ _REPORT_HELP = (
     "consent events beside the rounds. It does not change the verdict or the exit code."
 )
 _DISCLOSURE_HELP = (
-    "A data party's subject disclosure (consortium.subject-disclosure/1) for the job; with both "
-    "parties' the consented-subjects check shows that every business a hetero-lr/1 job trained "
-    "on consented on both sides. Give it once per party."
+    "What a data party of a hetero-lr/1 job discloses, as 'consortium disclose' writes it: its "
+    "subject disclosure (with both parties' the consented-subjects check shows that every "
+    "business the job trained on consented on both sides), or its weights of a round (the "
+    "disclosed-weights check shows they are the ones the round's model commits to). Repeat it "
+    "for each file."
 )
 _LEDGER_HELP = (
     "TrainingLedger address the auditor trusts; the manifest's must be the same "
@@ -154,15 +155,15 @@ def verify(
                 }
                 if disclosure_paths:
                     heading["disclosures"] = [str(path) for path in disclosure_paths]
-                if unchecked is not None:
-                    heading["notChecked"] = {CONSENTED_SUBJECTS: unchecked}
+                if unchecked:
+                    heading["notChecked"] = unchecked
                 _print_json(heading, _stopping(results, verdict, _close_json), verdict)
             else:
                 title = f"audit of job {opened.job.id} on chain {opened.chain_id}, ledger {trusted}"
                 printing = _stopping(results, verdict, lambda v: click.echo(v.describe()))
                 _print_table(title, printing, _widths(opened))
-                if unchecked is not None:
-                    click.echo(f"{CONSENTED_SUBJECTS}: {unchecked}")
+                for check, reason in unchecked.items():
+                    click.echo(f"{check}: {reason}")
                 click.echo(verdict.describe())
             if report is not None:
                 page = _render(report, chain)

@@ -25,8 +25,9 @@ passes only when those checks of its round did.
                    round's model names the round and commits for the job's parties only
 =================  ===============================================================
 
-A party's disclosure of its weights and salt (which would open its commitment) is not read:
-the verifier has no input for it yet.
+A party that discloses a round's weights and salt opens its commitment; that check is the
+verifier's ``disclosed-weights`` (:mod:`consortium.audit.disclosed_weights`), as it needs the
+disclosure, not just the bundle.
 """
 
 from __future__ import annotations

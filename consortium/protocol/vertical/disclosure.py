@@ -30,7 +30,9 @@ from consortium.crypto.digests import from_hex32, hex32
 from consortium.crypto.subjects import SubjectDisclosure
 from consortium.errors import ConsortiumError, UsageError
 from consortium.fl.vertical.terms import GUEST, HOST
-from consortium.jsonio import read_json_file
+from consortium.jsonio import read_json_file, require_format
+from consortium.protocol.vertical.weights_disclosure import FORMAT as WEIGHTS_FORMAT
+from consortium.protocol.vertical.weights_disclosure import WeightsDisclosure
 
 FORMAT = "consortium.subject-disclosure/1"
 MAX_SUBJECTS = 1_000_000
@@ -90,10 +92,7 @@ class PartyDisclosure:
         Raises:
             DisclosureError: if it is not exactly such a disclosure.
         """
-        if not isinstance(value, Mapping) or value.get("format") != FORMAT:
-            raise DisclosureError(f"{source} is not a {FORMAT} file")
-        if sorted(value) != list(_FIELDS):
-            raise DisclosureError(f"{source} must hold exactly {', '.join(_FIELDS)}")
+        value = require_format(value, FORMAT, _FIELDS, source, DisclosureError)
         job_id, dataset, version = (
             _positive(value[name], f"{source}: {name}", bound)
             for name, bound in (("jobId", None), ("dataset", None), ("subjectsVersion", _UINT32))
@@ -120,13 +119,22 @@ class PartyDisclosure:
         )
 
 
-def read_disclosure(path: Path) -> PartyDisclosure:
-    """The disclosure in the file ``path``, read within :data:`MAX_DISCLOSURE_BYTES`."""
+Disclosure = PartyDisclosure | WeightsDisclosure
+"""What a data party may hand an auditor: its businesses, or a round's weights."""
+
+
+def read_disclosure(path: Path) -> Disclosure:
+    """The disclosure in the file ``path``, read within :data:`MAX_DISCLOSURE_BYTES`: a subject
+    disclosure or a weights disclosure (:mod:`.weights_disclosure`), as its format says."""
     source = f"disclosure {path}"
     try:
         value = read_json_file(path, what="disclosure file", max_bytes=MAX_DISCLOSURE_BYTES)
     except UsageError as exc:
         raise DisclosureError(str(exc)) from None
+    if isinstance(value, Mapping) and value.get("format") == WEIGHTS_FORMAT:
+        return WeightsDisclosure.from_json(value, source)
+    if not isinstance(value, Mapping) or value.get("format") != FORMAT:
+        raise DisclosureError(f"{source} is neither a {FORMAT} nor a {WEIGHTS_FORMAT} file")
     return PartyDisclosure.from_json(value, source)
 
 

@@ -46,12 +46,12 @@ class Contribution:
     objects: Mapping[bytes, object]
 
 
-def committed_weights(
+def commitment_opening(
     name: str, store: ArtifactStore, journal: Journal, commitment: bytes
-) -> dict[str, NDArray[np.float64]]:
-    """The weights behind one of party ``name``'s own commitments, opened from its journal and
-    store: what it goes on from in a round, and what it scores with once the job is done (a
-    :class:`~consortium.store.journal.JournalReader` serves, as scoring writes no round)."""
+) -> tuple[bytes, dict[str, NDArray[np.float64]]]:
+    """The salt and the weights behind one of party ``name``'s own commitments, from its
+    journal and store (a :class:`~consortium.store.journal.JournalReader` serves: nothing is
+    written): what it discloses to open the commitment."""
     entry = journal.last("committed", commitment=commitment.hex())
     if entry is None:
         raise CommitmentUnknown(
@@ -59,7 +59,15 @@ def committed_weights(
             "go on from that model"
         )
     opening = store.get_json(bytes.fromhex(entry["opening"]))
-    return get_model(store, bytes.fromhex(opening["weights"]))
+    return bytes.fromhex(opening["salt"]), get_model(store, bytes.fromhex(opening["weights"]))
+
+
+def committed_weights(
+    name: str, store: ArtifactStore, journal: Journal, commitment: bytes
+) -> dict[str, NDArray[np.float64]]:
+    """The weights behind one of party ``name``'s own commitments: what it goes on from in a
+    round, and what it scores with once the job is done."""
+    return commitment_opening(name, store, journal, commitment)[1]
 
 
 class VerticalParty:
