@@ -332,3 +332,30 @@ def test_withdraw_on_the_runs_node_then_a_later_job_refuses_other_data(
         assert "no SME-credit run in" in one_line_error(nothing)
     finally:
         chain.close()
+
+
+@pytest.mark.anvil
+def test_a_later_job_through_the_command_leaves_the_withdrawn_business_out(
+    anvil_node: AnvilNode, tmp_path: Path
+) -> None:
+    one, two, url = tmp_path / "one", tmp_path / "two", anvil_node.url
+    small = ("--businesses", "300", "--seed", "3", "--key-bits", "1024", "--max-rounds", "1")
+    simulated = invoke("simulate", "sme-credit", "--chain", url, "--out", str(one), *small)
+    assert simulated.exit_code == 0, simulated.output
+    chain = RpcChain(url, ANVIL_CHAIN_ID)
+    try:
+        data = read_inputs(300, 3, None)[0]
+        business = shared_ids(sme_credit.load(chain, one), data)[0]
+        done = invoke("withdraw", "--out", str(one), "--chain", url, "--party", "bank",
+                      "--business", business)  # fmt: skip
+        assert done.exit_code == 0, done.output
+        later = invoke("simulate", "sme-credit", "--chain", url, "--out", str(two),
+                       "--after", str(one), "--json")  # fmt: skip
+        assert later.exit_code == 0, later.output
+        report = json.loads(later.stdout)
+        assert (report["jobId"], report["audit"]["status"]) == (2, "pass")
+        run = sme_credit.load(chain, two)
+        assert business not in shared_ids(run, data)
+        assert spec_of(run)["subjects"][str(run.datasets[0])] == 2
+    finally:
+        chain.close()

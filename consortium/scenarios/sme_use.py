@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consortium.chain.base import Chain
-from consortium.crypto.subjects import SubjectTree
 from consortium.errors import UsageError
 from consortium.files import write_text_atomically
 from consortium.fl.party_table import PartyTable
@@ -37,7 +36,12 @@ from consortium.scenarios.sme_credit import (
     load,
     training_standardizer,
 )
-from consortium.scenarios.sme_inputs import consenting_rows, read_inputs
+from consortium.scenarios.sme_inputs import (
+    Withdrawals,
+    consent_tree,
+    consenting_rows,
+    read_inputs,
+)
 from consortium.store.journal import Journal
 
 DEFAULT_MAX_DEFAULT_RATE = 0.10
@@ -123,13 +127,17 @@ def _side(
     run: SmeRun, party: Party, table: PartyTable, which: int, journal: Journal
 ) -> ScoringSide:
     """A data party's side (``which``: 0 the bank, 1 the platform): its table standardized as
-    in the job, its rows of the intersection and its consent tree, rebuilt from its subject
-    secret over the businesses that consented."""
+    in the job, its rows of the intersection and its consent tree as it stands now, rebuilt
+    from its subject secret over the businesses that consented less every withdrawal it
+    recorded."""
     alignment = Alignment.load(
         party.store, run.alignments[which], table.num_rows, f"{party.name}'s alignment"
     )
-    consenting = consenting_rows(table, run.settings.consent_share, run.settings.seed)
-    tree = SubjectTree((table.ids[i] for i in consenting.tolist()), read_subject_secret(party))
+    record = Withdrawals.read(party.directory, run.datasets[which])
+    settings = run.settings
+    withdrawn = record.through(record.latest)
+    consenting = consenting_rows(table, settings.consent_share, settings.seed, withdrawn)
+    tree = consent_tree(table, consenting, read_subject_secret(party))
     return ScoringSide(
         party.name,
         party.account.address,
