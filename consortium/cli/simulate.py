@@ -30,11 +30,12 @@ from consortium.lockfile import ExclusiveLock, LockHeld
 from consortium.orchestration.engine import DEFAULT_DEPTH, MAX_DEPTH, RoundResult
 from consortium.orchestration.export import export_job
 from consortium.protocol.messages import anchor_to_json
-from consortium.protocol.vertical.disclosure import PartyDisclosure
+from consortium.protocol.vertical.disclosure import Disclosure
 from consortium.scenarios import aml, sme_credit, sme_training, sme_use
 from consortium.scenarios.governance import Step, run_governance
 from consortium.scenarios.sme_disclosure import disclosure_of
 from consortium.scenarios.sme_inputs import PartyFile
+from consortium.scenarios.sme_weights import weights_disclosure_of
 
 V = TypeVar("V")
 SCRATCH_PREFIX = "consortium-aml-"
@@ -307,8 +308,11 @@ def sme_credit_command(
             click.echo(referral_line(referral))
 
         extra = {"quality": quality.to_json(), "referral": referral_json(referral)}
-        # Both data parties disclose their consented businesses to the run's own auditor.
-        disclosures = [disclosure_of(run, p) for p in (sme_credit.BANK, sme_credit.PLATFORM)]
+        # Both data parties disclose their consented businesses and the weights they trained
+        # to the run's own auditor.
+        parties = (sme_credit.BANK, sme_credit.PLATFORM)
+        disclosures: list[Disclosure] = [disclosure_of(run, p) for p in parties]
+        disclosures += [weights_disclosure_of(chain, run, p) for p in parties]
         _export_audit_and_report(
             chain, run, directory, out, results, as_json, extra, tables, disclosures
         )
@@ -323,12 +327,13 @@ def _export_audit_and_report(
     as_json: bool,
     extra: Mapping[str, object],
     tables: Callable[[], None],
-    disclosures: Sequence[PartyDisclosure] = (),
+    disclosures: Sequence[Disclosure] = (),
 ) -> None:
     """How every training scenario ends: its job exported through the one export path, the
     auditor's full verification of the bundle against the chain, and the report (JSON, or the
     scenario's ``tables`` and the verdict); the exit status is the audit's. ``disclosures``
-    are what the data parties hand the auditor to check their consents (vertical jobs)."""
+    are what the data parties hand the auditor to check their consents and weights (vertical
+    jobs)."""
     ledger = Ledger(chain, run.deployment)
     institute = run.institute
     bundle = export_job(
@@ -456,7 +461,7 @@ def _remove_unless_held(directory: Path) -> None:
         pass  # a live run's
 
 
-def _audit(chain: Chain, bundle: Path, disclosures: Sequence[PartyDisclosure] = ()) -> Verdict:
+def _audit(chain: Chain, bundle: Path, disclosures: Sequence[Disclosure] = ()) -> Verdict:
     """The auditor's full verification of the exported bundle against the chain, run while
     the chain (the embedded one lives only as long as this process) is still there."""
     verdict = Verdict()
