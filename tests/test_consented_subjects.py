@@ -267,5 +267,5 @@ def test_disclose_refuses_the_embedded_chain_and_a_party_that_holds_no_data(
         assert result.exit_code == 2, result.output
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and expected in lines[0], lines
-    with pytest.raises(UsageError, match="only the data parties disclose"):
+    with pytest.raises(UsageError, match=r"only the data parties \(bank, platform\) disclose"):
         sme_disclosure.disclose(disclosed.run, "institute")

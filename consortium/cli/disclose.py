@@ -14,7 +14,7 @@ from consortium.cli.output import emit_json
 from consortium.cli.params import json_option
 from consortium.cli.predict import chain_option, out_option
 from consortium.errors import UsageError
-from consortium.scenarios import sme_disclosure, sme_use, sme_weights
+from consortium.scenarios import sme_credit, sme_disclosure, sme_use, sme_weights
 
 
 @click.command("disclose")
@@ -22,7 +22,7 @@ from consortium.scenarios import sme_disclosure, sme_use, sme_weights
 @chain_option
 @click.option(
     "--party",
-    type=click.Choice(sme_disclosure.DATA_PARTIES),
+    type=click.Choice(sme_credit.DATA_PARTIES),
     required=True,
     help="The data party that discloses.",
 )

@@ -14,7 +14,7 @@ from consortium.cli.output import emit_json
 from consortium.cli.params import json_option
 from consortium.cli.predict import chain_option, out_option
 from consortium.errors import UsageError
-from consortium.scenarios import sme_use, sme_withdrawal
+from consortium.scenarios import sme_credit, sme_use, sme_withdrawal
 
 
 @click.command("withdraw")
@@ -22,7 +22,7 @@ from consortium.scenarios import sme_use, sme_withdrawal
 @chain_option
 @click.option(
     "--party",
-    type=click.Choice(sme_withdrawal.DATA_PARTIES),
+    type=click.Choice(sme_credit.DATA_PARTIES),
     required=True,
     help="The data party the businesses withdraw their consent from.",
 )
@@ -51,7 +51,7 @@ def withdraw_command(
         version = sme_withdrawal.withdraw(chain, run, party, businesses, sent=sent.append)
     finally:
         chain.close()
-    dataset = run.datasets[sme_withdrawal.DATA_PARTIES.index(party)]
+    dataset = run.datasets[sme_credit.DATA_PARTIES.index(party)]
     if as_json:
         emit_json(
             {"party": party, "dataset": dataset, "subjectsVersion": version, "transactions": sent}

@@ -96,6 +96,7 @@ ALIGNMENT_FORMAT = "consortium.sme-credit.alignment/1"
 MAX_SCENARIO_BYTES = 2**20  # settings, a deployment, digests and two paths: a few kB
 WHAT = "the SME-credit simulation"
 INSTITUTE, BANK, PLATFORM, REGULATOR = "institute", "bank", "platform", "regulator"
+DATA_PARTIES = (BANK, PLATFORM)
 PARTIES = (INSTITUTE, BANK, PLATFORM, REGULATOR)
 FUNDS = 10**20
 CONSENT_DAYS = 365
@@ -255,6 +256,16 @@ class SmeRun:
     initial_model: bytes
     alignments: tuple[bytes, bytes]  # in the bank's store, in the platform's
     files: tuple[PartyFile, PartyFile] | None  # None: the generator's data
+
+    def data_party(self, name: str, doing: str) -> tuple[int, Party]:
+        """The position (0 the bank, 1 the platform) and the party of data party ``name``, of
+        which the caller is ``doing`` something ("disclose"); another name is a usage error."""
+        if name not in DATA_PARTIES:
+            raise UsageError(
+                f"only the data parties ({', '.join(DATA_PARTIES)}) {doing}, not {name!r}"
+            )
+        which = DATA_PARTIES.index(name)
+        return which, (self.bank, self.platform)[which]
 
     def to_json(self) -> dict[str, Any]:
         return {

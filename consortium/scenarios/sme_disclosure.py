@@ -23,7 +23,7 @@ from consortium.files import write_text_atomically
 from consortium.protocol.vertical.disclosure import PartyDisclosure
 from consortium.scenarios.parties import PRIVATE_FILE
 from consortium.scenarios.party_secrets import read_psi_key, read_subject_secret
-from consortium.scenarios.sme_credit import BANK, PLATFORM, Alignment, SmeRun
+from consortium.scenarios.sme_credit import Alignment, SmeRun
 from consortium.scenarios.sme_inputs import (
     Withdrawals,
     consent_tree,
@@ -32,18 +32,13 @@ from consortium.scenarios.sme_inputs import (
 )
 from consortium.store.artifacts import ArtifactError
 
-DATA_PARTIES = (BANK, PLATFORM)
 DISCLOSURE_FILE = "subject-disclosure-job-{job}.json"
 
 
 def disclosure_of(run: SmeRun, party: str) -> PartyDisclosure:
     """The disclosure of data party ``party`` (``bank`` or ``platform``) for the run's job."""
-    if party not in DATA_PARTIES:
-        raise UsageError(
-            f"only the data parties disclose ({', '.join(DATA_PARTIES)}), not {party!r}"
-        )
-    which = DATA_PARTIES.index(party)
-    owner, dataset = (run.bank, run.platform)[which], run.datasets[which]
+    which, owner = run.data_party(party, "disclose")
+    dataset = run.datasets[which]
     data, _ = read_inputs(run.settings.businesses, run.settings.seed, run.files)
     table = (data.bank, data.platform)[which]
     alignment = Alignment.load(
@@ -73,7 +68,7 @@ def disclosure_of(run: SmeRun, party: str) -> PartyDisclosure:
 def disclose(run: SmeRun, party: str) -> Path:
     """Writes the disclosure of ``party`` for the run's job in its directory; returns its path."""
     disclosure = disclosure_of(run, party)
-    owner = (run.bank, run.platform)[DATA_PARTIES.index(party)]
+    _, owner = run.data_party(party, "disclose")
     path = owner.directory / DISCLOSURE_FILE.format(job=run.job_id)
     write_text_atomically(path, json.dumps(disclosure.to_json()), mode=PRIVATE_FILE)
     return path

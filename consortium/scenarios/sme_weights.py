@@ -20,9 +20,8 @@ from consortium.files import write_text_atomically
 from consortium.ledger.client import Ledger
 from consortium.protocol.vertical.party import commitment_opening
 from consortium.protocol.vertical.weights_disclosure import WeightsDisclosure
-from consortium.scenarios.parties import PRIVATE_FILE, Party
+from consortium.scenarios.parties import PRIVATE_FILE
 from consortium.scenarios.sme_credit import SmeRun
-from consortium.scenarios.sme_disclosure import DATA_PARTIES
 from consortium.store.artifacts import ArtifactError
 
 WEIGHTS_FILE = "weights-disclosure-job-{job}-round-{round}.json"
@@ -31,7 +30,7 @@ WEIGHTS_FILE = "weights-disclosure-job-{job}-round-{round}.json"
 def weights_disclosure_of(chain: Chain, run: SmeRun, party: str) -> WeightsDisclosure:
     """The opening of data party ``party``'s (``bank`` or ``platform``) commitment in the head
     model of the run's job."""
-    owner = _owner(run, party)
+    _, owner = run.data_party(party, "disclose")
     job = Ledger(chain, run.deployment).jobs.get(run.job_id)
     if job.last_round == 0:
         raise UsageError(f"job {run.job_id} has no anchored round: no trained weights to disclose")
@@ -55,16 +54,7 @@ def weights_disclosure_of(chain: Chain, run: SmeRun, party: str) -> WeightsDiscl
 def disclose_weights(chain: Chain, run: SmeRun, party: str) -> Path:
     """Writes ``party``'s weights disclosure of the job's head in its directory; returns it."""
     disclosure = weights_disclosure_of(chain, run, party)
-    path = _owner(run, party).directory / WEIGHTS_FILE.format(
-        job=disclosure.job_id, round=disclosure.round
-    )
+    _, owner = run.data_party(party, "disclose")
+    path = owner.directory / WEIGHTS_FILE.format(job=disclosure.job_id, round=disclosure.round)
     write_text_atomically(path, json.dumps(disclosure.to_json()), mode=PRIVATE_FILE)
     return path
-
-
-def _owner(run: SmeRun, party: str) -> Party:
-    if party not in DATA_PARTIES:
-        raise UsageError(
-            f"only the data parties disclose ({', '.join(DATA_PARTIES)}), not {party!r}"
-        )
-    return (run.bank, run.platform)[DATA_PARTIES.index(party)]

@@ -24,15 +24,13 @@ from consortium.fl.party_table import PartyTable
 from consortium.ledger.client import Ledger
 from consortium.scenarios.parties import Party
 from consortium.scenarios.party_secrets import read_subject_secret
-from consortium.scenarios.sme_credit import BANK, PLATFORM, SmeRun, SmeSettings
+from consortium.scenarios.sme_credit import SmeRun, SmeSettings
 from consortium.scenarios.sme_inputs import (
     Withdrawals,
     consent_tree,
     consenting_rows,
     read_inputs,
 )
-
-DATA_PARTIES = (BANK, PLATFORM)
 
 
 def withdraw(
@@ -52,13 +50,11 @@ def withdraw(
         UsageError: for another party, no ids, or an id the party does not hold, that did not
             consent, or that already withdrew (except all of one recorded withdrawal: a rerun).
     """
-    if party not in DATA_PARTIES:
-        raise UsageError(f"only {' and '.join(DATA_PARTIES)} hold consents, not {party!r}")
+    which, owner = run.data_party(party, "hold consents")
     ids = tuple(sorted(set(business_ids)))
     if not ids:
         raise UsageError("name at least one business that withdraws its consent")
-    which = DATA_PARTIES.index(party)
-    owner, dataset = (run.bank, run.platform)[which], run.datasets[which]
+    dataset = run.datasets[which]
     ledger = Ledger(chain, run.deployment, owner.account)
     record = Withdrawals.read(owner.directory, dataset)
     on_chain = ledger.consents.dataset(dataset).subjects_version
