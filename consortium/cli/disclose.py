@@ -12,20 +12,15 @@ import click
 from consortium.chain.backend import EMBEDDED, connect
 from consortium.cli.output import emit_json
 from consortium.cli.params import json_option
-from consortium.cli.predict import chain_option, out_option
+from consortium.cli.predict import chain_option, data_party_option, out_option
 from consortium.errors import UsageError
-from consortium.scenarios import sme_credit, sme_disclosure, sme_use, sme_weights
+from consortium.scenarios import sme_disclosure, sme_use, sme_weights
 
 
 @click.command("disclose")
 @out_option
 @chain_option
-@click.option(
-    "--party",
-    type=click.Choice(sme_credit.DATA_PARTIES),
-    required=True,
-    help="The data party that discloses.",
-)
+@data_party_option("The data party that discloses.")
 @click.option(
     "--weights",
     is_flag=True,

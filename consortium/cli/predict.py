@@ -4,7 +4,9 @@ scoring an applicant (``score``) or listing the suitable businesses it shares wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -15,6 +17,9 @@ from consortium.cli.params import json_option
 from consortium.errors import UsageError
 from consortium.ledger.jobs import ModelUse
 from consortium.scenarios import sme_use
+from consortium.scenarios.sme_credit import DATA_PARTIES
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 out_option = click.option(
     "--out",
@@ -28,6 +33,11 @@ chain_option = click.option(
     required=True,
     help="The JSON-RPC URL of the node the run used.",
 )
+
+
+def data_party_option(help_text: str) -> Callable[[F], F]:
+    """``--party``: the bank or the platform of the run, the one that ``help_text`` says."""
+    return click.option("--party", type=click.Choice(DATA_PARTIES), required=True, help=help_text)
 
 
 @click.group()

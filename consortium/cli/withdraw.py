@@ -12,7 +12,7 @@ import click
 from consortium.chain.backend import EMBEDDED, connect
 from consortium.cli.output import emit_json
 from consortium.cli.params import json_option
-from consortium.cli.predict import chain_option, out_option
+from consortium.cli.predict import chain_option, data_party_option, out_option
 from consortium.errors import UsageError
 from consortium.scenarios import sme_credit, sme_use, sme_withdrawal
 
@@ -20,12 +20,7 @@ from consortium.scenarios import sme_credit, sme_use, sme_withdrawal
 @click.command("withdraw")
 @out_option
 @chain_option
-@click.option(
-    "--party",
-    type=click.Choice(sme_credit.DATA_PARTIES),
-    required=True,
-    help="The data party the businesses withdraw their consent from.",
-)
+@data_party_option("The data party the businesses withdraw their consent from.")
 @click.option(
     "--business",
     "businesses",
