@@ -47,6 +47,8 @@ def test_the_human_report_has_the_epochs_the_quality_and_the_verdict() -> None:
     assert result.exit_code == 0, result.output
     for text in ("SME-credit job 1", "held-out AUC", "bank's features only", "VERIFIED"):
         assert text in result.output
+    # Without --out the run's directory is removed: the referral list is not said to be kept.
+    assert "listed (pass --out to keep the list)" in result.output
 
 
 def test_csv_files_take_the_generators_place(tmp_path: Path) -> None:

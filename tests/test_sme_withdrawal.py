@@ -175,7 +175,7 @@ def test_a_rerun_after_a_crash_before_the_transaction_publishes_it(withdrawn: Wi
 @pytest.mark.parametrize(
     ("party", "ids", "message"),
     [
-        ("institute", ["SME-000001"], "only the data parties (bank, platform) hold consents, not 'institute'"),
+        ("institute", ["SME-000001"], "only the data parties (bank, platform) hold consents"),
         ("bank", [], "name at least one business"),
         ("bank", ["SME-nobody"], "the bank holds no business 'SME-nobody'"),
         ("bank", ["<withdrawn>"], "already withdrew from the bank (subjects version 2)"),

@@ -93,23 +93,27 @@ def referral_command(out: Path, chain_url: str, max_default_rate: float, as_json
     click.echo(referral_line(referral))
 
 
-def referral_json(referral: sme_use.Referral) -> dict[str, object]:
+def referral_json(referral: sme_use.Referral, *, kept: bool = True) -> dict[str, object]:
+    """The referral for machines; ``list`` is None when the file is not ``kept`` (a run's
+    temporary directory)."""
     return {
         "scored": referral.scored,
         "suitable": len(referral.suitable),
         "maxDefaultRate": referral.max_default_rate,
-        "list": str(referral.path),
+        "list": str(referral.path) if kept else None,
         "use": _use_json(referral.recorded.use),
         "disclosure": referral.recorded.disclosure_digest.hex(),
     }
 
 
-def referral_line(referral: sme_use.Referral) -> str:
-    """One line for people: how many were scored and listed, where the list is, the use."""
+def referral_line(referral: sme_use.Referral, *, kept: bool = True) -> str:
+    """One line for people: how many were scored and listed, where the list is (or that it is
+    not ``kept``: a run without --out), the use."""
+    where = f"listed in {referral.path}" if kept else "listed (pass --out to keep the list)"
     return (
         f"referral: {referral.scored:,} shared consented businesses scored, "
         f"{len(referral.suitable):,} below a default rate of {referral.max_default_rate:g} "
-        f"listed in {referral.path}; {_anchored(referral.recorded.use)}"
+        f"{where}; {_anchored(referral.recorded.use)}"
     )
 
 

@@ -305,9 +305,10 @@ def sme_credit_command(
                      f"{-quality.gap:+.4f}"),
                 ],
             )  # fmt: skip
-            click.echo(referral_line(referral))
+            click.echo(referral_line(referral, kept=out is not None))
 
-        extra = {"quality": quality.to_json(), "referral": referral_json(referral)}
+        referred = referral_json(referral, kept=out is not None)
+        extra = {"quality": quality.to_json(), "referral": referred}
         # Both data parties disclose their consented businesses and the weights they trained
         # to the run's own auditor.
         parties = (sme_credit.BANK, sme_credit.PLATFORM)
