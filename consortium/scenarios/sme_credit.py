@@ -52,7 +52,14 @@ from consortium.fl.standardize import Standardizer
 from consortium.fl.vertical import hetero_lr, psi
 from consortium.fl.vertical.paillier import KeyPair
 from consortium.fl.vertical.roles import Guest, Host
-from consortium.fl.vertical.terms import GUEST, HOST, MIN_KEY_BITS, PROTOCOL, Terms
+from consortium.fl.vertical.terms import (
+    GUEST,
+    HOST,
+    MIN_KEY_BITS,
+    PROTOCOL,
+    HeteroLRError,
+    Terms,
+)
 from consortium.jsonio import read_json_file, read_regular_file
 from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment, Founder, deploy
@@ -336,19 +343,17 @@ def set_up(
     alignments = _intersect(data, bank_rows, platform_rows, context, psi_keys)
     shared, held_out = len(alignments[0].rows), len(alignments[0].evaluation)
     if shared == held_out:
-        where = (
-            "the generated data"
-            if files is None
-            else f"{files[0].path.resolve()} and {files[1].path.resolve()}"
-        )
         raise UsageError(
             f"the bank and the platform share {shared} consented businesses, none of them to "
-            f"train on ({where}): the job would have no rows"
+            f"train on ({_source(files)}): the job would have no rows"
         )
     report("making the arbiter's key")
     keys = arbiter_key(institute, bits=settings.key_bits)
-    terms, guest, host = _job_tables(data, alignments, settings)
-    roles = hetero_lr.set_up(guest[0], host[0], terms, keys=keys)
+    try:
+        terms, guest, host = _job_tables(data, alignments, settings)
+        roles = hetero_lr.set_up(guest[0], host[0], terms, keys=keys)
+    except HeteroLRError as exc:  # e.g. too few shared rows for the batch rule
+        raise UsageError(f"{exc} ({_source(files)})") from None
     commitments = {
         party.account.address: _commit_initial(party, role, ledgers[party.name])
         for party, role in ((bank, roles.guest), (platform, roles.host))
@@ -385,6 +390,13 @@ def set_up(
     deployment.save(out / DEPLOYMENT_FILE)
     write_text_atomically(out / SCENARIO_FILE, json.dumps(run.to_json(), indent=2))
     return run
+
+
+def _source(files: tuple[PartyFile, PartyFile] | None) -> str:
+    """Where the job's data comes from, for an error about it."""
+    if files is None:
+        return "the generated data"
+    return f"{files[0].path.resolve()} and {files[1].path.resolve()}"
 
 
 def _found(
