@@ -17,6 +17,7 @@ variable                       overrides                  note
 ``CONSORTIUM_CONFIG``          (the file itself)          path of the configuration file
 ``CONSORTIUM_NETWORK``         ``network.url``            ``embedded`` or an http(s):// URL
 ``CONSORTIUM_CHAIN_ID``        ``network.chain_id``       decimal integer, 0 = accept any
+``CONSORTIUM_CONFIRMATIONS``   ``network.confirmations``  blocks that must hold a transaction
 ``CONSORTIUM_DATA_DIR``        ``paths.data_dir``         relative to the current directory
 ``CONSORTIUM_KEYSTORE_DIR``    ``paths.keystore_dir``     relative to the data directory
 ``CONSORTIUM_DEPLOYMENT_FILE`` ``paths.deployment_file``  relative to the data directory
@@ -55,6 +56,7 @@ class NetworkConfig:
     url: str
     chain_id: int
     poll_latency: float
+    confirmations: int  # blocks that must hold a transaction before it counts; 1 = mined
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,8 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Check]]] = {
         "url": ("embedded", _network_url),
         "chain_id": (0, _integer(0, _MAX_CHAIN_ID)),
         "poll_latency": (0.05, _seconds(0, 60)),
+        # More blocks than this outlast the 120 s wait for a transaction at a block a second.
+        "confirmations": (1, _integer(1, 100)),
     },
     "paths": {
         "data_dir": (".consortium", _path),
@@ -205,6 +209,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "CONSORTIUM_NETWORK": ("network", "url"),
     "CONSORTIUM_CHAIN_ID": ("network", "chain_id"),
+    "CONSORTIUM_CONFIRMATIONS": ("network", "confirmations"),
     "CONSORTIUM_DATA_DIR": ("paths", "data_dir"),
     "CONSORTIUM_KEYSTORE_DIR": ("paths", "keystore_dir"),
     "CONSORTIUM_DEPLOYMENT_FILE": ("paths", "deployment_file"),

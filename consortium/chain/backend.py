@@ -14,13 +14,24 @@ from consortium.errors import UsageError
 EMBEDDED = "embedded"
 
 
-def connect(url: str, *, chain_id: int | None = None, poll_latency: float = 0.05) -> Chain:
+def connect(
+    url: str, *, chain_id: int | None = None, poll_latency: float = 0.05, confirmations: int = 1
+) -> Chain:
     """The chain at ``url``: ``"embedded"`` for a fresh in-process chain, or an http(s) URL.
 
     ``chain_id``, when given, must match the endpoint's, so that a configuration pointing at
-    the wrong network fails before anything is signed.
+    the wrong network fails before anything is signed. ``confirmations`` is how many blocks
+    must hold a transaction before its receipt is returned. The embedded chain refuses more
+    than one: it mines a block only when a transaction arrives, so a wait for blocks on top
+    of the last one would never end, and it never reorganises, so there is nothing to wait
+    for.
     """
     if url == EMBEDDED:
+        if confirmations != 1:
+            raise UsageError(
+                f"the embedded chain takes 1 confirmation, not {confirmations}: it mines a "
+                "block only when a transaction arrives and never reorganises"
+            )
         # Imported here: py-evm and eth-tester take a third of a second to import, and only
         # the embedded chain needs them.
         from consortium.chain.embedded import EmbeddedChain
@@ -33,5 +44,5 @@ def connect(url: str, *, chain_id: int | None = None, poll_latency: float = 0.05
             )
         return chain
     if url.startswith(("http://", "https://")):
-        return RpcChain(url, chain_id, poll_latency)
+        return RpcChain(url, chain_id, poll_latency, confirmations=confirmations)
     raise UsageError(f"unsupported chain URL {url!r}: use 'embedded' or an http(s):// URL")

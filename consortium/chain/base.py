@@ -61,6 +61,10 @@ class Chain(ABC):
     chain_id: int
     description: str
     poll_latency: float
+    confirmations: int = 1
+    """How many blocks must hold a transaction before its receipt is handed out: 1 is the block
+    that mines it; more wait for blocks on top of it, so that a reorganisation of the newest
+    blocks (a network with probabilistic finality) cannot undo what the caller acts on."""
 
     def __init__(self) -> None:
         self._nonces: dict[str, int] = {}
@@ -184,25 +188,49 @@ class Chain(ABC):
         return self._tip[1]
 
     def wait_for_receipt(self, tx_hash: HexBytes, timeout: float = 120.0) -> TxReceipt:
-        """The receipt of ``tx_hash`` once mined. Polled first at this chain's poll latency
-        (an instantly mining node answers within it), then less and less often, up to every
-        :data:`MAX_POLL_INTERVAL` seconds: a network with a block time of seconds would
-        otherwise be asked hundreds of times per transaction, each answer costing this
-        process the time its other threads (a pipelined round's training) need."""
+        """The receipt of ``tx_hash`` once mined and :attr:`confirmations` blocks deep, the
+        one wait every confirmed transaction goes through.
+
+        Polled first at this chain's poll latency (an instantly mining node answers within
+        it), then less and less often, up to every :data:`MAX_POLL_INTERVAL` seconds: a network
+        with a block time of seconds would otherwise be asked hundreds of times per
+        transaction, each answer costing this process the time its other threads (a pipelined
+        round's training) need. With more than one confirmation the head is read before the
+        receipt on every poll, so the depth counted is never more than the chain's; the
+        receipt is read again each time, so one that a reorganisation dropped is waited for
+        again and one moved to another block is counted from there. One confirmation asks
+        for the receipt only.
+        """
         deadline = time.monotonic() + timeout
         delay = self.poll_latency
         while True:
+            head = self.w3.eth.block_number if self.confirmations > 1 else None
             try:
-                return self.w3.eth.get_transaction_receipt(tx_hash)
+                receipt: TxReceipt | None = self.w3.eth.get_transaction_receipt(tx_hash)
             except TransactionNotFound:
-                pass
+                receipt = None
+            depth = _depth(receipt, head)
+            if receipt is not None and depth >= self.confirmations:
+                return receipt
             if time.monotonic() + delay > deadline:
-                raise ChainUnavailable(
-                    f"transaction {tx_hash.to_0x_hex()} was not mined within {timeout:g} s "
-                    f"on {self.description}"
-                )
+                raise self._unconfirmed(tx_hash, timeout, receipt, depth)
             time.sleep(delay)
             delay = min(max(delay * 1.5, 0.001), max(MAX_POLL_INTERVAL, self.poll_latency))
+
+    def _unconfirmed(
+        self, tx_hash: HexBytes, timeout: float, receipt: TxReceipt | None, depth: int
+    ) -> ChainUnavailable:
+        """The timeout of :meth:`wait_for_receipt`, naming the confirmations it waited for."""
+        where = f"within {timeout:g} s on {self.description}"
+        if receipt is None:
+            asked = f" ({self.confirmations} confirmations asked)" if self.confirmations > 1 else ""
+            return ChainUnavailable(
+                f"transaction {tx_hash.to_0x_hex()} was not mined {where}{asked}"
+            )
+        return ChainUnavailable(
+            f"transaction {tx_hash.to_0x_hex()} was mined in block {receipt['blockNumber']} "
+            f"but had {depth} of the {self.confirmations} confirmations asked {where}"
+        )
 
     @abstractmethod
     def close(self) -> None:
@@ -215,6 +243,16 @@ class Chain(ABC):
                 f"cannot {what} on chain id {self.chain_id}: only local development chains "
                 f"({local}) allow it"
             )
+
+
+def _depth(receipt: TxReceipt | None, head: int | None) -> int:
+    """How many blocks hold ``receipt`` with ``head`` the latest: 0 unmined, and 1, the block
+    that mined it, when the head was not read (one confirmation asks for no more)."""
+    if receipt is None:
+        return 0
+    if head is None:
+        return 1
+    return max(head - int(receipt["blockNumber"]) + 1, 0)
 
 
 def rpc_message(exc: Exception) -> str:

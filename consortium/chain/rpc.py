@@ -21,10 +21,17 @@ class RpcChain(Chain):
         poll_latency: float = 0.05,
         *,
         request_timeout: float = 30.0,
+        confirmations: int = 1,
     ) -> None:
+        """``confirmations``: how many blocks must hold a transaction before its receipt is
+        returned (:attr:`Chain.confirmations`); 1, the block that mines it, suits a node
+        whose blocks are final once made (anvil, a QBFT network)."""
+        if confirmations < 1:
+            raise UsageError(f"confirmations must be 1 or more, got {confirmations}")
         super().__init__()
         self.url = url
         self.poll_latency = poll_latency
+        self.confirmations = confirmations
         self._session = requests.Session()
         # requests looks the proxy and netrc settings up in the environment on every request
         # (a sizeable share of a local node's round trip); they are read once, here, instead.

@@ -70,7 +70,8 @@ class Transactor:
         return receipt["contractAddress"], receipt  # type: ignore[return-value]
 
     def confirm(self, tx_hash: HexBytes) -> TxReceipt:
-        """Waits for ``tx_hash`` and returns its receipt if it succeeded.
+        """Waits for ``tx_hash`` and returns its receipt, as deep as the chain's confirmations
+        ask (:meth:`Chain.wait_for_receipt`), if it succeeded.
 
         A failed transaction is re-run as ``eth_call`` at its block to recover the reason
         (ChainRevert); without one, TransactionFailed names the transaction. Public so that a
@@ -172,12 +173,18 @@ class Transactor:
                 raise self._rejected(exc) from None
 
     def receipt(self, tx_hash: HexBytes) -> TxReceipt | None:
-        """The receipt of ``tx_hash`` if it was mined, None while pending or unknown."""
+        """The receipt of ``tx_hash`` if it was mined, None while pending or unknown. On a
+        chain that asks for more than one confirmation, a mined one is handed to
+        :meth:`Chain.wait_for_receipt` and returned once confirmed there, so that a settled
+        transaction is as deep as a confirmed one."""
         with _connection(self.chain.description):
             try:
-                return self.chain.w3.eth.get_transaction_receipt(tx_hash)
+                receipt = self.chain.w3.eth.get_transaction_receipt(tx_hash)
             except TransactionNotFound:
                 return None
+            if self.chain.confirmations > 1:
+                return self.chain.wait_for_receipt(tx_hash, self.receipt_timeout)
+            return receipt
 
     def is_known(self, tx_hash: HexBytes) -> bool:
         """Whether the node knows ``tx_hash`` at all, mined or pending. A node that restarted

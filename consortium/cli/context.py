@@ -46,7 +46,10 @@ class CliContext:
                 "on each other"
             )
         return connect(
-            network.url, chain_id=network.chain_id or None, poll_latency=network.poll_latency
+            network.url,
+            chain_id=network.chain_id or None,
+            poll_latency=network.poll_latency,
+            confirmations=network.confirmations,
         )
 
     def chain(self) -> Chain:
