@@ -39,6 +39,7 @@ def isolate_cli(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
         "CONFIG",
         "NETWORK",
         "CHAIN_ID",
+        "CONFIRMATIONS",
         "DATA_DIR",
         "KEYSTORE_DIR",
         "DEPLOYMENT_FILE",

@@ -64,7 +64,7 @@ def test_committed_file_sets_every_field_and_points_at_the_local_node() -> None:
     committed = REPO_ROOT / "hardhat-free-config.toml"
     document = tomllib.loads(committed.read_text(encoding="utf-8"))
     assert {section: set(keys) for section, keys in document.items()} == {
-        "network": {"url", "chain_id", "poll_latency"},
+        "network": {"url", "chain_id", "poll_latency", "confirmations"},
         "paths": {"data_dir", "keystore_dir", "deployment_file"},
         "anvil": {"host", "port", "chain_id", "archive"},
         "governance": {"quorum_bps", "proposal_lifetime"},
