@@ -922,12 +922,14 @@ def test_jobs_list_show_and_close(consortium: Consortium, anvil_node: AnvilNode)
     assert (listed["coordinator"], listed["consumer"]) == (a["institute"], a["bank"])
     assert (listed["participants"], listed["datasets"]) == ([a["bank"]], [1])
     assert (listed["headModel"], listed["lastAnchorBlock"]) == ("0x" + "02" * 32, None)
+    assert listed["modelUses"] == 0
     assert as_json(run("job", "show", str(job_id), "--json")) == {
         **listed, "checkStillHolds": True,
     }  # fmt: skip
     shown = ok(run("job", "show", str(job_id)))
     assert "status       open\n" in shown and "rounds       0 anchored\n" in shown
     assert "next anchor  fast path" in shown and f"participant  {a['bank']}\n" in shown
+    assert "model uses   0 recorded\n" in shown
     assert "credit-scoring" in ok(run("job", "list"))
 
     # Only the job's coordinator closes it, and closing twice sends nothing.

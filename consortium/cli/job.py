@@ -34,6 +34,7 @@ def _job_json(j: Job) -> dict[str, Any]:
         "rounds": j.last_round,
         "lastAnchorBlock": j.last_anchor_block or None,
         "headModel": j.head_model_digest,
+        "modelUses": j.model_use_count,
         "initialModel": j.initial_model_digest,
         "modelSpec": j.model_spec_digest,
         "participants": list(j.participants),
@@ -96,6 +97,7 @@ def show(context: CliContext, job_id: int, as_json: bool) -> None:
             f", the last in block {j.last_anchor_block}" if j.last_round else ""
         )),
         ("head model", j.head_model_digest.hex()),
+        ("model uses", f"{j.model_use_count} recorded"),
         ("initial", j.initial_model_digest.hex()),
         ("model spec", j.model_spec_digest.hex()),
         ("created", f"{timestamp(j.created_at)} in block {j.created_block}"),
