@@ -11,16 +11,14 @@ refused unread, as a format this auditor does not know would be: its rounds cann
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 
 from consortium.errors import UsageError
 from consortium.protocol.audit import ProtocolAudit
 from consortium.protocol.fedavg import audit as fedavg
+from consortium.protocol.registry import by_protocol, lookup
 from consortium.protocol.vertical import audit as vertical
 
-PROTOCOLS: Mapping[str, ProtocolAudit] = MappingProxyType(
-    {audit.protocol_id: audit for audit in (fedavg.AUDIT, vertical.AUDIT)}
-)
+PROTOCOLS: Mapping[str, ProtocolAudit] = by_protocol(fedavg.AUDIT, vertical.AUDIT)
 
 
 class UnknownProtocol(UsageError):
@@ -33,10 +31,10 @@ def protocol_audit(protocol_id: str) -> ProtocolAudit:
     Raises:
         UnknownProtocol: if no registered protocol has that id.
     """
-    try:
-        return PROTOCOLS[protocol_id]
-    except KeyError:
-        known = ", ".join(sorted(PROTOCOLS))
-        raise UnknownProtocol(
+    return lookup(
+        PROTOCOLS,
+        protocol_id,
+        lambda known: UnknownProtocol(
             f"bundle protocol {protocol_id!r} is not one this auditor knows (known: {known})"
-        ) from None
+        ),
+    )

@@ -10,12 +10,12 @@ lives with the protocol, beside its audit checks, which read what it exported.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Protocol
 
 from consortium.crypto.update_record import UpdateRecord
 from consortium.errors import UsageError
 from consortium.protocol.fedavg import bundle as fedavg
+from consortium.protocol.registry import by_protocol, lookup
 from consortium.protocol.vertical import bundle as vertical
 from consortium.store.artifacts import ArtifactStore
 
@@ -34,9 +34,7 @@ class BundleLayout(Protocol):
         ...
 
 
-LAYOUTS: Mapping[str, BundleLayout] = MappingProxyType(
-    {layout.protocol_id: layout for layout in (fedavg.LAYOUT, vertical.LAYOUT)}
-)
+LAYOUTS: Mapping[str, BundleLayout] = by_protocol(fedavg.LAYOUT, vertical.LAYOUT)
 
 
 class NoBundleLayout(UsageError):
@@ -49,10 +47,10 @@ def bundle_layout(protocol_id: str) -> BundleLayout:
     Raises:
         NoBundleLayout: if no protocol here has that id.
     """
-    try:
-        return LAYOUTS[protocol_id]
-    except KeyError:
-        known = ", ".join(sorted(LAYOUTS))
-        raise NoBundleLayout(
+    return lookup(
+        LAYOUTS,
+        protocol_id,
+        lambda known: NoBundleLayout(
             f"job protocol {protocol_id!r} is not one a bundle can be written for (known: {known})"
-        ) from None
+        ),
+    )
