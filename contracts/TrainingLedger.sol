@@ -46,6 +46,8 @@ contract TrainingLedger {
         uint64 modelUseCount;
         // slot 2
         bytes32 headModelDigest;
+        // slot 3: the participants the last full check covered (bit i: participants[i])
+        uint256 checkedParticipants;
         // cold data
         address consumer;
         uint64 createdAt;
@@ -63,6 +65,7 @@ contract TrainingLedger {
         uint32 round;
         bytes32 merkleRoot;
         uint32 participantCount;
+        uint256 participantMask;
         bytes32 modelDigest;
         bytes32 metricsDigest;
         bytes32 previousModelDigest;
@@ -70,6 +73,8 @@ contract TrainingLedger {
         uint256 timestamp;
     }
 
+    /// @notice The most participants a job may have: a round names its own by a 256-bit mask.
+    uint256 public constant MAX_PARTICIPANTS = 256;
     /// @notice The membership registry.
     ConsortiumRegistry public immutable registry;
     /// @notice The dataset and consent registry.
@@ -97,15 +102,22 @@ contract TrainingLedger {
         uint32 indexed round,
         bytes32 merkleRoot,
         uint32 participantCount,
+        uint256 participantMask,
         bytes32 modelDigest,
         bytes32 metricsDigest,
         bytes32 previousModelDigest,
         uint256 previousAnchorBlock,
         bytes32 commitment
     );
-    /// @notice Membership and consents of job `jobId` were re-checked in full and found valid.
+    /// @notice Membership and consents of job `jobId` were re-checked in full for the participants
+    /// of `participantMask` (bit i: the job's participant i) and found valid.
     event JobRevalidated(
-        uint256 indexed jobId, uint32 membershipEpoch, uint32 consentEpoch, uint64 windowStart, uint64 windowEnd
+        uint256 indexed jobId,
+        uint256 participantMask,
+        uint32 membershipEpoch,
+        uint32 consentEpoch,
+        uint64 windowStart,
+        uint64 windowEnd
     );
     /// @notice `caller` used model `modelDigest` of job `jobId` for the `useIndex`-th time on the
     /// job, as `useKind` ("score": one applicant, "referral": a batch), on `subjects` data
@@ -135,7 +147,8 @@ contract TrainingLedger {
     error NotJobCoordinator(uint256 jobId, address account);
     /// @notice Participant `participant` is not an active member.
     error ParticipantNotMember(address participant);
-    /// @notice Participants must be non-empty, at most 1000, and sorted strictly ascending; entry `index` is not.
+    /// @notice Participants must be non-empty, at most `MAX_PARTICIPANTS`, and sorted strictly ascending; entry
+    /// `index` is not.
     error InvalidParticipants(uint256 index);
     /// @notice A job needs at least one dataset and at most 1000.
     error InvalidDatasets();
@@ -145,8 +158,8 @@ contract TrainingLedger {
     error ConsentNotValid(uint256 datasetId, address grantee, bytes32 purpose);
     /// @notice Job `jobId` expects round `expected`, not `round`.
     error WrongRound(uint256 jobId, uint32 expected, uint32 round);
-    /// @notice Participant count `count` is outside 1 to `maximum` for this job.
-    error InvalidParticipantCount(uint32 count, uint256 maximum);
+    /// @notice Participant mask `mask` names no participant, or one beyond the job's `participants`.
+    error InvalidParticipantMask(uint256 mask, uint256 participants);
     /// @notice Merkle root and model digest must not be zero.
     error EmptyDigest();
     /// @notice Round `round` of job `jobId` has not been anchored.
@@ -195,7 +208,7 @@ contract TrainingLedger {
     ) external returns (uint256 jobId) {
         if (purpose == bytes32(0)) revert EmptyPurpose();
         if (initialModelDigest == bytes32(0)) revert EmptyDigest();
-        if (participants.length == 0 || participants.length > 1000) revert InvalidParticipants(0);
+        if (participants.length == 0 || participants.length > MAX_PARTICIPANTS) revert InvalidParticipants(0);
         for (uint256 i = 1; i < participants.length; ++i) {
             if (participants[i] <= participants[i - 1]) revert InvalidParticipants(i);
         }
@@ -218,14 +231,17 @@ contract TrainingLedger {
         emit JobCreated(
             jobId, msg.sender, consumer, purpose, modelSpecDigest, initialModelDigest, participants, datasetIds
         );
-        _revalidate(jobId, job);
+        _revalidate(jobId, job, _all(participants.length));
     }
 
-    /// @notice Anchors round `round` of job `jobId`. Reverts unless the caller is the job's
-    /// coordinator, `round` follows the last anchored round, every participant is still an active
-    /// member and every dataset's consent is valid now.
+    /// @notice Anchors round `round` of job `jobId`, in which the participants of
+    /// `participantMask` took part. Reverts unless the caller is the job's coordinator, `round`
+    /// follows the last anchored round, each of those participants is still an active member and
+    /// the consent of every dataset they own (the consumer's own aside) is valid now. The other
+    /// participants may have left, or lost a consent: the job goes on without them.
     /// @param merkleRoot RFC 6962 root over the round's signed update records.
-    /// @param participantCount Number of records under `merkleRoot`.
+    /// @param participantMask The round's participants: bit i set for the job's participant i
+    /// (in `getJob`'s order); as many records as bits are under `merkleRoot`.
     /// @param modelDigest Digest of the aggregated model this round produced.
     /// @param metricsDigest Digest of the round's metrics artifact.
     /// @return commitment The stored commitment of this round.
@@ -233,7 +249,7 @@ contract TrainingLedger {
         uint256 jobId,
         uint32 round,
         bytes32 merkleRoot,
-        uint32 participantCount,
+        uint256 participantMask,
         bytes32 modelDigest,
         bytes32 metricsDigest
     ) external returns (bytes32 commitment) {
@@ -245,19 +261,18 @@ contract TrainingLedger {
         if (msg.sender != job.coordinator) revert NotJobCoordinator(jobId, msg.sender);
         if (round != job.lastRound + 1) revert WrongRound(jobId, job.lastRound + 1, round);
         if (merkleRoot == bytes32(0) || modelDigest == bytes32(0)) revert EmptyDigest();
-        if (participantCount == 0 || participantCount > job.participants.length) {
-            revert InvalidParticipantCount(participantCount, job.participants.length);
-        }
-        if (!_checkStillHolds(job)) _revalidate(jobId, job);
+        if (!_checkStillHolds(job, participantMask)) _revalidate(jobId, job, participantMask);
 
         bytes32 previousModelDigest = job.headModelDigest;
         uint256 previousAnchorBlock = job.lastAnchorBlock;
+        uint32 participantCount = countParticipants(participantMask);
         commitment = computeRoundCommitment(
             RoundAnchor({
                 jobId: jobId,
                 round: round,
                 merkleRoot: merkleRoot,
                 participantCount: participantCount,
+                participantMask: participantMask,
                 modelDigest: modelDigest,
                 metricsDigest: metricsDigest,
                 previousModelDigest: previousModelDigest,
@@ -274,6 +289,7 @@ contract TrainingLedger {
             round,
             merkleRoot,
             participantCount,
+            participantMask,
             modelDigest,
             metricsDigest,
             previousModelDigest,
@@ -321,7 +337,8 @@ contract TrainingLedger {
         if (useKind == bytes32(0)) revert EmptyUseKind();
         if (queryCommitment == bytes32(0) || resultCommitment == bytes32(0)) revert EmptyCommitment();
         if (subjects == 0) revert NoSubjects();
-        if (!_checkStillHolds(job)) _revalidate(jobId, job);
+        uint256 mask = job.checkedParticipants; // those of the latest round: they trained the model
+        if (!_checkStillHolds(job, mask)) _revalidate(jobId, job, mask);
 
         useIndex = ++job.modelUseCount;
         emit ModelUsed(jobId, useIndex, msg.sender, modelDigest, useKind, queryCommitment, resultCommitment, subjects);
@@ -336,17 +353,25 @@ contract TrainingLedger {
     }
 
     /// @notice Where job `jobId` stands before its next round, in one call: its status, latest
-    /// round and head model, and whether its last full check of membership and consent still
-    /// holds (no membership or consent change anywhere since, and now inside the consents'
-    /// common window), in which case the next anchor skips that check.
+    /// round and head model, the participants its last full check of membership and consent
+    /// covered, and whether that check still holds (no membership or consent change anywhere
+    /// since, and now inside the consents' common window), in which case the next anchor by the
+    /// same participants skips it.
     function jobProgress(uint256 jobId)
         external
         view
-        returns (JobStatus status, uint32 lastRound, bytes32 headModelDigest, bool checkStillHolds)
+        returns (
+            JobStatus status,
+            uint32 lastRound,
+            bytes32 headModelDigest,
+            uint256 checkedParticipants,
+            bool checkStillHolds
+        )
     {
         Job storage job = _jobs[jobId];
         if (job.status == JobStatus.None) revert UnknownJob(jobId);
-        return (job.status, job.lastRound, job.headModelDigest, _checkStillHolds(job));
+        uint256 mask = job.checkedParticipants;
+        return (job.status, job.lastRound, job.headModelDigest, mask, _checkStillHolds(job, mask));
     }
 
     /// @notice Number of model uses recorded for job `jobId`; use indices run from 1 to it.
@@ -373,22 +398,46 @@ contract TrainingLedger {
         return keccak256(abi.encode(anchor));
     }
 
+    /// @notice How many participants the participant mask `mask` names: its bits set, counted in
+    /// parallel (constant gas whatever the job's size), as in Hacker's Delight 5-1.
+    function countParticipants(uint256 mask) public pure returns (uint32) {
+        if (mask == type(uint256).max) return 256; // the byte sum below would wrap to 0
+        unchecked {
+            uint256 m1 = 0x5555555555555555555555555555555555555555555555555555555555555555;
+            uint256 m2 = 0x3333333333333333333333333333333333333333333333333333333333333333;
+            uint256 m4 = 0x0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f;
+            uint256 h01 = 0x0101010101010101010101010101010101010101010101010101010101010101;
+            mask -= (mask >> 1) & m1;
+            mask = (mask & m2) + ((mask >> 2) & m2);
+            mask = (mask + (mask >> 4)) & m4;
+            return uint32((mask * h01) >> 248);
+        }
+    }
+
     // ----------------------------------------------------------------- internals
 
-    /// @dev Whether the job's last full check still holds: nothing it read can have changed.
-    function _checkStillHolds(Job storage job) private view returns (bool) {
-        return job.checkedMembershipEpoch == registry.membershipEpoch()
+    /// @dev Whether the job's last full check still holds for the participants of `mask`: it
+    /// covered exactly them, and nothing it read can have changed.
+    function _checkStillHolds(Job storage job, uint256 mask) private view returns (bool) {
+        return job.checkedParticipants == mask && job.checkedMembershipEpoch == registry.membershipEpoch()
             && job.checkedConsentEpoch == consents.consentEpoch() && block.timestamp >= job.windowStart
             && block.timestamp <= job.windowEnd;
     }
 
-    /// @dev Full check of everything a job depends on; caches the epochs and the consent window
-    /// so that later anchors can skip it while nothing changes.
-    function _revalidate(uint256 jobId, Job storage job) private {
+    /// @dev Full check of everything the participants of `mask` depend on: the coordinator and
+    /// the consumer hold their roles, each of them is an active member, and the consent of every
+    /// dataset one of them owns is valid (the consumer's own datasets need none); caches the
+    /// mask, the epochs and the consent window so that later anchors can skip it while nothing
+    /// changes.
+    function _revalidate(uint256 jobId, Job storage job, uint256 mask) private {
         if (!registry.hasRole(job.coordinator, registry.COORDINATOR())) revert NotCoordinator(job.coordinator);
         address[] storage participants = job.participants;
+        if (mask == 0 || mask >> participants.length != 0) revert InvalidParticipantMask(mask, participants.length);
+        uint256 all = _all(participants.length);
         for (uint256 i = 0; i < participants.length; ++i) {
-            if (!registry.isMember(participants[i])) revert ParticipantNotMember(participants[i]);
+            if (mask & (uint256(1) << i) != 0 && !registry.isMember(participants[i])) {
+                revert ParticipantNotMember(participants[i]);
+            }
         }
         if (!registry.hasRole(job.consumer, registry.CONSUMER())) revert NotConsumer(job.consumer);
 
@@ -397,7 +446,8 @@ contract TrainingLedger {
         uint256[] storage datasetIds = job.datasetIds;
         for (uint256 i = 0; i < datasetIds.length; ++i) {
             uint256 datasetId = datasetIds[i];
-            if (consents.getDataset(datasetId).owner == job.consumer) continue;
+            address owner = consents.getDataset(datasetId).owner;
+            if (owner == job.consumer || (mask != all && _leftOut(participants, mask, owner))) continue;
             if (!consents.isConsentValid(datasetId, job.consumer, job.purpose)) {
                 revert ConsentNotValid(datasetId, job.consumer, job.purpose);
             }
@@ -407,10 +457,25 @@ contract TrainingLedger {
         }
         uint32 membershipEpoch = registry.membershipEpoch();
         uint32 consentEpoch = consents.consentEpoch();
+        job.checkedParticipants = mask;
         job.checkedMembershipEpoch = membershipEpoch;
         job.checkedConsentEpoch = consentEpoch;
         job.windowStart = windowStart;
         job.windowEnd = windowEnd;
-        emit JobRevalidated(jobId, membershipEpoch, consentEpoch, windowStart, windowEnd);
+        emit JobRevalidated(jobId, mask, membershipEpoch, consentEpoch, windowStart, windowEnd);
+    }
+
+    /// @dev Whether `account` is a participant of the job whom `mask` leaves out: the round uses
+    /// none of its data. An owner who is no participant at all is not left out.
+    function _leftOut(address[] storage participants, uint256 mask, address account) private view returns (bool) {
+        for (uint256 i = 0; i < participants.length; ++i) {
+            if (participants[i] == account) return mask & (uint256(1) << i) == 0;
+        }
+        return false;
+    }
+
+    /// @dev The mask of all of a job's `count` participants.
+    function _all(uint256 count) private pure returns (uint256) {
+        return type(uint256).max >> (256 - count);
     }
 }

@@ -1,6 +1,6 @@
 """An exported bundle's manifest and rounds, read and rewritten as tests inspect or damage them.
 
-The format (docs/audit-bundle.md, ``consortium.audit-bundle/3``) keeps a small header in
+The format (docs/audit-bundle.md, ``consortium.audit-bundle/4``) keeps a small header in
 ``manifest.json`` and one round entry per line of ``rounds.jsonl``. These helpers write both
 as the exporter does (the header indented, each round as its RFC 8785 bytes and a newline), so
 that changing one character of a value changes one byte of the bundle, and a rewrite that

@@ -221,7 +221,7 @@ def test_unreadable_bundles_are_refused(tmp_path: Path, scenario: Scenario) -> N
     bundle = copy_bundle(scenario, tmp_path)
     manifest = bundle / "manifest.json"
     header = manifest.read_text()
-    manifest.write_text(header.replace("audit-bundle/3", "audit-bundle/9"))
+    manifest.write_text(header.replace("audit-bundle/4", "audit-bundle/9"))
     assert_refused(bundle, "audit-bundle/9")
     manifest.write_text("{")
     assert_refused(bundle, "is not JSON")
@@ -232,8 +232,8 @@ def test_unreadable_bundles_are_refused(tmp_path: Path, scenario: Scenario) -> N
     manifest.write_text(" " * MAX_MANIFEST_BYTES + header)
     assert_refused(
         bundle,
-        "is larger than 1,048,576 bytes, so not the header of a 'consortium.audit-bundle/3' "
-        "(or 'consortium.audit-bundle/2') bundle, the formats this auditor reads",
+        "is larger than 1,048,576 bytes, so not the header of a 'consortium.audit-bundle/4' "
+        "(or an earlier) bundle, the formats this auditor reads",
     )
     too_big = json.loads(header)
     too_big["job"]["id"] = 2**256  # getJob takes a uint256
@@ -254,7 +254,8 @@ def test_format_1_and_bundles_without_their_rounds_file_are_refused(
     assert_refused(
         bundle,
         "has format 'consortium.audit-bundle/1'; this auditor reads "
-        "'consortium.audit-bundle/3' and 'consortium.audit-bundle/2' only",
+        "'consortium.audit-bundle/4', 'consortium.audit-bundle/3' and "
+        "'consortium.audit-bundle/2' only",
     )
     write_manifest(bundle, uncounted)
     assert_refused(bundle, "lacks field 'roundCount'")
@@ -271,7 +272,7 @@ def test_format_1_and_bundles_without_their_rounds_file_are_refused(
 
 def test_the_manifest_names_the_protocol_the_job_s_model_spec_names(scenario: Scenario) -> None:
     manifest = scenario.manifest
-    assert manifest["format"] == "consortium.audit-bundle/3"
+    assert manifest["format"] == "consortium.audit-bundle/4"
     assert manifest["protocol"] == "fedavg/1"
     spec = ArtifactStore(scenario.bundle).get_json(bytes.fromhex(manifest["job"]["modelSpec"]))
     assert spec["protocol"] == "fedavg/1"
@@ -289,9 +290,10 @@ def test_a_format_2_bundle_is_read_as_fedavg(tmp_path: Path, scenario: Scenario)
         assert opened.protocol == "fedavg/1"
     verdict, results = audit(scenario.chain, bundle)
     assert verdict.ok, [r.message for r in results if not r.ok]
-    # A version 3 header must name it.
-    write_manifest(bundle, {**header, "format": "consortium.audit-bundle/3"})
-    assert_refused(bundle, "lacks field 'protocol'")
+    # A version 3 or 4 header must name it.
+    for later in ("consortium.audit-bundle/3", "consortium.audit-bundle/4"):
+        write_manifest(bundle, {**header, "format": later})
+        assert_refused(bundle, "lacks field 'protocol'")
 
 
 def test_an_unknown_protocol_is_refused_in_one_line(

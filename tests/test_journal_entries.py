@@ -41,13 +41,15 @@ RAW = b"\x02\xf8\x71" + bytes(range(100))
 TX_HASH = "0x" + keccak(RAW).hex()
 MINED_TX = "0x" + "ee" * 32
 ANCHOR = RoundAnchor(
-    1, 2, b"\x01" * 32, 3, b"\x02" * 32, b"\x03" * 32, b"\x04" * 32, block_number=9, timestamp=7
-)
+    1, 2, b"\x01" * 32, 3, 0b1101, b"\x02" * 32, b"\x03" * 32, b"\x04" * 32, block_number=9,
+    timestamp=7,
+)  # fmt: skip
 ANCHOR_JSON = {
     "jobId": 1,
     "round": 2,
     "merkleRoot": "01" * 32,
     "participantCount": 3,
+    "participantMask": "00" * 31 + "0d",
     "modelDigest": "02" * 32,
     "metricsDigest": "03" * 32,
     "previousModelDigest": "04" * 32,

@@ -41,7 +41,7 @@ from consortium.ledger.client import Ledger
 from consortium.ledger.consents import SignedGrant
 from consortium.ledger.deployment import Deployment, deploy
 from consortium.ledger.errors import revert_decoder
-from consortium.ledger.jobs import RoundAnchor
+from consortium.ledger.jobs import RoundAnchor, participant_mask
 from consortium.ledger.members import ProposalKind
 from consortium.ledger.values import ZERO32, encode_purpose
 
@@ -989,7 +989,7 @@ def anchor(s: JobSetup, round_number: int, **overrides: Any) -> tuple[RoundAncho
     """Anchors ``round_number`` of the setup's job by its coordinator."""
     values: dict[str, Any] = {
         "merkle_root": digest(f"root-{round_number}"),
-        "participant_count": 2,
+        "participant_mask": 0b11,
         "model_digest": digest(f"model-{round_number}"),
         "metrics_digest": digest(f"metrics-{round_number}"),
     }
@@ -1045,6 +1045,7 @@ def test_create_job_records_everything(chain: Chain) -> None:
     assert [dict(e["args"]) for e in checks] == [
         {
             "jobId": s.job,
+            "participantMask": 0b11,
             "membershipEpoch": 0,
             "consentEpoch": 0,
             "windowStart": consent.valid_from,
@@ -1147,6 +1148,7 @@ def test_anchor_rounds_chain_and_commitments(chain: Chain) -> None:
         "round": 1,
         "merkleRoot": digest("root-1"),
         "participantCount": 2,
+        "participantMask": 0b11,
         "modelDigest": digest("model-1"),
         "metricsDigest": digest("metrics-1"),
         "previousModelDigest": digest("model-0"),
@@ -1159,7 +1161,8 @@ def test_anchor_rounds_chain_and_commitments(chain: Chain) -> None:
     assert (job.last_round, job.last_anchor_block) == (1, r1["blockNumber"])
     assert job.head_model_digest == digest("model-1")
 
-    second, r2 = anchor(s, 2, participant_count=1, metrics_digest=ZERO32)
+    second, r2 = anchor(s, 2, participant_mask=0b01, metrics_digest=ZERO32)
+    assert (second.participant_count, second.participant_mask) == (1, 0b01)
     (event,) = events(s.institute.training, "RoundAnchored", r2)
     assert event["previousAnchorBlock"] == r1["blockNumber"]
     assert event["previousModelDigest"] == digest("model-1") == second.previous_model_digest
@@ -1181,6 +1184,7 @@ def test_anchor_rounds_chain_and_commitments(chain: Chain) -> None:
         ("round", 3),
         ("merkle_root", digest("other-root")),
         ("participant_count", 1),
+        ("participant_mask", 0b10),
         ("model_digest", digest("other-model")),
         ("metrics_digest", ZERO32),
         ("previous_model_digest", digest("model-1")),
@@ -1206,9 +1210,9 @@ def test_anchor_reverts_and_close(chain: Chain) -> None:
         anchor(s, 1, ledger=s.bank)
     with reverts("UnknownJob", jobId=99):
         anchor(s, 1, job=99)
-    for count in (0, 3):
-        with reverts("InvalidParticipantCount", count=count, maximum=2):
-            anchor(s, 1, participant_count=count)
+    for mask in (0, 0b100):
+        with reverts("InvalidParticipantMask", mask=mask, participants=2):
+            anchor(s, 1, participant_mask=mask)
     with reverts("EmptyDigest"):
         anchor(s, 1, merkle_root=ZERO32)
     with reverts("EmptyDigest"):
@@ -1288,6 +1292,40 @@ def test_anchor_rechecks_consent_revocation(chain: Chain) -> None:
     _, receipt = anchor(s, 2)
     (check,) = revalidated(s, receipt)
     assert (check["consentEpoch"], check["windowEnd"]) == (2, now + DAY)
+
+
+def test_a_round_without_a_departed_participant_is_anchored(chain: Chain) -> None:
+    """A round names its participants: one that left, or whose consent was revoked, is left
+    out, and the job goes on with the others; the fast path holds for that set again."""
+    s = job_setup(chain)
+    job = s.c.reader.jobs.get(s.job)
+    only_bank = participant_mask(job.participants, [s.bank.address])
+    anchor(s, 1)
+    s.logistics.consents.revoke(s.shipments, s.bank.address, PURPOSE)
+    with reverts("ConsentNotValid", datasetId=s.shipments):
+        anchor(s, 2)  # logistics is still named, its dataset's consent is gone
+    second, receipt = anchor(s, 2, participant_mask=only_bank)
+    assert (second.participant_count, second.participant_mask) == (1, only_bank)
+    (check,) = revalidated(s, receipt)
+    assert check["participantMask"] == only_bank
+    assert s.c.reader.jobs.progress(s.job).checked_participants == only_bank
+
+    _, receipt = anchor(s, 3, participant_mask=only_bank)
+    assert revalidated(s, receipt) == []  # the same set, nothing changed: the fast path
+    assert s.c.reader.jobs.progress(s.job).check_still_holds
+
+    s.c.remove(s.logistics.address)  # gone altogether: a round without it still anchors
+    _, receipt = anchor(s, 4, participant_mask=only_bank)
+    (check,) = revalidated(s, receipt)
+    assert check["membershipEpoch"] == s.c.membership_epoch()
+    with reverts("ParticipantNotMember", participant=s.logistics.address):
+        anchor(s, 5)
+
+
+@pytest.mark.parametrize("mask", [1, 0b1011, 2**100 - 1, 2**255, 2**256 - 2, 2**256 - 1])
+def test_the_contract_counts_a_mask_as_python_does(chain: Chain, mask: int) -> None:
+    s = job_setup(chain)
+    assert s.c.call("training", "countParticipants", mask) == bin(mask).count("1")
 
 
 def test_anchor_rechecks_consent_window(chain: Chain) -> None:

@@ -110,7 +110,7 @@ def test_uses_are_recorded_counted_and_listed(chain: Chain) -> None:
         participants=[s.bank.address],
         dataset_ids=[s.loans],
     )
-    anchor(s, 1, job=other, participant_count=1, model_digest=digest("other-model-1"))
+    anchor(s, 1, job=other, participant_mask=1, model_digest=digest("other-model-1"))
     first = use(s, job=other, model_digest=digest("other-model-1"))
     assert (first.job_id, first.use_index) == (other, 1)
     assert reader.model_uses(other) == [first]

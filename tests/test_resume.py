@@ -42,6 +42,7 @@ from consortium.crypto.merkle import MerkleTree
 from consortium.errors import UsageError
 from consortium.faults import KILL_AT_ENV, POINTS
 from consortium.ledger.client import Ledger
+from consortium.ledger.jobs import participant_mask
 from consortium.orchestration.bundle import export_bundle
 from consortium.protocol.messages import anchor_from_json
 from consortium.scenarios import aml
@@ -415,8 +416,10 @@ def test_an_older_attempt_mined_after_all_is_recognised(
         base_fee = on_chain.ledger.chain.w3.eth.get_block("latest")["baseFeePerGas"]
         rpc(node, "anvil_setNextBlockBaseFeePerGas", hex(2 * base_fee + 1_000_000_000))
         rpc(node, "evm_mine")
+        job = coordinator.jobs.get(run.job_id)
         second = coordinator.jobs.sign_anchor(
-            run.job_id, CRASH_ROUND, from_hex32(intent["root"]), intent["count"],
+            run.job_id, CRASH_ROUND, from_hex32(intent["root"]),
+            participant_mask(job.participants, intent["participants"]),
             from_hex32(intent["model"]), from_hex32(intent["metrics"]),
         )  # fmt: skip
         assert second.nonce == first["nonce"] and second.tx_hash.to_0x_hex() != first["txHash"]

@@ -58,6 +58,7 @@ from consortium.errors import ChainRevert
 from consortium.fl.aggregation import fedavg
 from consortium.ledger.client import Ledger
 from consortium.ledger.deployment import Deployment, Founder, deploy
+from consortium.ledger.jobs import participant_mask
 from consortium.ledger.roles import Role
 from consortium.orchestration.bundle import export_bundle
 from consortium.protocol.messages import anchor_to_json
@@ -874,8 +875,10 @@ def forge_round(
             "refused": refused,
         }
     )
+    # A mask names the job's participants only: an outsider's record is under the root uncounted.
+    mask = participant_mask(job.participants, [p for p in accepted if p in job.participants])
     anchor, receipt = ledger.jobs.anchor(
-        run.job_id, round_number, tree.root, tree.size, model_digest, round_metrics
+        run.job_id, round_number, tree.root, mask, model_digest, round_metrics
     )
     rounds = read_rounds(bundle)
     rounds.append(
@@ -911,7 +914,7 @@ def dishonest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dishonest]:
     initial = Ledger(chain, run.deployment).jobs.get(run.job_id).initial_model_digest
     forge_round(chain, run, bundle, banks[:2], base=initial)
     forge_round(chain, run, bundle, banks, model_scale=1.5)
-    # Bank 1 revokes the consumer's consent; the contract then accepts no further anchor.
+    # Bank 1 revokes the consumer's consent; the contract then accepts no anchor naming bank 1.
     dataset_id = 2
     receipt = Ledger(chain, run.deployment, run.banks[1].account).consents.revoke(
         dataset_id, run.banks[0].account.address, aml.PURPOSE
@@ -942,12 +945,13 @@ def test_a_dishonest_coordinator_is_caught_by_the_intended_check(
 
 
 def test_a_consent_revoked_before_an_anchoring_block_is_caught(dishonest: Dishonest) -> None:
-    """The contract itself refuses to anchor once a consent is revoked; and were a round
-    anchored after the revocation, the consent check would fail it: shown here by reading the
-    state as of the revocation block, as the verifier does for the block before an anchor."""
+    """The contract itself refuses to anchor a round naming the participant whose consent is
+    revoked; and were one anchored after the revocation, the consent check would fail it: shown
+    here by reading the state as of the revocation block, as the verifier does for the block
+    before an anchor."""
     run, chain = dishonest.run, dishonest.chain
     with pytest.raises(ChainRevert) as refused:
-        forge_round(chain, run, dishonest.bundle, [run.banks[0].account])
+        forge_round(chain, run, dishonest.bundle, [run.banks[0].account, run.banks[1].account])
     assert refused.value.name == "ConsentNotValid"
 
     dataset_id, block = dishonest.revoked

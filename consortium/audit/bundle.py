@@ -1,4 +1,4 @@
-"""Reading an audit bundle (``consortium.audit-bundle/3``, docs/audit-bundle.md) as evidence.
+"""Reading an audit bundle (``consortium.audit-bundle/4``, docs/audit-bundle.md) as evidence.
 
 The reader is written apart from the exporter on purpose: it shares the protocol's formats
 (crypto, ledger types) but none of the coordinator's code, so a bug in how a coordinator writes
@@ -50,13 +50,17 @@ from consortium.errors import UsageError
 from consortium.jsonio import parse_json
 from consortium.ledger.deployment import Deployment
 from consortium.ledger.jobs import RoundAnchor
+from consortium.protocol.messages import mask_from_json
 from consortium.protocol.spec import IMPLIED_PROTOCOL
 from consortium.store.artifacts import ArtifactStore, NotRegularFile, open_regular
 
-BUNDLE_FORMAT = "consortium.audit-bundle/3"
+BUNDLE_FORMAT = "consortium.audit-bundle/4"
+PREVIOUS_FORMAT = "consortium.audit-bundle/3"
+"""The format before anchors named their round's participants: still read, but its anchors,
+which name no participant set, are not the commitments this version's contracts make."""
 LEGACY_FORMAT = "consortium.audit-bundle/2"
 """The format before headers named the protocol: still read, its protocol implied."""
-READABLE_FORMATS = (BUNDLE_FORMAT, LEGACY_FORMAT)
+READABLE_FORMATS = (BUNDLE_FORMAT, PREVIOUS_FORMAT, LEGACY_FORMAT)
 MANIFEST = "manifest.json"
 ROUNDS = "rounds.jsonl"
 
@@ -334,7 +338,7 @@ def read_bundle(directory: Path) -> AuditBundle:
     if manifest.get("format") not in READABLE_FORMATS:
         raise BundleError(
             f"{manifest_path} has format {manifest.get('format')!r}; this auditor reads "
-            f"{' and '.join(map(repr, READABLE_FORMATS))} only"
+            f"{', '.join(map(repr, READABLE_FORMATS[:-1]))} and {READABLE_FORMATS[-1]!r} only"
         )
     try:
         chain_id = _integer(manifest, "chainId", minimum=1, maximum=UINT256_MAX)
@@ -403,7 +407,7 @@ def _read_manifest(path: Path, directory: Path) -> dict[str, Any]:
     if len(data) > MAX_MANIFEST_BYTES:
         raise BundleError(
             f"{path} is larger than {MAX_MANIFEST_BYTES:,} bytes, so not the header of a "
-            f"{BUNDLE_FORMAT!r} (or {LEGACY_FORMAT!r}) bundle, the formats this auditor reads"
+            f"{BUNDLE_FORMAT!r} (or an earlier) bundle, the formats this auditor reads"
         )
     try:
         manifest = parse_json(data)
@@ -514,6 +518,8 @@ def parse_anchor(obj: Any) -> RoundAnchor:
         round=_integer(obj, "round", maximum=UINT32_MAX),
         merkle_root=from_hex32(obj["merkleRoot"], what="anchor merkleRoot"),
         participant_count=_integer(obj, "participantCount", maximum=UINT32_MAX),
+        # A bundle before /4 names no participant set: none, which no anchor of these contracts is.
+        participant_mask=mask_from_json(obj["participantMask"]) if "participantMask" in obj else 0,
         model_digest=from_hex32(obj["modelDigest"], what="anchor modelDigest"),
         metrics_digest=from_hex32(obj["metricsDigest"], what="anchor metricsDigest"),
         previous_model_digest=from_hex32(

@@ -522,6 +522,7 @@ def check_transaction(
         "round": anchor.round,
         "merkleRoot": anchor.merkle_root,
         "participantCount": anchor.participant_count,
+        "participantMask": anchor.participant_mask,
         "modelDigest": anchor.model_digest,
         "metricsDigest": anchor.metrics_digest,
         "previousModelDigest": anchor.previous_model_digest,
@@ -636,16 +637,24 @@ def check_leaf_order(scope: Scope, records: Sequence[LoadedRecord]) -> CheckResu
 
 
 def check_merkle_root(
-    scope: Scope, records: Sequence[LoadedRecord], anchor: RoundAnchor
+    scope: Scope,
+    records: Sequence[LoadedRecord],
+    anchor: RoundAnchor,
+    round_participants: Sequence[str],
 ) -> CheckResult:
     """The RFC 6962 root over the records' bytes, in the bundle's order, and their count are
-    the anchor's."""
+    the anchor's, and the records are those of the participants its mask names
+    (``round_participants``), each one's."""
     if any(r.leaf is None for r in records):
         return scope.failed("merkle-root", "cannot recompute the root: a record object is missing")
     tree = MerkleTree(r.leaf for r in records if r.leaf is not None)
     problems = []
     if tree.size != anchor.participant_count:
         problems.append(f"{tree.size} records, the anchor counts {anchor.participant_count}")
+    signers = {r.participant for r in records}
+    if signers != set(round_participants):
+        named = ", ".join(round_participants) or "none"
+        problems.append(f"the records are not those of the participants it names ({named})")
     if tree.root != anchor.merkle_root:
         problems.append(f"root {tree.root.hex()}, the anchor's is {anchor.merkle_root.hex()}")
     return scope.outcome(

@@ -94,7 +94,7 @@ from consortium.crypto.eip712 import Domain
 from consortium.crypto.update_record import SignedUpdateRecord
 from consortium.errors import ChainRevert, ChainUnavailable, ConsortiumError, UsageError
 from consortium.jsonio import read_json_file
-from consortium.ledger.jobs import Job
+from consortium.ledger.jobs import Job, mask_participants
 from consortium.ledger.roles import Role
 from consortium.ledger.values import address
 from consortium.protocol.audit import AuditedRound
@@ -321,7 +321,8 @@ class JobAudit:
             if loaded.signed is not None:
                 yield check_signature(at, loaded.signed, facts.domain)
         yield check_leaf_order(scope, records)
-        yield check_merkle_root(scope, records, anchor)
+        taking_part = mask_participants(facts.participants, anchor.participant_mask)
+        yield check_merkle_root(scope, records, anchor, taking_part)
         for loaded in records:
             yield check_inclusion_proof(scope.at(loaded.participant), loaded, anchor)
         yield check_lineage(scope, anchor, self._previous_model, self._previous_source)
@@ -332,7 +333,7 @@ class JobAudit:
             if r.participant is not None and r.participant not in facts.participants
         ]
         if anchored.ok:
-            yield from self._standing_checks(scope, entry, outsiders)
+            yield from self._standing_checks(scope, entry, taking_part, outsiders)
             if transaction.ok:
                 self._note_anchor_block(entry)
         else:
@@ -398,20 +399,35 @@ class JobAudit:
     # ------------------------------------------------------------------ membership, consent
 
     def _standing_checks(
-        self, scope: Scope, entry: RoundEntry, outsiders: list[ChecksumAddress]
+        self,
+        scope: Scope,
+        entry: RoundEntry,
+        taking_part: Sequence[str],
+        outsiders: list[ChecksumAddress],
     ) -> Iterator[CheckResult]:
         """Membership and consent as of the block before the anchoring block, with consent
         windows evaluated at the anchor's timestamp: exactly what ``anchorRound`` saw, as
         the anchoring transaction ran first in its block on an auto-mining chain; on a chain
         with several transactions per block, state changed earlier in the same block would
         have made the contract refuse the anchor. Then the events against that state.
+
+        As the contract does, only the round's participants (``taking_part``, its anchor's
+        mask) must be members, and the datasets of the job's other participants need no
+        consent in it: each left-out participant gets one result saying it took no part.
         """
         facts = self.facts
         block = entry.anchor.block_number - 1
+        left_out = [p for p in facts.participants if p not in taking_part]
+        for participant in left_out:
+            yield scope.at(participant).passed(
+                "membership",
+                f"{participant} took no part in round {entry.round} (the anchor's participant "
+                "set leaves it out): neither its membership nor its datasets' consents count",
+            )
         accounts: list[tuple[str, Role | None, str]] = [
             (facts.coordinator, Role.COORDINATOR, "coordinator"),
             (facts.consumer, Role.CONSUMER, "consumer"),
-            *((p, None, "participant") for p in facts.participants),
+            *((p, None, "participant") for p in taking_part),
             *((p, None, "record's participant") for p in dict.fromkeys(outsiders)),
         ]
         try:
@@ -427,11 +443,16 @@ class JobAudit:
         for account, role, label in accounts:
             yield check_membership(scope.at(account), standing.members[account], role, label, block)
         for dataset_id in facts.datasets:
-            yield self._consent_check(scope, dataset_id, standing, entry.anchor.timestamp)
+            yield self._consent_check(scope, dataset_id, standing, entry.anchor.timestamp, left_out)
         yield from self._events_check(scope, standing)
 
     def _consent_check(
-        self, scope: Scope, dataset_id: int, standing: Standing, timestamp: int
+        self,
+        scope: Scope,
+        dataset_id: int,
+        standing: Standing,
+        timestamp: int,
+        left_out: Sequence[str],
     ) -> CheckResult:
         block = standing.block
         if dataset_id in standing.unknown:
@@ -441,6 +462,12 @@ class JobAudit:
                 f"{standing.unknown[dataset_id]}",
             )
         owner = standing.owners[dataset_id]
+        if owner in left_out:
+            return scope.at(owner).passed(
+                "consent",
+                f"dataset {dataset_id} is {owner}'s, who took no part in this round: "
+                "its consent is not needed",
+            )
         return check_consent(
             scope.at(owner), dataset_id, owner, standing.members[owner],
             standing.consents.get(dataset_id), self.facts, timestamp, block,

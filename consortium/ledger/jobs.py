@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass, field
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
@@ -19,12 +19,35 @@ from consortium.ledger.values import address, bytes32, decode_purpose, encode_pu
 if TYPE_CHECKING:
     from consortium.ledger.client import Ledger
 
-_ANCHOR_ABI_TYPES = ["(uint256,uint32,bytes32,uint32,bytes32,bytes32,bytes32,uint256,uint256)"]
+_ANCHOR_ABI_TYPES = [
+    "(uint256,uint32,bytes32,uint32,uint256,bytes32,bytes32,bytes32,uint256,uint256)"
+]
 _JOB_STATUS = {1: "open", 2: "closed"}
 SCORE = "score"
 """The use kind of scoring one applicant."""
 REFERRAL = "referral"
 """The use kind of scoring a batch of shared, consented subjects into a referral list."""
+
+
+def participant_mask(job_participants: Sequence[str], round_participants: Iterable[str]) -> int:
+    """The mask ``anchorRound`` takes for a round of ``round_participants``: bit i set for the
+    job's participant i, in the job's (the contract's) order.
+
+    Raises:
+        UsageError: for an address that is not one of the job's participants.
+    """
+    index = {member.lower(): i for i, member in enumerate(job_participants)}
+    mask = 0
+    for member in round_participants:
+        if member.lower() not in index:
+            raise UsageError(f"{member} is not a participant of the job")
+        mask |= 1 << index[member.lower()]
+    return mask
+
+
+def mask_participants(job_participants: Sequence[str], mask: int) -> tuple[str, ...]:
+    """The job's participants that ``mask`` names, in the job's order."""
+    return tuple(p for i, p in enumerate(job_participants) if mask >> i & 1)
 
 
 @dataclass(frozen=True)
@@ -35,6 +58,7 @@ class RoundAnchor:
     round: int
     merkle_root: bytes
     participant_count: int
+    participant_mask: int  # bit i: the job's participant i took part (the contract's order)
     model_digest: bytes
     metrics_digest: bytes
     previous_model_digest: bytes
@@ -79,6 +103,7 @@ class Job:
     consent_window: tuple[int, int]
     model_use_count: int
     head_model_digest: bytes
+    checked_participants: int  # the mask of the participants the last full check covered
     consumer: ChecksumAddress
     created_at: int
     created_block: int
@@ -96,7 +121,8 @@ class JobProgress:
     status: str
     last_round: int
     head_model_digest: bytes
-    check_still_holds: bool  # the next anchor may skip the full membership and consent check
+    checked_participants: int  # the mask of the participants the last full check covered
+    check_still_holds: bool  # an anchor by those participants may skip the full check
 
 
 class Jobs:
@@ -139,14 +165,15 @@ class Jobs:
         job_id: int,
         round_number: int,
         merkle_root: bytes,
-        participant_count: int,
+        participant_mask: int,
         model_digest: bytes,
         metrics_digest: bytes,
     ) -> tuple[RoundAnchor, TxReceipt]:
-        """Anchors a round and returns the anchor as the chain recorded it."""
+        """Anchors a round of the participants of ``participant_mask`` (:func:`participant_mask`)
+        and returns the anchor as the chain recorded it."""
         transactor = self._ledger.transactor
         signed = self.sign_anchor(
-            job_id, round_number, merkle_root, participant_count, model_digest, metrics_digest
+            job_id, round_number, merkle_root, participant_mask, model_digest, metrics_digest
         )
         receipt = transactor.confirm(transactor.broadcast(signed))
         return self.anchor_in(receipt), receipt
@@ -156,7 +183,7 @@ class Jobs:
         job_id: int,
         round_number: int,
         merkle_root: bytes,
-        participant_count: int,
+        participant_mask: int,
         model_digest: bytes,
         metrics_digest: bytes,
         *,
@@ -170,7 +197,7 @@ class Jobs:
             job_id,
             round_number,
             bytes32(merkle_root, "merkle root"),
-            participant_count,
+            participant_mask,
             bytes32(model_digest, "model digest"),
             bytes32(metrics_digest, "metrics digest"),
         )
@@ -197,6 +224,7 @@ class Jobs:
             round=args["round"],
             merkle_root=bytes(args["merkleRoot"]),
             participant_count=args["participantCount"],
+            participant_mask=args["participantMask"],
             model_digest=bytes(args["modelDigest"]),
             metrics_digest=bytes(args["metricsDigest"]),
             previous_model_digest=bytes(args["previousModelDigest"]),
@@ -302,6 +330,7 @@ class Jobs:
             window_end,
             use_count,
             head_model,
+            checked_participants,
             consumer,
             created_at,
             created_block,
@@ -322,6 +351,7 @@ class Jobs:
             consent_window=(window_start, window_end),
             model_use_count=use_count,
             head_model_digest=bytes(head_model),
+            checked_participants=checked_participants,
             consumer=to_checksum_address(consumer),
             created_at=created_at,
             created_block=created_block,
@@ -334,12 +364,13 @@ class Jobs:
 
     def progress(self, job_id: int) -> JobProgress:
         """Where the job stands before its next round: the contract's ``jobProgress``, which
-        also tells whether the job's last full check of membership and consent still holds
-        (no change anywhere since, and now inside the consents' common window)."""
-        status, last_round, head, holds = self._ledger.call(
+        also tells which participants the job's last full check of membership and consent
+        covered, and whether it still holds (no change anywhere since, and now inside the
+        consents' common window)."""
+        status, last_round, head, checked, holds = self._ledger.call(
             self._contract.functions.jobProgress(job_id)
         )
-        return JobProgress(_JOB_STATUS[status], last_round, bytes(head), bool(holds))
+        return JobProgress(_JOB_STATUS[status], last_round, bytes(head), checked, bool(holds))
 
     def count(self) -> int:
         return int(self._ledger.call(self._contract.functions.jobCount()))

@@ -20,7 +20,13 @@ from consortium.chain.transact import GAS_MARGIN_PERCENT, SignedTransaction
 from consortium.errors import ConsortiumError, TransactionRejected
 from consortium.faults import crash_point
 from consortium.ledger.client import Ledger
-from consortium.ledger.jobs import Job, JobProgress, RoundAnchor
+from consortium.ledger.jobs import (
+    Job,
+    JobProgress,
+    RoundAnchor,
+    mask_participants,
+    participant_mask,
+)
 from consortium.orchestration import journal_entries
 from consortium.orchestration.journal_entries import AnchorMined, AnchorSigned, JobBinding
 from consortium.protocol.base import RoundIntent, RoundRefused, Standing
@@ -97,6 +103,12 @@ class ChainAnchorer:
     def progress(self) -> JobProgress:
         return self.ledger.jobs.progress(self.job_id)
 
+    @property
+    def _everyone(self) -> int:
+        """The participant mask of the whole job."""
+        participants = self.job().participants
+        return participant_mask(participants, participants)
+
     def dataset_owners(self, job: Job) -> dict[int, str]:
         """Who owns each of the job's datasets; read once, in one call, since ownership never
         changes (and every dataset of a job was registered when the job was created)."""
@@ -113,28 +125,28 @@ class ChainAnchorer:
         reject, saying why."""
         if progress.status != "open":
             raise RoundRefused(f"job {job.id} is {progress.status}")
-        if progress.check_still_holds:
+        if progress.check_still_holds and progress.checked_participants == self._everyone:
             self._fast_rounds.add(round_number)
             return Standing.unchanged(job)
+        # A check that left someone out vouches for nobody else: whether that one is back in
+        # good standing is read, as after any change.
         self._fast_rounds.discard(round_number)
         owners = self.dataset_owners(job)
         standing = Standing.read(self.ledger, job, owners)
-        problems = [
-            f"{p} is no longer an active member"
-            for p in job.participants
-            if p not in standing.members
-        ] + [
-            f"consent for dataset {d} (owner {owner}) to {job.consumer} for {job.purpose!r} "
-            "is not valid now (revoked, outside its window, or its owner no longer an active "
-            "provider)"
+        # A participant who left, or whose data lost its consent, is left out of the round
+        # (the protocol refuses its update, and the anchor names the others); a dataset of
+        # someone who takes no part in the job stands in every round's way.
+        outside = [
+            f"consent for dataset {d} (owner {owner}, no participant) to {job.consumer} for "
+            f"{job.purpose!r} is not valid now (revoked, outside its window, or its owner no "
+            "longer an active provider)"
             for d, owner in owners.items()
-            if d not in standing.usable_datasets
+            if d not in standing.usable_datasets and owner not in job.participants
         ]
-        if problems:
+        if outside:
             raise RoundRefused(
-                f"round {round_number} refused: {'; '.join(problems)}; the contract "
-                f"accepts no anchor for job {job.id} until this is undone (close the job and "
-                "create a new one without them otherwise)"
+                f"round {round_number} refused: {'; '.join(outside)}; the contract accepts no "
+                f"anchor for job {job.id} until this is undone"
             )
         return standing
 
@@ -187,7 +199,7 @@ class ChainAnchorer:
                 signed = self._sign_and_send(intent, journal, None)
             receipt = transactor.confirm(signed.tx_hash)
         anchor = self.ledger.jobs.anchor_in(receipt)
-        _check_anchor(anchor, intent)
+        _check_anchor(anchor, intent, self.job())
         if round_number in self._fast_rounds and self._fast_gas is None:
             used = int(receipt["gasUsed"])
             self._fast_gas = used + used * GAS_MARGIN_PERCENT // 100
@@ -214,10 +226,10 @@ class ChainAnchorer:
         """Signs the anchor, journals it, then sends it (the write-ahead rule); under
         ``_sending``, so that anchors go out in round order."""
         round_number = intent.round
+        mask = participant_mask(self.job().participants, intent.participants)
         signed = self.ledger.jobs.sign_anchor(
-            self.job_id, round_number, intent.root, intent.count, intent.model, intent.metrics,
-            gas=gas,
-        )  # fmt: skip
+            self.job_id, round_number, intent.root, mask, intent.model, intent.metrics, gas=gas
+        )
         journal_entries.record(journal, AnchorSigned(round_number, signed))
         crash_point("signed", round_number)
         self.ledger.transactor.broadcast(signed)
@@ -257,7 +269,7 @@ class ChainAnchorer:
         return transactor.confirm(newest.tx_hash)
 
 
-def _check_anchor(anchor: RoundAnchor, intent: RoundIntent) -> None:
+def _check_anchor(anchor: RoundAnchor, intent: RoundIntent, job: Job) -> None:
     """The mined anchor is the intended one. The anchor comes from the contract's own
     ``RoundAnchored`` event, emitted with the commitment it stored in the same call, so no
     read-back is needed; every participant reads the stored commitment anyway."""
@@ -265,10 +277,12 @@ def _check_anchor(anchor: RoundAnchor, intent: RoundIntent) -> None:
         anchor.round,
         anchor.merkle_root,
         anchor.participant_count,
+        set(mask_participants(job.participants, anchor.participant_mask)),
         anchor.model_digest,
         anchor.metrics_digest,
     )
-    if mined != (intent.round, intent.root, intent.count, intent.model, intent.metrics):
+    meant = (intent.round, intent.root, intent.count, set(intent.participants))
+    if mined != (*meant, intent.model, intent.metrics):
         raise JournalMismatch(
             f"round {anchor.round} of job {anchor.job_id}: the chain holds another anchor "
             "than the journal's intent"
@@ -283,7 +297,8 @@ class NullAnchorer:
     def __init__(self, job: Job) -> None:
         """``job``'s terms; its rounds start afresh from its initial model."""
         self._job = job
-        self._progress = JobProgress("open", 0, job.initial_model_digest, True)
+        everyone = participant_mask(job.participants, job.participants)
+        self._progress = JobProgress("open", 0, job.initial_model_digest, everyone, True)
 
     def binding(self) -> JobBinding:
         return JobBinding(self._job.id, None, None)
@@ -308,9 +323,10 @@ class NullAnchorer:
 
     def anchor(self, intent: RoundIntent, journal: Journal, chain_round: int) -> AnchorMined:
         previous = self._progress.head_model_digest
+        mask = participant_mask(self._job.participants, intent.participants)
         anchor = RoundAnchor(
-            self._job.id, intent.round, intent.root, intent.count, intent.model, intent.metrics,
-            previous, 0, 0,
+            self._job.id, intent.round, intent.root, intent.count, mask, intent.model,
+            intent.metrics, previous, 0, 0,
         )  # fmt: skip
-        self._progress = JobProgress("open", intent.round, intent.model, True)
+        self._progress = JobProgress("open", intent.round, intent.model, mask, True)
         return AnchorMined(anchor, "", 0)

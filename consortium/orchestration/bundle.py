@@ -1,6 +1,6 @@
 """The job's export bundle: everything an auditor needs besides a chain endpoint.
 
-The format is ``consortium.audit-bundle/3`` (docs/audit-bundle.md). ``bundle/manifest.json``
+The format is ``consortium.audit-bundle/4`` (docs/audit-bundle.md). ``bundle/manifest.json``
 is a small header: the chain, the deployment, the job, the job's round protocol (the one its
 model spec names) and the number of rounds.
 ``bundle/rounds.jsonl`` holds one line per anchored round, in round order: the anchor, its
@@ -39,7 +39,7 @@ from consortium.protocol.spec import spec_protocol
 from consortium.store.artifacts import ArtifactStore
 from consortium.store.journal import Journal
 
-BUNDLE_FORMAT = "consortium.audit-bundle/3"
+BUNDLE_FORMAT = "consortium.audit-bundle/4"
 MANIFEST_FILE = "manifest.json"
 ROUNDS_FILE = "rounds.jsonl"
 

@@ -46,7 +46,8 @@ class Standing:
 
     @classmethod
     def unchanged(cls, job: Job) -> Standing:
-        """Everything in order: what the contract's fast path vouches for."""
+        """Everything in order: what the contract's fast path vouches for when its last full
+        check covered every participant."""
         return cls(frozenset(job.participants), frozenset(job.dataset_ids))
 
     @classmethod

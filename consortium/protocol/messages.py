@@ -159,6 +159,17 @@ class RoundReceipt:
         )
 
 
+def mask_to_json(mask: int) -> str:
+    """A participant mask (a ``uint256``) in file text form: its 32 bytes big-endian, as a
+    digest is written (bit i, the job's participant i, is the lowest bit of the last digit)."""
+    return hex32(mask.to_bytes(32, "big"))
+
+
+def mask_from_json(text: object) -> int:
+    """The participant mask that :func:`mask_to_json` wrote."""
+    return int.from_bytes(from_hex32(text, what="participantMask"), "big")  # type: ignore[arg-type]
+
+
 def anchor_to_json(a: RoundAnchor) -> dict[str, Any]:
     """The JSON form of a round anchor in receipts, journals and bundles."""
     return {
@@ -166,6 +177,7 @@ def anchor_to_json(a: RoundAnchor) -> dict[str, Any]:
         "round": a.round,
         "merkleRoot": hex32(a.merkle_root),
         "participantCount": a.participant_count,
+        "participantMask": mask_to_json(a.participant_mask),
         "modelDigest": hex32(a.model_digest),
         "metricsDigest": hex32(a.metrics_digest),
         "previousModelDigest": hex32(a.previous_model_digest),
@@ -181,6 +193,7 @@ def anchor_from_json(a: Mapping[str, Any]) -> RoundAnchor:
         round=_integer(a, "round"),
         merkle_root=from_hex32(a["merkleRoot"], what="merkleRoot"),
         participant_count=_integer(a, "participantCount"),
+        participant_mask=mask_from_json(a["participantMask"]),
         model_digest=from_hex32(a["modelDigest"], what="modelDigest"),
         metrics_digest=from_hex32(a["metricsDigest"], what="metricsDigest"),
         previous_model_digest=from_hex32(a["previousModelDigest"], what="previousModelDigest"),

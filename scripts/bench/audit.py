@@ -102,6 +102,7 @@ from consortium.errors import ConsortiumError
 from consortium.fl.aggregation import fedavg
 from consortium.fl.model import Model, init_model
 from consortium.ledger.client import Ledger
+from consortium.ledger.jobs import participant_mask
 from consortium.orchestration.bundle import export_bundle
 from consortium.protocol.messages import anchor_to_json
 from consortium.scenarios import aml
@@ -263,9 +264,11 @@ def _anchor_round(
         model=hex32(model_digest), metrics=hex32(metrics_digest),
         records=[hex32(d) for d in records], participants=accepted, refused={},
     )  # fmt: skip
+    job = ledger.jobs.get(job_id)
     anchor, receipt = ledger.jobs.anchor(
-        job_id, round_number, tree.root, tree.size, model_digest, metrics_digest
-    )
+        job_id, round_number, tree.root, participant_mask(job.participants, accepted),
+        model_digest, metrics_digest,
+    )  # fmt: skip
     journal.append(
         "anchored", round=round_number, anchor=anchor_to_json(anchor),
         txHash=receipt["transactionHash"].to_0x_hex(), gasUsed=receipt["gasUsed"],

@@ -398,7 +398,7 @@ def measure_jobs(
             job_ids[size],
             round_number,
             _digest(f"root {size} {round_number}"),
-            size,
+            (1 << size) - 1,  # every participant
             _digest(f"model {size} {round_number}"),
             _digest(f"metrics {size} {round_number}"),
         )
@@ -496,7 +496,7 @@ def measure_model_index(chain: Chain, consortium: JobConsortium, dataset: int) -
             job,
             r,
             _digest(f"index root {r}"),
-            size,
+            (1 << size) - 1,  # every participant
             _digest(f"index model {r}"),
             _digest(f"index metrics {r}"),
         )[1]
