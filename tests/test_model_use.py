@@ -16,7 +16,7 @@ from test_ledger import PURPOSE32, JobSetup, anchor, job_setup
 from consortium.chain.base import Chain
 from consortium.errors import UsageError
 from consortium.ledger.client import Ledger
-from consortium.ledger.jobs import REFERRAL, SCORE, ModelUse
+from consortium.ledger.jobs import REFERRAL, SCORE, ModelUse, participant_mask
 from consortium.ledger.values import ZERO32
 
 
@@ -200,3 +200,17 @@ def test_use_is_bound_to_the_jobs_consents(chain: Chain) -> None:
     with reverts("ConsentNotValid", **consent_gone):
         use(s)
     assert s.c.reader.jobs.model_use_count(s.job) == 2
+
+
+def test_a_model_trained_on_revoked_data_is_not_used_after_a_round_without_it(
+    chain: Chain,
+) -> None:
+    """The head model descends from every round: a round the revoking provider sat out does not
+    make the model usable again while its consent is gone."""
+    s = job_setup(chain)
+    anchor(s, 1)
+    s.logistics.consents.revoke(s.shipments, s.bank.address, PURPOSE)
+    job = s.c.reader.jobs.get(s.job)
+    anchor(s, 2, participant_mask=participant_mask(job.participants, [s.bank.address]))
+    with reverts("ConsentNotValid", datasetId=s.shipments, grantee=s.bank.address):
+        use(s)

@@ -44,7 +44,7 @@ from consortium.crypto.update_record import (
 from consortium.errors import ConsortiumError, UsageError
 from consortium.fl.aggregation import fedavg
 from consortium.ledger.client import Ledger
-from consortium.ledger.jobs import RoundAnchor, mask_participants
+from consortium.ledger.jobs import RoundAnchor, mask_participants, participant_mask
 from consortium.ledger.members import Members, ProposalOutcome
 from consortium.ledger.roles import Role
 from consortium.orchestration.anchorer import JournalMismatch
@@ -764,7 +764,9 @@ def standing_both_ways(scenario: Scenario) -> tuple[Standing, Standing]:
 def test_the_batched_standing_judges_as_the_contracts_views_do(scenario: Scenario) -> None:
     job = scenario.ledger.jobs.get(scenario.job_id)
     batched, by_views = standing_both_ways(scenario)
-    assert batched == by_views == Standing.unchanged(job)
+    owners = {d: scenario.ledger.consents.dataset(d).owner for d in job.dataset_ids}
+    everyone = participant_mask(job.participants, job.participants)
+    assert batched == by_views == Standing.unchanged(job, everyone, owners)
 
     # bank-2 stays a member but is no longer a provider: its dataset is no longer usable, and
     # the round goes on without its update.

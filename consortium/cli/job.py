@@ -71,8 +71,11 @@ def _next_anchor(progress: JobProgress) -> str:
     if progress.status != "open":
         return "none: the job is closed"
     if progress.check_still_holds:
-        return "fast path: membership and consents unchanged since the last full check"
-    return "re-checks every participant's membership and every dataset's consent"
+        return (
+            "fast path: membership and consents unchanged since the last full check (for a "
+            "round of the participants it covered, or some of them)"
+        )
+    return "re-checks the round's participants' membership and their datasets' consents"
 
 
 @job.command("show")

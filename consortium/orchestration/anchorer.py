@@ -103,12 +103,6 @@ class ChainAnchorer:
     def progress(self) -> JobProgress:
         return self.ledger.jobs.progress(self.job_id)
 
-    @property
-    def _everyone(self) -> int:
-        """The participant mask of the whole job."""
-        participants = self.job().participants
-        return participant_mask(participants, participants)
-
     def dataset_owners(self, job: Job) -> dict[int, str]:
         """Who owns each of the job's datasets; read once, in one call, since ownership never
         changes (and every dataset of a job was registered when the job was created)."""
@@ -125,13 +119,13 @@ class ChainAnchorer:
         reject, saying why."""
         if progress.status != "open":
             raise RoundRefused(f"job {job.id} is {progress.status}")
-        if progress.check_still_holds and progress.checked_participants == self._everyone:
-            self._fast_rounds.add(round_number)
-            return Standing.unchanged(job)
-        # A check that left someone out vouches for nobody else: whether that one is back in
-        # good standing is read, as after any change.
-        self._fast_rounds.discard(round_number)
         owners = self.dataset_owners(job)
+        if progress.check_still_holds:
+            # A round of the participants of the last check, or some of them (one may send no
+            # usable update), needs no check of its own: its anchor's gas is known.
+            self._fast_rounds.add(round_number)
+            return Standing.unchanged(job, progress.checked_participants, owners)
+        self._fast_rounds.discard(round_number)
         standing = Standing.read(self.ledger, job, owners)
         # A participant who left, or whose data lost its consent, is left out of the round
         # (the protocol refuses its update, and the anchor names the others); a dataset of
@@ -313,7 +307,7 @@ class NullAnchorer:
         return {}
 
     def preflight(self, job: Job, progress: JobProgress, round_number: int) -> Standing:
-        return Standing.unchanged(job)
+        return Standing.unchanged(job, progress.checked_participants, {})
 
     def send(self, intent: RoundIntent, journal: Journal, chain_round: int) -> None:
         """Nothing to send."""

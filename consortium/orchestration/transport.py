@@ -10,7 +10,7 @@ and the round goes on without it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from consortium.errors import ConsortiumError, UsageError
 from consortium.protocol.fedavg.participant import Participant
@@ -36,6 +36,19 @@ class LocalTransport:
             return self.participants[address]
         except KeyError:
             raise UsageError(f"no participant {address} on this transport") from None
+
+    def open_rounds(
+        self, participants: Sequence[str], message: RoundOpen
+    ) -> dict[str, UpdateSubmission | ConsortiumError]:
+        """Each participant's answer to ``message``, one after the other; a failure is a
+        ParticipantFailed (or the UsageError of a participant not on this transport)."""
+        answers: dict[str, UpdateSubmission | ConsortiumError] = {}
+        for participant in participants:
+            try:
+                answers[participant] = self.open_round(participant, message)
+            except ConsortiumError as exc:
+                answers[participant] = exc
+        return answers
 
     def open_round(self, participant: str, message: RoundOpen) -> UpdateSubmission:
         """The participant's answer to ``message``; its failure is a ParticipantFailed."""

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from consortium.crypto.digests import from_hex32, hex32
 from consortium.errors import ConsortiumError
 from consortium.ledger.client import Ledger
-from consortium.ledger.jobs import Job
+from consortium.ledger.jobs import Job, mask_participants
 from consortium.protocol.messages import RoundReceipt
 from consortium.store.artifacts import ArtifactStore
 from consortium.timing import Timings
@@ -43,12 +43,44 @@ class Standing:
 
     members: frozenset[str]
     usable_datasets: frozenset[int]
+    # Participants the contract's last full check left out (their standing was not read now).
+    left_out: frozenset[str] = frozenset()
+
+    def problem(self, participant: str, job: Job, owners: Mapping[int, str]) -> str | None:
+        """Why ``participant`` may take no part in a round, or None: it is no longer an active
+        member, or a dataset it owns (``owners``: each dataset's owner) may no longer be used by
+        the job's consumer. Such a participant is not even sent the round's model."""
+        if participant in self.left_out:
+            return (
+                f"{participant} took no part since the contract's last full check (its membership "
+                "or a consent of its data was not in order then), and nothing changed since"
+            )
+        return self.member_problem(participant) or self.dataset_problem(participant, job, owners)
+
+    def member_problem(self, participant: str) -> str | None:
+        if participant not in self.members:
+            return f"{participant} is no longer an active member"
+        return None
+
+    def dataset_problem(self, participant: str, job: Job, owners: Mapping[int, str]) -> str | None:
+        for dataset_id, owner in owners.items():
+            if owner == participant and dataset_id not in self.usable_datasets:
+                return (
+                    f"consent for dataset {dataset_id} to {job.consumer} for {job.purpose!r} "
+                    "is no longer valid"
+                )
+        return None
 
     @classmethod
-    def unchanged(cls, job: Job) -> Standing:
-        """Everything in order: what the contract's fast path vouches for when its last full
-        check covered every participant."""
-        return cls(frozenset(job.participants), frozenset(job.dataset_ids))
+    def unchanged(cls, job: Job, checked: int, owners: Mapping[int, str]) -> Standing:
+        """What the contract's fast path vouches for: its last full check covered the
+        participants of the mask ``checked`` and their datasets, and nothing changed since.
+        The participants it left out were out of good standing then, and, nothing having
+        changed, still are; their datasets with them (``owners``: each dataset's owner)."""
+        members = frozenset(mask_participants(job.participants, checked))
+        left_out = frozenset(job.participants) - members
+        usable = (d for d in job.dataset_ids if owners.get(d) not in left_out)
+        return cls(members, frozenset(usable), left_out)
 
     @classmethod
     def read(cls, ledger: Ledger, job: Job, owners: Mapping[int, str]) -> Standing:

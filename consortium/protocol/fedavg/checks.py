@@ -70,19 +70,18 @@ def check_participant(record: SignedUpdateRecord, context: RoundContext) -> None
     participant = record.record.participant
     if participant not in context.job.participants:
         raise UpdateRefused(f"{participant} is not a participant of job {context.job.id}")
-    if participant not in context.standing.members:
-        raise UpdateRefused(f"{participant} is no longer an active member")
+    reason = context.standing.member_problem(participant)
+    if reason is not None:
+        raise UpdateRefused(reason)
 
 
 def check_consent(record: SignedUpdateRecord, context: RoundContext) -> None:
     """Each dataset the participant contributes must still be usable by the job's consumer."""
-    job, usable = context.job, context.standing.usable_datasets
-    for dataset_id, owner in context.dataset_owners.items():
-        if owner == record.record.participant and dataset_id not in usable:
-            raise UpdateRefused(
-                f"consent for dataset {dataset_id} to {job.consumer} for {job.purpose!r} "
-                "is no longer valid"
-            )
+    reason = context.standing.dataset_problem(
+        record.record.participant, context.job, context.dataset_owners
+    )
+    if reason is not None:
+        raise UpdateRefused(reason)
 
 
 def check_base_model(record: SignedUpdateRecord, context: RoundContext) -> None:

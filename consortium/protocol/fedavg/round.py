@@ -8,6 +8,7 @@ model as the lost attempt would have.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from consortium.crypto.eip712 import Domain
@@ -35,9 +36,16 @@ PROTOCOL_ID = "fedavg/1"
 
 
 class Transport(Protocol):
-    """How the coordinator reaches participants; it sends nothing but protocol messages."""
+    """How the coordinator reaches participants; it sends nothing but protocol messages.
 
-    def open_round(self, participant: str, message: RoundOpen) -> UpdateSubmission: ...
+    A round is opened for every participant at once, so that a transport over a network sends
+    all the messages before it waits for any answer; a participant that gives none is named
+    with the reason (a :class:`~consortium.errors.ConsortiumError`) instead of a submission.
+    """
+
+    def open_rounds(
+        self, participants: Sequence[str], message: RoundOpen
+    ) -> Mapping[str, UpdateSubmission | ConsortiumError]: ...
 
     def deliver(self, participant: str, receipt: RoundReceipt) -> None: ...
 
@@ -67,12 +75,20 @@ class FedAvgRound:
         )  # fmt: skip
         submissions: dict[str, UpdateSubmission] = {}
         refused: dict[str, str] = {}
+        # Whoever is out of good standing takes no part: it is not even sent the model.
+        for participant in job.participants:
+            reason = start.standing.problem(participant, job, start.dataset_owners)
+            if reason is not None:
+                refused[participant] = bounded(f"not asked to train: {reason}")
+        asked = [p for p in job.participants if p not in refused]
         with timed(timings, "train"):
-            for participant in job.participants:
-                try:
-                    submissions[participant] = self.transport.open_round(participant, message)
-                except ConsortiumError as exc:
-                    refused[participant] = bounded(f"no update: {exc}")
+            answers = self.transport.open_rounds(asked, message)
+        for participant in asked:
+            answer = answers.get(participant)
+            if isinstance(answer, UpdateSubmission):
+                submissions[participant] = answer
+            else:
+                refused[participant] = bounded(f"no update: {answer or 'no answer'}")
         context = RoundContext(
             job, round_number, start.base_model_digest, base, self.domain,
             dict(start.dataset_owners), start.standing, update_allowance(message.objects),

@@ -70,6 +70,13 @@ class HeteroLRRound:
         job, round_number = start.job, start.round
         if sorted(job.participants) != sorted(self.parties):
             raise RoundRefused(f"job {job.id}'s participants are not this round's two parties")
+        for party in (self.guest, self.host):
+            reason = start.standing.problem(party.address, job, start.dataset_owners)
+            if reason is not None:  # each holds half the features: none trains without both
+                raise RoundRefused(
+                    f"round {round_number} refused: {reason}; a vertical round needs both the "
+                    "guest and the host"
+                )
         self._resume_from(start.base_model_digest)
         with timed(timings, "train"):
             outcome = run_epoch(self.guest.role, self.host.role, self.arbiter, round_number - 1)
