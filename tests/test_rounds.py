@@ -51,7 +51,7 @@ from consortium.orchestration.anchorer import JournalMismatch
 from consortium.orchestration.bundle import export_bundle
 from consortium.orchestration.coordinator import Coordinator
 from consortium.orchestration.engine import ReceiptsFailed, RoundResult
-from consortium.orchestration.transport import LocalTransport
+from consortium.orchestration.transport import LocalTransport, ParticipantFailed
 from consortium.protocol.fedavg.checks import (
     RoundContext,
     Standing,
@@ -1051,6 +1051,30 @@ class Alarmed(Participant):
 
     def check_receipt(self, receipt: RoundReceipt) -> None:
         raise ReceiptAlarm(f"{self.name}: this receipt is not to be trusted")
+
+
+class Unreachable(Participant):
+    """A participant gone by the time its receipt is handed over."""
+
+    def check_receipt(self, receipt: RoundReceipt) -> None:
+        raise ParticipantFailed(f"participant {self.name} is unreachable")
+
+
+def test_a_receipt_that_reaches_nobody_is_journaled_and_the_job_goes_on(
+    scenario: Scenario,
+) -> None:
+    gone = scenario.address(1)
+    scenario.transport.participants[gone] = Unreachable(
+        "bank-1", scenario.run.banks[1].account, scenario.participant(1).data,
+        scenario.run.banks[1].store, scenario.participant(1).journal,
+        scenario.participant(0).ledger, scenario.participant(0).plan,
+    )  # fmt: skip
+    first = scenario.coordinator.run_round(1)
+    delivered = scenario.coordinator.journal.last("delivered", round=1)
+    assert delivered is not None and "is unreachable" in delivered["failures"][gone]
+    assert scenario.coordinator.run_round(2).anchor.previous_model_digest == (
+        first.anchor.model_digest
+    )
 
 
 def test_one_alarm_does_not_keep_receipts_from_the_others(scenario: Scenario) -> None:

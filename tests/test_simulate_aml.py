@@ -85,6 +85,19 @@ def test_resume_needs_the_run_and_its_node(tmp_path: Path) -> None:
     assert embedded.exit_code == 2 and "embedded chain" in embedded.stderr
 
 
+def test_set_up_only_needs_a_new_out_and_a_node(tmp_path: Path) -> None:
+    for args in (
+        ["--set-up-only"],
+        ["--set-up-only", "--out", str(tmp_path / "run")],
+        ["--set-up-only", "--out", str(tmp_path / "run"), "--chain", "http://x", "--resume"],
+    ):
+        result = simulate(*args)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [
+            "error: --set-up-only needs a new --out and the node to run on (--chain URL)"
+        ]
+
+
 def test_local_epochs_are_part_of_the_job(tmp_path: Path) -> None:
     """--epochs reaches every bank's training and the model spec the job commits to."""
     models = {}

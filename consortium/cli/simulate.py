@@ -125,15 +125,23 @@ def governance(chain_url: str, as_json: bool) -> None:
     help="Finish the interrupted run recorded in --out; a larger --rounds continues it to that "
     "many rounds, and every other setting must be as before.",
 )
+@click.option(
+    "--set-up-only",
+    is_flag=True,
+    help="Found the consortium and create the job in --out on the node, and train nothing: the "
+    "rounds then run elsewhere (the Flower app, each bank in its own process) or with --resume.",
+)
 @pipeline_options
 @json_option
 def aml_command(
     chain_url: str, banks: int, rounds: int, seed: int, epochs: int, out: Path | None,
-    resume: bool, depth: int, no_pipeline: bool, as_json: bool,
+    resume: bool, set_up_only: bool, depth: int, no_pipeline: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Banks train a shared AML risk model; every round is anchored and checked."""
     if resume and out is None:
         raise UsageError("--resume needs the --out directory of the interrupted run")
+    if set_up_only and (out is None or resume or chain_url == "embedded"):
+        raise UsageError("--set-up-only needs a new --out and the node to run on (--chain URL)")
     if resume and chain_url == "embedded":
         raise UsageError(
             "--resume needs the node the run used (--chain URL): the embedded chain lived "
@@ -149,6 +157,13 @@ def aml_command(
             else:
                 settings = aml.AmlSettings(banks, rounds, seed, epochs)
                 run = aml.set_up(chain, directory, settings, report=status.update)
+        if set_up_only:
+            if as_json:
+                emit_json({"jobId": run.job_id, "banks": [b.name for b in run.banks]})
+            else:
+                banks_list = ", ".join(b.name for b in run.banks)
+                click.echo(f"AML job {run.job_id} set up in {directory}: banks {banks_list}")
+            return
         results = _run_with_progress(console, chain, run, 1 if no_pipeline else depth)
 
         def tables() -> None:

@@ -50,6 +50,7 @@ from consortium.protocol.base import (
     bounded,
 )
 from consortium.protocol.messages import RoundReceipt
+from consortium.protocol.receipts import ReceiptAlarm
 from consortium.store.journal import Journal
 from consortium.timing import Timings, timed
 
@@ -62,7 +63,8 @@ rounds: starting a round's threads afresh cost more than a round's anchor on a l
 
 
 class ReceiptsFailed(ConsortiumError):
-    """A participant raised an alarm over its receipt, or could not be given one."""
+    """A participant raised an alarm over its receipt: it says the round does not hold its
+    record as it sent it. (A receipt that could not be handed over is journaled, not this.)"""
 
 
 @dataclass
@@ -268,13 +270,13 @@ class RoundEngine:
     def _hand_receipts(
         self, intent: RoundIntent, anchored: AnchorMined, timings: Timings, resumed: bool
     ) -> RoundResult:
-        failures = self._deliver(anchored.anchor, intent, timings)
+        failures, alarms = self._deliver(anchored.anchor, intent, timings)
         journal_entries.record(self.journal, RoundDelivered(intent.round, failures))
         crash_point("delivered", intent.round)
-        if failures:
+        if alarms:
             raise ReceiptsFailed(
                 f"round {intent.round} is anchored, but receipts failed: "
-                + "; ".join(f"{p}: {reason}" for p, reason in failures.items())
+                + "; ".join(f"{p}: {failures[p]}" for p in alarms)
             )
         return self._result(intent, anchored, timings, resumed)
 
@@ -291,12 +293,13 @@ class RoundEngine:
 
     def _deliver(
         self, anchor: RoundAnchor, intent: RoundIntent, timings: Timings
-    ) -> dict[str, str]:
+    ) -> tuple[dict[str, str], set[str]]:
         """Hands every party its inclusion proof, or the reason it was left out (DESIGN.md,
         step 6). Every party gets its receipt even when another one's fails; the failures (an
-        alarm, an unreachable party) are returned to be journaled. Parties check their receipts
-        against the chain themselves, each on its own time: up to :data:`MAX_DELIVERIES` at
-        once, so a round's receipts cost about the same at 100 parties as at 4."""
+        alarm, an unreachable party) are returned to be journaled, and which are alarms.
+        Parties check their receipts against the chain themselves, each on its own time: up
+        to :data:`MAX_DELIVERIES` at once, so a round's receipts cost about the same at 100
+        parties as at 4."""
         with timed(timings, "proofs"):
             tree = MerkleTree(self.protocol.store.get(d) for d in intent.records)
             receipts = [
@@ -311,16 +314,22 @@ class RoundEngine:
             ]
         with timed(timings, "receipts"):
             outcomes = list(_DELIVERIES.map(lambda item: self._hand_over(*item), receipts))
-        return {
-            party: reason for (party, _), reason in zip(receipts, outcomes, strict=True) if reason
-        }
+        failed = [(party, outcome) for (party, _), outcome in zip(receipts, outcomes, strict=True)]
+        failures = {party: outcome[0] for party, outcome in failed if outcome is not None}
+        alarms = {party for party, outcome in failed if outcome is not None and outcome[1]}
+        return failures, alarms
 
-    def _hand_over(self, party: str, receipt: RoundReceipt) -> str | None:
-        """Delivers one receipt; the party's failure, if any, as its journaled reason."""
+    def _hand_over(self, party: str, receipt: RoundReceipt) -> tuple[str, bool] | None:
+        """Delivers one receipt; the party's failure, if any: its journaled reason, and whether
+        it is an alarm (the party says the receipt does not prove its record; that stops the
+        job) rather than a receipt that did not reach it (a party gone: it can check its round
+        against the chain whenever it is back)."""
         try:
             self.protocol.deliver(party, receipt)
+        except ReceiptAlarm as exc:
+            return bounded(str(exc)), True
         except ConsortiumError as exc:
-            return bounded(str(exc))
+            return bounded(str(exc)), False
         return None
 
     def _result(

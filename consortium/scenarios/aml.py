@@ -30,6 +30,7 @@ from consortium.chain.base import Chain
 from consortium.crypto.canonical import json_digest
 from consortium.errors import UsageError
 from consortium.files import write_text_atomically
+from consortium.fl.data import LabeledTable
 from consortium.fl.model import init_model
 from consortium.jsonio import read_json_file
 from consortium.ledger.client import Ledger
@@ -272,20 +273,34 @@ def _party_names(value: object, source: str) -> tuple[str, list[str], str]:
 def participants_for(chain: Chain, run: AmlRun) -> dict[str, Participant]:
     """The banks of ``run`` as participants, by address, each with its own data, store,
     journal and view of the chain."""
-    plan = run.settings.plan()
     data = generate_banks(run.settings.banks, run.settings.seed)
     return {
-        bank.account.address: Participant(
-            bank.name,
-            bank.account,
-            bank_data,
-            bank.store,
-            bank.journal(),
-            Ledger(chain, run.deployment, bank.account),  # reads the chain as itself
-            plan,
-        )
+        bank.account.address: _participant(chain, run, bank, bank_data)
         for bank, bank_data in zip(run.banks, data, strict=True)
     }
+
+
+def participant_for(chain: Chain, run: AmlRun, name: str) -> Participant:
+    """The bank ``name`` of ``run`` as a participant, alone: what one member's own process
+    runs (over Flower, a SuperNode's ClientApp)."""
+    names = [bank.name for bank in run.banks]
+    if name not in names:
+        raise UsageError(f"the run has no bank {name!r} (its banks: {', '.join(names)})")
+    which = names.index(name)
+    data = generate_banks(run.settings.banks, run.settings.seed)[which]
+    return _participant(chain, run, run.banks[which], data)
+
+
+def _participant(chain: Chain, run: AmlRun, bank: Party, data: LabeledTable) -> Participant:
+    return Participant(
+        bank.name,
+        bank.account,
+        data,
+        bank.store,
+        bank.journal(),
+        Ledger(chain, run.deployment, bank.account),  # reads the chain as itself
+        run.settings.plan(),
+    )
 
 
 def coordinator_for(

@@ -1,0 +1,1 @@
+"""The ledger inside other federated-learning systems."""
