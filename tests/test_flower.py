@@ -140,6 +140,42 @@ def test_a_bank_whose_node_dies_mid_job_is_left_out_and_the_job_finishes(
     assert audited_rounds(anvil_node, out) == set(range(1, ROUNDS + 2))
 
 
+@pytest.mark.anvil
+@pytest.mark.slow
+def test_a_consent_revoked_mid_job_over_flower_leaves_its_owner_out(
+    anvil_node: AnvilNode, federation: Federation, tmp_path: Path
+) -> None:
+    """Bank 1 revokes the consent to its data once round 1 is anchored: the job completes over
+    Flower with bank 0, bank 1 is not even sent the later rounds' model, and the audit passes,
+    saying in which rounds bank 1 took no part."""
+    out = tmp_path / "run"
+    run = set_up_federation(anvil_node, federation, out, ROUNDS + 1)
+    run_id = federation.run(APP, run_config(anvil_node, out))
+    chain = connect(anvil_node.url)
+    try:
+        revoking = Ledger(chain, run.deployment, run.banks[1].account)
+        job = revoking.jobs.get(run.job_id)
+        (dataset,) = [
+            d for d in job.dataset_ids
+            if revoking.consents.dataset(d).owner == run.banks[1].account.address
+        ]  # fmt: skip
+        wait_until_anchored(revoking.jobs, run.job_id, 1, lambda: federation.log(run_id))
+        revoking.consents.revoke(dataset, job.consumer, aml.PURPOSE)
+        assert_completed(federation, run_id)
+    finally:
+        chain.close()
+    audited = CliRunner().invoke(
+        cli, ["audit", str(out / "bundle"), "--chain", anvil_node.url, "--json"]
+    )
+    assert audited.exit_code == 0, audited.output[-3000:]
+    absent = {
+        r["round"]
+        for r in json.loads(audited.stdout)["results"]
+        if r["check"] == "membership" and "took no part" in r["message"]
+    }
+    assert absent and 1 not in absent
+
+
 def assert_completed(federation: Federation, run_id: int) -> None:
     status = federation.wait_for_run(run_id, RUN_SECONDS)
     assert status == "finished:completed", federation.log(run_id)[-3000:]
