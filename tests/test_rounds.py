@@ -718,11 +718,17 @@ def test_another_participants_receipt_is_an_alarm(anchored_round: Scenario) -> N
             scenario.participant(i).check_receipt(receipts[(i + 1) % BANKS])
 
 
-def test_a_genuine_refusal_receipt_passes(anchored_round: Scenario) -> None:
+def test_a_refusal_receipt_for_a_round_that_names_the_party_is_an_alarm(
+    anchored_round: Scenario,
+) -> None:
+    """The anchor's participant set must agree with the receipt: a party told it was left out
+    of a round whose anchor counts it (its consent then checked on its behalf) raises its
+    alarm. A genuine refusal passes (test_a_bad_update_is_refused_recorded_and_the_job_goes_on)."""
     scenario = anchored_round
     (genuine,) = scenario.transport.receipts[scenario.address(1)]
     refusal = RoundReceipt(genuine.anchor, None, [], "unusable update: whatever")
-    scenario.participant(1).check_receipt(refusal)
+    with pytest.raises(ReceiptAlarm, match="names us among its participants, though the receipt"):
+        scenario.participant(1).check_receipt(refusal)
 
 
 # ------------------------------------------------------------- membership and consent change

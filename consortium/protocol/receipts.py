@@ -1,5 +1,6 @@
 """A party's check of its round receipt, the same in every protocol: the chain, read by the
-party itself, must hold the anchor the receipt names, and the party's own record must be a leaf
+party itself, must hold the anchor the receipt names, its participant set must name the party
+exactly when the receipt puts the party in the round, and the party's own record must be a leaf
 of its tree. The coordinator's word counts for nothing here; a failed check is an alarm.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 from consortium.crypto.merkle import verify_inclusion
 from consortium.errors import ChainRevert, ConsortiumError
 from consortium.ledger.client import Ledger
+from consortium.ledger.jobs import mask_participants
 from consortium.protocol.messages import RoundReceipt
 
 
@@ -40,6 +42,17 @@ def check_receipt(
             f"{who}: the receipt for job {anchor.job_id} round {anchor.round} does not "
             "match the commitment on chain"
         )
+    # The anchor's participant set must say what the receipt says of us: a record of ours under
+    # a mask that leaves us out would have spared our consent the contract's check.
+    job = ledger.jobs.get(anchor.job_id)
+    named = ledger.address in mask_participants(job.participants, anchor.participant_mask)
+    if named == (receipt.refusal is not None):
+        raise ReceiptAlarm(
+            f"{who}: the anchor of round {anchor.round} of job {anchor.job_id} "
+            + ("names us among its participants, though the receipt says we were left out"
+               if named else "leaves us out of its participants, though the receipt says we "
+               "are in its tree")
+        )  # fmt: skip
     if receipt.refusal is not None:
         return  # left out of the round, and told why; nothing of ours to find in the tree
     if own_record is None or receipt.leaf_index is None:
