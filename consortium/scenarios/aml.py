@@ -34,7 +34,7 @@ from consortium.fl.data import LabeledTable
 from consortium.fl.model import init_model
 from consortium.jsonio import read_json_file
 from consortium.ledger.client import Ledger
-from consortium.ledger.deployment import Deployment, Founder, deploy
+from consortium.ledger.deployment import Deployment
 from consortium.ledger.roles import Role
 from consortium.orchestration.coordinator import Coordinator
 from consortium.orchestration.engine import RoundResult
@@ -43,7 +43,7 @@ from consortium.protocol.fedavg.participant import Participant, TrainingPlan
 from consortium.protocol.fedavg.round import PROTOCOL_ID, Transport
 from consortium.scenarios.aml_data import FEATURE_NAMES, generate_banks, generate_validation
 from consortium.scenarios.keys import require_local_chain
-from consortium.scenarios.parties import PARTY_NAME, Party, vote_in
+from consortium.scenarios.parties import PARTY_NAME, Party, found, vote_in
 from consortium.store.models import put_model
 
 PURPOSE = "aml-risk-scoring"
@@ -51,7 +51,6 @@ SCENARIO_FILE = "scenario.json"
 MAX_SCENARIO_BYTES = 2**20  # settings, parties and a deployment: a few kB
 DEPLOYMENT_FILE = "deployment.json"
 SCENARIO_FORMAT = "consortium.simulation/1"
-FUNDS = 10**20
 CONSENT_DAYS = 365
 RESUME_KEEPS = ("banks", "seed", "epochs")
 """Settings a resumed run cannot change: the job's participants and its model spec commit to
@@ -142,22 +141,7 @@ def set_up(chain: Chain, out: Path, settings: AmlSettings, report: Callable[[str
     institute = Party.create("institute", out, seed=settings.seed)
     banks = [Party.create(f"bank-{i}", out, seed=settings.seed) for i in range(settings.banks)]
     regulator = Party.create("regulator", out, seed=settings.seed)
-    for party in (institute, *banks, regulator):
-        chain.fund(party.account.address, FUNDS)
-
-    report("deploying the contracts")
-    deployment = deploy(
-        chain,
-        institute.account,
-        [
-            Founder(
-                institute.account.address, "Research Institute", Role.COORDINATOR | Role.AUDITOR
-            ),
-            Founder(banks[0].account.address, "bank-0", Role.PROVIDER | Role.CONSUMER),
-        ],
-        quorum_bps=5000,
-        proposal_lifetime=7 * 86_400,
-    )
+    deployment = found(chain, (institute, *banks, regulator), institute, banks[0], report)
     ledgers = {p.name: Ledger(chain, deployment, p.account) for p in (institute, *banks, regulator)}
     vote_in(
         ledgers,

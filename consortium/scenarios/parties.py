@@ -14,10 +14,12 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from consortium.chain.base import Chain
 from consortium.crypto.keystore import MAX_KEYSTORE_BYTES
 from consortium.files import write_text_atomically
 from consortium.jsonio import read_json_file
 from consortium.ledger.client import Ledger
+from consortium.ledger.deployment import Deployment, Founder, deploy
 from consortium.ledger.roles import Role
 from consortium.scenarios.keys import simulation_key
 from consortium.store.artifacts import ArtifactStore
@@ -84,6 +86,37 @@ class Party:
         return cls(
             name, Account.from_key(Account.decrypt(keystore, SIMULATION_PASSWORD)), directory
         )
+
+
+FUNDS = 10**20
+"""What each party of a simulation is given on the local development chain."""
+
+
+def found(
+    chain: Chain,
+    parties: Sequence[Party],
+    institute: Party,
+    bank: Party,
+    report: Callable[[str], None],
+) -> Deployment:
+    """Funds ``parties`` and deploys the contracts, founded by the research ``institute``
+    (coordinator and auditor) and ``bank`` (provider and consumer), with a quorum of half the
+    members and a week for proposals: how every scenario's consortium starts."""
+    for party in parties:
+        chain.fund(party.account.address, FUNDS)
+    report("deploying the contracts")
+    return deploy(
+        chain,
+        institute.account,
+        [
+            Founder(
+                institute.account.address, "Research Institute", Role.COORDINATOR | Role.AUDITOR
+            ),
+            Founder(bank.account.address, bank.name, Role.PROVIDER | Role.CONSUMER),
+        ],
+        quorum_bps=5000,
+        proposal_lifetime=7 * 86_400,
+    )
 
 
 def vote_in(

@@ -62,13 +62,13 @@ from consortium.fl.vertical.terms import (
 )
 from consortium.jsonio import read_json_file, read_regular_file
 from consortium.ledger.client import Ledger
-from consortium.ledger.deployment import Deployment, Founder, deploy
+from consortium.ledger.deployment import Deployment
 from consortium.ledger.roles import Role
 from consortium.protocol.vertical.disclosure import psi_context
 from consortium.protocol.vertical.party import VerticalParty
 from consortium.protocol.vertical.round import joint_model
 from consortium.scenarios.keys import require_local_chain
-from consortium.scenarios.parties import PRIVATE_FILE, Party, vote_in
+from consortium.scenarios.parties import PRIVATE_FILE, Party, found, vote_in
 from consortium.scenarios.party_secrets import (
     SUBJECT_SECRET_FILE,
     arbiter_key,
@@ -105,7 +105,6 @@ WHAT = "the SME-credit simulation"
 INSTITUTE, BANK, PLATFORM, REGULATOR = "institute", "bank", "platform", "regulator"
 DATA_PARTIES = (BANK, PLATFORM)
 PARTIES = (INSTITUTE, BANK, PLATFORM, REGULATOR)
-FUNDS = 10**20
 CONSENT_DAYS = 365
 T = TypeVar("T")
 _INTEGER_SETTINGS = ("businesses", "seed", "keyBits", "maxRounds", "batchSize")
@@ -409,21 +408,7 @@ def _found(
     """Funds the parties, deploys the contracts, votes the platform and the regulator in,
     registers the bank's and the platform's datasets and grants the platform's consent."""
     institute, bank, platform, regulator = parties
-    for party in parties:
-        chain.fund(party.account.address, FUNDS)
-    report("deploying the contracts")
-    deployment = deploy(
-        chain,
-        institute.account,
-        [
-            Founder(
-                institute.account.address, "Research Institute", Role.COORDINATOR | Role.AUDITOR
-            ),
-            Founder(bank.account.address, BANK, Role.PROVIDER | Role.CONSUMER),
-        ],
-        quorum_bps=5000,
-        proposal_lifetime=7 * 86_400,
-    )
+    deployment = found(chain, parties, institute, bank, report)
     ledgers = {p.name: Ledger(chain, deployment, p.account) for p in parties}
     vote_in(
         ledgers, [institute, bank], [(platform, Role.PROVIDER), (regulator, Role.AUDITOR)], report
