@@ -131,6 +131,7 @@ class Jobs:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
         self._contract = ledger.training
+        self._participants: dict[int, tuple[ChecksumAddress, ...]] = {}
 
     def create(
         self,
@@ -361,6 +362,12 @@ class Jobs:
             participants=tuple(to_checksum_address(p) for p in participants),
             dataset_ids=tuple(dataset_ids),
         )
+
+    def participants(self, job_id: int) -> tuple[ChecksumAddress, ...]:
+        """The job's participants in its order; read once, since ``createJob`` fixes them."""
+        if job_id not in self._participants:
+            self._participants[job_id] = self.get(job_id).participants
+        return self._participants[job_id]
 
     def progress(self, job_id: int) -> JobProgress:
         """Where the job stands before its next round: the contract's ``jobProgress``, which

@@ -44,8 +44,8 @@ def check_receipt(
         )
     # The anchor's participant set must say what the receipt says of us: a record of ours under
     # a mask that leaves us out would have spared our consent the contract's check.
-    job = ledger.jobs.get(anchor.job_id)
-    named = ledger.address in mask_participants(job.participants, anchor.participant_mask)
+    participants = ledger.jobs.participants(anchor.job_id)
+    named = ledger.address in mask_participants(participants, anchor.participant_mask)
     if named == (receipt.refusal is not None):
         raise ReceiptAlarm(
             f"{who}: the anchor of round {anchor.round} of job {anchor.job_id} "
