@@ -62,19 +62,24 @@ def embedded_chain() -> Iterator[EmbeddedChain]:
     chain.close()
 
 
-@pytest.fixture(scope="session")
-def anvil_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
-    """One anvil node for the whole session, on a free port, with its data in a temp dir."""
+def start_anvil(directory: Path, **options: Any) -> AnvilNode:
+    """An anvil node started on a free port with its data in ``directory`` (chain id
+    ANVIL_CHAIN_ID unless ``options`` say otherwise); the test is skipped where npm's anvil is
+    not installed. The caller stops it."""
     try:
         find_anvil()
     except UsageError as exc:
         pytest.skip(str(exc))
-    # Every test funds fresh accounts from one faucet: far more than anvil's default 10,000.
-    node = AnvilNode(
-        tmp_path_factory.mktemp("anvil-session"), port=free_port(), chain_id=ANVIL_CHAIN_ID,
-        balance_ether=10**9,
-    )  # fmt: skip
+    node = AnvilNode(directory, port=free_port(), **{"chain_id": ANVIL_CHAIN_ID, **options})
     node.start()
+    return node
+
+
+@pytest.fixture(scope="session")
+def anvil_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
+    """One anvil node for the whole session, on a free port, with its data in a temp dir."""
+    # Every test funds fresh accounts from one faucet: far more than anvil's default 10,000.
+    node = start_anvil(tmp_path_factory.mktemp("anvil-session"), balance_ether=10**9)
     yield node
     node.stop()
 

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ANVIL_CHAIN_ID, free_port, isolate_cli
+from conftest import ANVIL_CHAIN_ID, isolate_cli, start_anvil
 from eth_account import Account
 from hexbytes import HexBytes
 from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, TxReceipt
 
-from consortium.chain.anvil import AnvilNode, find_anvil
+from consortium.chain.anvil import AnvilNode
 from consortium.chain.backend import connect
 from consortium.chain.base import MAX_POLL_INTERVAL
 from consortium.chain.reverts import RevertDecoder
@@ -41,12 +41,7 @@ STILL_WAITING = 4 * MAX_POLL_INTERVAL
 @pytest.fixture(scope="module")
 def manual_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
     """An anvil of this module's own, mining a block only on ``evm_mine``."""
-    try:
-        find_anvil()
-    except UsageError as exc:
-        pytest.skip(str(exc))
-    node = AnvilNode(tmp_path_factory.mktemp("manual-anvil"), port=free_port())
-    node.start()
+    node = start_anvil(tmp_path_factory.mktemp("manual-anvil"))
     setup = RpcChain(node.url)
     _rpc(setup, "evm_setAutomine", False)
     setup.close()

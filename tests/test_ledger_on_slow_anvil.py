@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import free_port
+from conftest import start_anvil
 from hexbytes import HexBytes
 from ledger_fixtures import DAY, PURPOSE, deploy_consortium
 from test_ledger import (  # noqa: F401 (collected here too, on this module's chain)
@@ -23,10 +23,9 @@ from test_ledger import (  # noqa: F401 (collected here too, on this module's ch
 )
 from web3.types import RPCEndpoint, TxReceipt
 
-from consortium.chain.anvil import AnvilNode, find_anvil
+from consortium.chain.anvil import AnvilNode
 from consortium.chain.rpc import RpcChain
 from consortium.crypto.eip712 import DOMAIN_NAME
-from consortium.errors import UsageError
 
 pytestmark = pytest.mark.anvil
 
@@ -63,15 +62,9 @@ class WatchedChain(RpcChain):
 @pytest.fixture(scope="module")
 def slow_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
     """The module's one anvil, with chain id 4242 and a block every second."""
-    try:
-        find_anvil()
-    except UsageError as exc:
-        pytest.skip(str(exc))
-    node = AnvilNode(
-        tmp_path_factory.mktemp("slow-anvil"), port=free_port(), chain_id=SLOW_CHAIN_ID,
-        block_time=BLOCK_TIME,
-    )  # fmt: skip
-    node.start()
+    node = start_anvil(
+        tmp_path_factory.mktemp("slow-anvil"), chain_id=SLOW_CHAIN_ID, block_time=BLOCK_TIME
+    )
     yield node
     node.stop()
 

@@ -30,16 +30,15 @@ from typing import Any
 import pytest
 import requests
 from bundle_files import read_rounds
-from conftest import ANVIL_CHAIN_ID, free_port
+from conftest import ANVIL_CHAIN_ID, start_anvil
 from hexbytes import HexBytes
 from journal_holder import journal_held_elsewhere
 
-from consortium.chain.anvil import AnvilNode, find_anvil
+from consortium.chain.anvil import AnvilNode
 from consortium.chain.rpc import RpcChain
 from consortium.chain.transact import SignedTransaction
 from consortium.crypto.digests import from_hex32, hex32
 from consortium.crypto.merkle import MerkleTree
-from consortium.errors import UsageError
 from consortium.faults import KILL_AT_ENV, POINTS
 from consortium.ledger.client import Ledger
 from consortium.ledger.jobs import participant_mask
@@ -74,13 +73,7 @@ def test_every_crash_point_is_covered() -> None:
 
 
 def _start_node(directory: Path, *, archive: bool = False) -> AnvilNode:
-    try:
-        find_anvil()
-    except UsageError as exc:
-        pytest.skip(str(exc))
-    node = AnvilNode(directory, port=free_port(), chain_id=ANVIL_CHAIN_ID, archive=archive)
-    node.start()
-    return node
+    return start_anvil(directory, archive=archive)
 
 
 def rpc(node: AnvilNode, method: str, *params: Any) -> Any:

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ANVIL_CHAIN_ID, free_port
+from conftest import ANVIL_CHAIN_ID, start_anvil
 
-from consortium.chain.anvil import AnvilNode, find_anvil
+from consortium.chain.anvil import AnvilNode
 from consortium.chain.rpc import RpcChain
-from consortium.errors import UsageError
 from consortium.faults import KILL_AT_ENV
 from consortium.fl.block_lr import TAYLOR, fit
 from consortium.ledger.client import Ledger
@@ -40,13 +39,7 @@ CRASH_ROUND = 2
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
-    try:
-        find_anvil()
-    except UsageError as exc:
-        pytest.skip(str(exc))
-    node = AnvilNode(tmp_path_factory.mktemp("vertical-node"), port=free_port(),
-                     chain_id=ANVIL_CHAIN_ID)  # fmt: skip
-    node.start()
+    node = start_anvil(tmp_path_factory.mktemp("vertical-node"))
     yield node
     node.stop()
 
