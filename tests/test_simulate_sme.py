@@ -90,35 +90,28 @@ def test_one_csv_file_alone_is_a_usage_error(tmp_path: Path) -> None:
     assert "give both --bank-csv and --platform-csv" in result.output
 
 
-def test_an_empty_intersection_is_one_line_naming_both_files(tmp_path: Path) -> None:
-    data = generate_sme(5, businesses=300)
-    write_party_csv(data.bank, tmp_path / "bank.csv")
-    others = replace(data.platform, ids=tuple(f"X-{i}" for i in range(data.platform.num_rows)))
-    write_party_csv(others, tmp_path / "platform.csv")
-    result = simulate(
-        *SMALL, "--bank-csv", str(tmp_path / "bank.csv"),
-        "--platform-csv", str(tmp_path / "platform.csv"),
-    )  # fmt: skip
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "share 0 consented businesses" in lines[0]
-    assert str(tmp_path / "bank.csv") in lines[0] and str(tmp_path / "platform.csv") in lines[0]
-
-
-def test_an_intersection_too_small_to_train_on_is_one_line_naming_both_files(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("shared", "message"),
+    [
+        (0, "share 0 consented businesses"),
+        # Some 50 shared, consented rows: fewer than a batch needs.
+        (60, "batches need at least"),
+    ],
+    ids=["empty", "too-small-for-a-batch"],
+)
+def test_an_intersection_with_nothing_to_train_is_one_line_naming_both_files(
+    tmp_path: Path, shared: int, message: str
 ) -> None:
     data = generate_sme(5, businesses=300)
     write_party_csv(data.bank, tmp_path / "bank.csv")
-    kept = set(data.bank.ids[:60])  # some 50 shared, consented rows: fewer than a batch needs
+    kept = set(data.bank.ids[:shared])
     ids = tuple(b if b in kept else f"X-{i}" for i, b in enumerate(data.platform.ids))
-    few = replace(data.platform, ids=ids)
-    write_party_csv(few, tmp_path / "platform.csv")
+    write_party_csv(replace(data.platform, ids=ids), tmp_path / "platform.csv")
     result = simulate(
         *SMALL, "--bank-csv", str(tmp_path / "bank.csv"),
         "--platform-csv", str(tmp_path / "platform.csv"),
     )  # fmt: skip
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "batches need at least" in lines[0], lines
+    assert len(lines) == 1 and message in lines[0], lines
     assert str(tmp_path / "bank.csv") in lines[0] and str(tmp_path / "platform.csv") in lines[0]
